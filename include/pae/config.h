@@ -1,0 +1,73 @@
+// Experiment configuration: YAML -> typed options, once, at the edge.
+//
+// A config has three sections, `data`, `model` and `train`. Unknown keys, wrong types and
+// out-of-range values are errors naming the file, line and key. `--set section.key=value`
+// overrides any key; the resolved config (defaults filled in) is written into the run directory.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "pae/data/dataset.h"
+
+namespace pae {
+
+/// The `model` section: which auto-encoder and which networks.
+struct ModelOptions {
+  std::string type = "ae";           ///< registry name: ae, vae
+  std::string arch = "conv";         ///< mlp | conv
+  int64_t latent_dim = 32;
+  std::vector<int64_t> hidden = {400};            ///< mlp: hidden widths (decoder mirrors)
+  std::vector<int64_t> channels = {32, 64, 128};  ///< conv: stride-2 conv widths (decoder mirrors)
+  int64_t kernel = 4;                ///< conv kernel size
+  bool batch_norm = true;            ///< conv: batch normalisation after each hidden conv
+  std::string activation = "relu";   ///< relu | leaky_relu | elu | silu
+  std::string recon_loss = "mse";    ///< ae: mse | bce.  vae likelihood: bernoulli (= bce) | gaussian
+  double beta = 1.0;                 ///< vae: weight of the KL term
+  double sigma = 0.1;                ///< vae gaussian likelihood: fixed pixel standard deviation
+};
+
+/// The `train` section: optimisation and run settings.
+struct TrainOptions {
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  std::string lr_schedule = "constant";  ///< constant | cosine
+  double weight_decay = 0.0;
+  double grad_clip = 0.0;               ///< max gradient norm (0 = off)
+  uint64_t seed = 0;
+  int64_t threads = 0;                  ///< LibTorch intra-op threads (0 = every available core)
+  int64_t blas_threads = 0;             ///< OpenBLAS threads (0 = 1: avoids oversubscription)
+  std::string device = "cpu";           ///< cpu | cuda | cuda:N | auto
+  int64_t eval_batch_size = 1000;
+  int64_t num_samples = 64;             ///< images in the sample / reconstruction grids
+  bool save_latents = true;             ///< encode train/val/test at the end
+};
+
+struct Config {
+  data::DataOptions data;
+  ModelOptions model;
+  TrainOptions train;
+  std::string source;  ///< file it was read from
+  /// "file:line" (or "--set") of every key given, e.g. locations["train.epochs"].
+  std::map<std::string, std::string> locations;
+
+  /// Where `key` ("section.key") was set, for error messages ("default" if never set).
+  std::string where(const std::string& key) const;
+};
+
+/// Parses YAML text (`source` names it in errors), then applies "section.key=value" overrides.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+/// Reads and parses a config file.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+/// The resolved config as YAML, every key written out (parse_config round-trips it).
+std::string to_yaml(const Config& config);
+
+/// Checks the value ranges; errors name file, line and key.
+void validate(const Config& config);
+
+}  // namespace pae

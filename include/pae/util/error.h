@@ -1,0 +1,25 @@
+// User-facing errors: one line naming the file, key or value and what was expected.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace pae {
+
+/// An error caused by the user's input (config, data file, checkpoint, flag).
+/// Programs print its message on one line and exit with kUserErrorExit.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+inline constexpr int kUserErrorExit = 2;
+
+/// Throws pae::Error(message) unless cond holds.
+inline void require(bool cond, const std::string& message) {
+  if (!cond) throw Error(message);
+}
+
+/// First line of a (possibly multi-line, LibTorch-style) exception message.
+std::string first_line(const std::string& message);
+
+}  // namespace pae

@@ -1,0 +1,43 @@
+// Process-wide runtime settings: threads, BLAS, devices, seeding.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace c10 {
+struct Device;
+}
+
+namespace pae {
+
+/// What the process found about its BLAS library.
+struct BlasInfo {
+  std::string library;    ///< resolved path of the library providing sgemm_
+  bool is_openblas = false;
+  bool is_reference = false;  ///< Debian's slow reference BLAS (netlib)
+};
+
+BlasInfo blas_info();
+
+/// Thread settings chosen for the user. intra_op = 0 means every core this process may use.
+/// blas = 0 means 1 thread while LibTorch runs more than one (they oversubscribe otherwise).
+struct ThreadSettings {
+  int intra_op = 0;
+  int blas = 0;
+};
+
+/// Applies `requested` and returns the settings in force.
+ThreadSettings configure_threads(ThreadSettings requested);
+
+/// Logs a warning when the BLAS in use is the slow reference one. Returns the info.
+BlasInfo warn_if_slow_blas();
+
+/// Number of cores available to this process (sched_getaffinity, at least 1).
+int available_cores();
+
+/// "cpu", "cuda", "cuda:N" or "auto" (cuda when available) -> a device; a clear error otherwise.
+c10::Device parse_device(const std::string& text);
+
+/// Seeds LibTorch's CPU (and CUDA, when present) generators.
+void seed_everything(uint64_t seed);
+
+}  // namespace pae

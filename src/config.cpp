@@ -1,0 +1,250 @@
+#include "pae/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+#include <sstream>
+
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+
+namespace pae {
+
+namespace {
+
+std::string type_name(const std::string*) { return "a string"; }
+std::string type_name(const int64_t*) { return "an integer"; }
+std::string type_name(const uint64_t*) { return "a non-negative integer"; }
+std::string type_name(const double*) { return "a number"; }
+std::string type_name(const bool*) { return "true or false"; }
+std::string type_name(const std::vector<int64_t>*) { return "a list of integers, e.g. [1, 2]"; }
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+/// Every (section, key, field) of a Config, visited in one place so that parsing and emitting
+/// cannot drift apart.
+template <class Visitor>
+void visit_fields(Config& c, Visitor& v) {
+  auto& d = c.data;
+  v.section("data");
+  v("name", d.name); v("root", d.root); v("path", d.path); v("labels_path", d.labels_path);
+  v("val_size", d.val_size); v("split_seed", d.split_seed); v("subset", d.subset);
+  v("classes", d.classes); v("holdout_classes", d.holdout_classes); v("channels", d.channels);
+  v("image_size", d.image_size); v("invert", d.invert); v("synthetic_size", d.synthetic_size);
+  v("dequantize", d.dequantize); v("hflip", d.hflip); v("shift", d.shift);
+  auto& m = c.model;
+  v.section("model");
+  v("type", m.type); v("arch", m.arch); v("latent_dim", m.latent_dim); v("hidden", m.hidden);
+  v("channels", m.channels); v("kernel", m.kernel); v("batch_norm", m.batch_norm);
+  v("activation", m.activation); v("recon_loss", m.recon_loss); v("beta", m.beta); v("sigma", m.sigma);
+  auto& t = c.train;
+  v.section("train");
+  v("epochs", t.epochs); v("batch_size", t.batch_size); v("lr", t.lr); v("lr_schedule", t.lr_schedule);
+  v("weight_decay", t.weight_decay); v("grad_clip", t.grad_clip); v("seed", t.seed);
+  v("threads", t.threads); v("blas_threads", t.blas_threads); v("device", t.device);
+  v("eval_batch_size", t.eval_batch_size); v("num_samples", t.num_samples); v("save_latents", t.save_latents);
+}
+
+/// Lists the keys of each section (for unknown-key errors).
+struct KeyLister {
+  std::map<std::string, std::vector<std::string>> keys;
+  std::string current;
+  void section(const std::string& s) { current = s; }
+  template <class T>
+  void operator()(const std::string& key, T&) { keys[current].push_back(key); }
+};
+
+/// Reads present keys from the YAML tree into the typed fields.
+struct Parser {
+  const YAML::Node& root;
+  Config& config;
+  std::string current;
+  YAML::Node node;
+
+  void section(const std::string& s) {
+    current = s;
+    node = root[s] ? root[s] : YAML::Node();
+  }
+  template <class T>
+  void operator()(const std::string& key, T& field) {
+    if (!node.IsDefined() || node.IsNull() || !node[key]) return;
+    const YAML::Node value = node[key];
+    const std::string full = current + "." + key;
+    try {
+      field = convert<T>(value);
+    } catch (const YAML::Exception&) {
+      throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&field) +
+                  ", got " + describe(value));
+    }
+  }
+  template <class T>
+  static T convert(const YAML::Node& n) {
+    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      if (n.IsScalar()) return {n.as<int64_t>()};  // a single class: `classes: 3`
+      if (!n.IsSequence()) throw YAML::BadConversion(n.Mark());
+      return n.as<std::vector<int64_t>>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+      return n.as<std::string>();
+    } else if constexpr (std::is_same_v<T, uint64_t>) {
+      if (!n.IsScalar() || n.Scalar().find('-') != std::string::npos) throw YAML::BadConversion(n.Mark());
+      return n.as<uint64_t>();
+    } else {
+      if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+      return n.as<T>();
+    }
+  }
+};
+
+/// Writes every field, defaults included.
+struct Emitter {
+  YAML::Emitter& out;
+  bool open = false;
+  void section(const std::string& s) {
+    if (open) out << YAML::EndMap;
+    out << YAML::Key << s << YAML::Value << YAML::BeginMap;
+    open = true;
+  }
+  template <class T>
+  void operator()(const std::string& key, T& field) {
+    out << YAML::Key << key << YAML::Value;
+    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      out << YAML::Flow << field;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      out << YAML::DoubleQuoted << field;
+    } else {
+      out << field;
+    }
+  }
+  void close() {
+    if (open) out << YAML::EndMap;
+  }
+};
+
+}  // namespace
+
+std::string Config::where(const std::string& key) const {
+  auto it = locations.find(key);
+  return it == locations.end() ? source + " (default of " + key + ")" : it->second;
+}
+
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  Config config;
+  config.source = source;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw Error(source + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  require(root.IsMap(), source + ": expected a mapping with sections data, model, train");
+
+  KeyLister lister;
+  visit_fields(config, lister);
+  // Unknown sections and keys, with their lines.
+  for (const auto& sec : root) {
+    const std::string s = sec.first.as<std::string>();
+    const std::string line = source + ":" + std::to_string(sec.first.Mark().line + 1);
+    if (!lister.keys.count(s)) throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train");
+    if (sec.second.IsNull()) continue;
+    require(sec.second.IsMap(), line + ": section '" + s + "' must be a mapping of keys");
+    const auto& valid = lister.keys[s];
+    for (const auto& kv : sec.second) {
+      const std::string k = kv.first.as<std::string>();
+      const std::string at = source + ":" + std::to_string(kv.first.Mark().line + 1);
+      if (std::find(valid.begin(), valid.end(), k) == valid.end()) {
+        std::string list;
+        for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
+        throw Error(at + ": unknown key '" + s + "." + k + "'; valid keys in '" + s + "': " + list);
+      }
+      config.locations[s + "." + k] = at;
+    }
+  }
+  // Command-line overrides: "section.key=value", value parsed as YAML.
+  for (const auto& ov : overrides) {
+    const auto eq = ov.find('=');
+    const auto dot = ov.find('.');
+    require(eq != std::string::npos && dot != std::string::npos && dot < eq,
+            "--set '" + ov + "': expected section.key=value, e.g. train.epochs=3");
+    const std::string s = ov.substr(0, dot), k = ov.substr(dot + 1, eq - dot - 1);
+    const auto& valid = lister.keys[s];
+    require(lister.keys.count(s) && std::find(valid.begin(), valid.end(), k) != valid.end(),
+            "--set '" + ov + "': unknown key '" + s + "." + k + "'");
+    YAML::Node value;
+    try {
+      value = YAML::Load(ov.substr(eq + 1));
+    } catch (const YAML::Exception&) {
+      throw Error("--set '" + ov + "': value is not valid YAML");
+    }
+    if (!root[s] || root[s].IsNull()) root[s] = YAML::Node(YAML::NodeType::Map);
+    root[s][k] = value;
+    config.locations[s + "." + k] = "--set " + s + "." + k;
+  }
+  Parser parser{root, config, "", YAML::Node()};
+  visit_fields(config, parser);
+  validate(config);
+  return config;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  require(fs::is_regular_file(path), "config file not found: " + path);
+  return parse_config(read_text(path), path, overrides);
+}
+
+std::string to_yaml(const Config& config) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  Emitter emitter{out};
+  visit_fields(const_cast<Config&>(config), emitter);
+  emitter.close();
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+void validate(const Config& c) {
+  auto check = [&](bool ok, const std::string& key, const std::string& expected, const std::string& got) {
+    if (!ok) throw Error(c.where(key) + ": key '" + key + "': expected " + expected + ", got " + got);
+  };
+  auto in = [](const std::string& v, std::initializer_list<const char*> options) {
+    for (const char* o : options) if (v == o) return true;
+    return false;
+  };
+  const auto& d = c.data;
+  const auto& m = c.model;
+  const auto& t = c.train;
+  check(d.val_size >= 0, "data.val_size", "an integer >= 0", std::to_string(d.val_size));
+  check(d.subset >= 0, "data.subset", "an integer >= 0 (0 = all)", std::to_string(d.subset));
+  check(d.channels == 0 || d.channels == 1 || d.channels == 3, "data.channels", "0, 1 or 3", std::to_string(d.channels));
+  check(d.image_size >= 0, "data.image_size", "an integer >= 0", std::to_string(d.image_size));
+  check(d.shift >= 0, "data.shift", "an integer >= 0", std::to_string(d.shift));
+  check(d.synthetic_size > 0, "data.synthetic_size", "a positive integer", std::to_string(d.synthetic_size));
+  check(in(m.arch, {"mlp", "conv"}), "model.arch", "mlp or conv", "'" + m.arch + "'");
+  check(m.latent_dim > 0, "model.latent_dim", "a positive integer", std::to_string(m.latent_dim));
+  for (auto h : m.hidden) check(h > 0, "model.hidden", "positive widths", std::to_string(h));
+  for (auto ch : m.channels) check(ch > 0, "model.channels", "positive widths", std::to_string(ch));
+  check(!m.channels.empty() || m.arch != "conv", "model.channels", "at least one conv width", "[]");
+  check(m.kernel >= 2, "model.kernel", "a kernel size >= 2", std::to_string(m.kernel));
+  check(in(m.activation, {"relu", "leaky_relu", "elu", "silu"}), "model.activation", "relu, leaky_relu, elu or silu", "'" + m.activation + "'");
+  check(in(m.recon_loss, {"mse", "bce", "bernoulli", "gaussian"}), "model.recon_loss", "mse, bce, bernoulli or gaussian", "'" + m.recon_loss + "'");
+  check(m.beta >= 0, "model.beta", "a number >= 0", std::to_string(m.beta));
+  check(m.sigma > 0, "model.sigma", "a positive number", std::to_string(m.sigma));
+  check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
+  check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
+  check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));
+  check(in(t.lr_schedule, {"constant", "cosine"}), "train.lr_schedule", "constant or cosine", "'" + t.lr_schedule + "'");
+  check(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", std::to_string(t.weight_decay));
+  check(t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 = off)", std::to_string(t.grad_clip));
+  check(t.threads >= 0, "train.threads", "an integer >= 0 (0 = all cores)", std::to_string(t.threads));
+  check(t.blas_threads >= 0, "train.blas_threads", "an integer >= 0 (0 = 1)", std::to_string(t.blas_threads));
+  check(t.eval_batch_size >= 1, "train.eval_batch_size", "a positive integer", std::to_string(t.eval_batch_size));
+  check(t.num_samples >= 1, "train.num_samples", "a positive integer", std::to_string(t.num_samples));
+}
+
+}  // namespace pae

@@ -1,0 +1,182 @@
+#include "pae/data/readers.h"
+
+#include <stb_image.h>
+#include <stb_image_resize.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+
+namespace pae::data {
+
+namespace {
+
+/// Whole-file read through zlib: gzread passes raw files through unchanged.
+std::string read_maybe_gzip(const std::string& path) {
+  require(fs::exists(path), "file not found: " + path);
+  gzFile f = gzopen(path.c_str(), "rb");
+  require(f != nullptr, "cannot open " + path + ": " + std::strerror(errno));
+  std::string out;
+  std::vector<char> buf(1 << 20);
+  while (true) {
+    const int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
+    if (n < 0) {
+      int code = 0;
+      const std::string msg = gzerror(f, &code);
+      gzclose(f);
+      throw Error(path + ": corrupted gzip data (" + msg + ")");
+    }
+    if (n == 0) break;
+    out.append(buf.data(), static_cast<size_t>(n));
+  }
+  int code = 0;
+  const char* msg = gzerror(f, &code);
+  const std::string err = msg ? msg : "";
+  gzclose(f);
+  // A gzip stream cut short reads as a clean EOF with Z_BUF_ERROR set.
+  require(code == Z_OK || code == Z_STREAM_END, path + ": corrupted or truncated gzip data (" + err + ")");
+  return out;
+}
+
+uint32_t be32(const unsigned char* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+}  // namespace
+
+at::Tensor read_idx(const std::string& path) {
+  const std::string bytes = read_maybe_gzip(path);
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  require(bytes.size() >= 4 && p[0] == 0 && p[1] == 0,
+          path + ": not an IDX file (bad magic; expected 0x0000 then type and rank)");
+  const int type = p[2], rank = p[3];
+  torch::Dtype dtype;
+  size_t elem = 0;
+  switch (type) {
+    case 0x08: dtype = torch::kUInt8; elem = 1; break;
+    case 0x09: dtype = torch::kInt8; elem = 1; break;
+    case 0x0B: dtype = torch::kInt16; elem = 2; break;
+    case 0x0C: dtype = torch::kInt32; elem = 4; break;
+    case 0x0D: dtype = torch::kFloat32; elem = 4; break;
+    case 0x0E: dtype = torch::kFloat64; elem = 8; break;
+    default: throw Error(path + ": not an IDX file (unknown element type 0x" + std::to_string(type) + ")");
+  }
+  require(rank >= 1 && rank <= 4, path + ": not an IDX file (rank " + std::to_string(rank) + ")");
+  require(bytes.size() >= 4 + 4 * size_t(rank), path + ": truncated IDX header");
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  for (int i = 0; i < rank; ++i) {
+    shape.push_back(be32(p + 4 + 4 * i));
+    numel *= shape.back();
+  }
+  const size_t offset = 4 + 4 * size_t(rank);
+  const size_t expected = offset + size_t(numel) * elem;
+  require(bytes.size() == expected, path + ": truncated or oversized IDX data: header promises " +
+                                        std::to_string(expected) + " bytes, file has " +
+                                        std::to_string(bytes.size()));
+  auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  std::memcpy(t.data_ptr(), p + offset, size_t(numel) * elem);
+  if (elem > 1) {  // IDX is big-endian
+    auto* d = static_cast<unsigned char*>(t.data_ptr());
+    for (int64_t i = 0; i < numel; ++i) std::reverse(d + i * elem, d + (i + 1) * elem);
+  }
+  return t;
+}
+
+void write_idx(const std::string& path, const at::Tensor& tensor, bool gzip) {
+  TORCH_CHECK(tensor.scalar_type() == torch::kUInt8, "write_idx: uint8 only");
+  auto t = tensor.contiguous().cpu();
+  std::string bytes = {0, 0, 0x08, static_cast<char>(t.dim())};
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    const auto d = static_cast<uint32_t>(t.size(i));
+    bytes += {static_cast<char>(d >> 24), static_cast<char>(d >> 16), static_cast<char>(d >> 8),
+              static_cast<char>(d)};
+  }
+  bytes.append(static_cast<const char*>(t.data_ptr()), size_t(t.numel()));
+  atomic_write(path, [&](const fs::path& tmp) {
+    if (gzip) {
+      gzFile f = gzopen(tmp.c_str(), "wb");
+      require(f != nullptr, "cannot write " + tmp.string());
+      const int n = gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+      gzclose(f);
+      require(n == static_cast<int>(bytes.size()), "failed writing " + tmp.string());
+    } else {
+      std::ofstream(tmp, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+    }
+  });
+}
+
+std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path) {
+  constexpr size_t kRecord = 1 + 3 * 32 * 32;
+  const std::string bytes = read_maybe_gzip(path);
+  require(!bytes.empty() && bytes.size() % kRecord == 0,
+          path + ": not a CIFAR-10 binary batch (size " + std::to_string(bytes.size()) +
+              " is not a multiple of 3073-byte records)");
+  const int64_t n = int64_t(bytes.size() / kRecord);
+  auto raw = torch::from_blob(const_cast<char*>(bytes.data()), {n, int64_t(kRecord)}, torch::kUInt8);
+  auto labels = raw.select(1, 0).to(torch::kInt64);
+  require(labels.max().item<int64_t>() <= 9, path + ": label byte above 9: not a CIFAR-10 batch");
+  auto images = raw.slice(1, 1).reshape({n, 3, 32, 32}).clone();
+  return {images, labels};
+}
+
+std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root,
+                                                    const ImageFolderOptions& options) {
+  require(fs::is_directory(root), "image folder not found: " + root);
+  require(options.channels == 1 || options.channels == 3,
+          "image folder: channels must be 1 or 3, got " + std::to_string(options.channels));
+  require(options.size > 0, "image folder: size must be positive");
+  static const std::vector<std::string> kExt = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga"};
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_regular_file()) continue;
+    std::string ext = entry.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    if (std::find(kExt.begin(), kExt.end(), ext) != kExt.end()) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  require(!files.empty(), "image folder " + root + " holds no .png/.jpg/.bmp/.gif/.tga images");
+  std::map<std::string, int64_t> classes;
+  for (const auto& f : files) {
+    const auto rel = fs::relative(f.parent_path(), root).string();
+    if (rel != "." && !classes.count(rel)) classes.emplace(rel, 0);
+  }
+  int64_t next = 0;
+  for (auto& kv : classes) kv.second = next++;
+
+  const int c = int(options.channels), s = int(options.size);
+  auto images = torch::empty({int64_t(files.size()), c, s, s}, torch::kFloat);
+  auto labels = torch::zeros({int64_t(files.size())}, torch::kInt64);
+  std::vector<unsigned char> resized;
+  for (size_t i = 0; i < files.size(); ++i) {
+    int w = 0, h = 0, n = 0;
+    unsigned char* px = stbi_load(files[i].c_str(), &w, &h, &n, c);
+    require(px != nullptr, files[i].string() + ": cannot decode image (" +
+                               std::string(stbi_failure_reason() ? stbi_failure_reason() : "?") + ")");
+    // Resize the short side to s, then centre-crop.
+    const double scale = double(s) / std::min(w, h);
+    const int rw = std::max(s, int(std::lround(w * scale))), rh = std::max(s, int(std::lround(h * scale)));
+    resized.resize(size_t(rw) * rh * c);
+    const int ok = stbir_resize_uint8(px, w, h, 0, resized.data(), rw, rh, 0, c);
+    stbi_image_free(px);
+    require(ok != 0, files[i].string() + ": resize failed");
+    auto t = torch::from_blob(resized.data(), {rh, rw, c}, torch::kUInt8)
+                 .slice(0, (rh - s) / 2, (rh - s) / 2 + s)
+                 .slice(1, (rw - s) / 2, (rw - s) / 2 + s)
+                 .permute({2, 0, 1})
+                 .to(torch::kFloat)
+                 .div(255.0);
+    images[int64_t(i)].copy_(options.invert ? 1 - t : t);
+    const auto rel = fs::relative(files[i].parent_path(), root).string();
+    if (rel != ".") labels[int64_t(i)] = classes.at(rel);
+  }
+  return {images, labels};
+}
+
+}  // namespace pae::data

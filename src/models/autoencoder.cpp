@@ -1,0 +1,166 @@
+#include "pae/models/autoencoder.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "pae/util/error.h"
+
+namespace pae::models {
+
+namespace F = torch::nn::functional;
+
+std::map<std::string, torch::Tensor> AutoEncoder::scores(const torch::Tensor& x) {
+  auto z = encode(x);
+  auto recon = decode(z);
+  return {{"recon_mse", (recon - x).pow(2).flatten(1).mean(1)}, {"latent_norm", z.norm(2, 1)}};
+}
+
+LossTerms AutoEncoder::train_step(const torch::Tensor& x, torch::optim::Optimizer& optimizer, double grad_clip) {
+  optimizer.zero_grad();
+  LossTerms out = loss(x);
+  out.loss.backward();
+  if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters(), grad_clip);
+  optimizer.step();
+  out.loss = out.loss.detach();
+  return out;
+}
+
+torch::Tensor AutoEncoder::sample_prior(int64_t n) {
+  auto device = parameters().front().device();
+  return decode(torch::randn({n, latent_dim()}, torch::TensorOptions().device(device)));
+}
+
+namespace {
+
+/// Per-image reconstruction negative log-likelihood from decoder logits, [B].
+torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, const torch::Tensor& x, double sigma) {
+  if (kind == "bce" || kind == "bernoulli") {
+    return F::binary_cross_entropy_with_logits(logits, x, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+        .flatten(1)
+        .sum(1);
+  }
+  const auto d = static_cast<double>(x[0].numel());
+  auto sq = (torch::sigmoid(logits) - x).pow(2).flatten(1).sum(1);
+  if (kind == "gaussian") return sq / (2 * sigma * sigma) + 0.5 * d * std::log(2 * M_PI * sigma * sigma);
+  return sq / d;  // mse: per pixel
+}
+
+/// Deterministic auto-encoder (MSE or Bernoulli/BCE reconstruction).
+class PlainAE : public AutoEncoder {
+ public:
+  PlainAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
+    require(o.recon_loss == "mse" || o.recon_loss == "bce" || o.recon_loss == "bernoulli",
+            "model.recon_loss '" + o.recon_loss + "' for type ae: expected mse or bce");
+    encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
+    decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
+  }
+  torch::Tensor encode(const torch::Tensor& x) override { return encoder_->forward(x); }
+  torch::Tensor decode_logits(const torch::Tensor& z) override { return decoder_->forward(z); }
+
+  LossTerms loss(const torch::Tensor& x) override {
+    auto logits = decode_logits(encode(x));
+    torch::Tensor mse;
+    torch::Tensor total;
+    if (options_.recon_loss == "mse") {
+      mse = F::mse_loss(torch::sigmoid(logits), x);
+      total = mse;
+      return {total, {{"loss", total.detach()}, {"mse", mse.detach()}}};
+    }
+    total = recon_nll("bce", logits, x, 0).mean();
+    mse = F::mse_loss(torch::sigmoid(logits), x);
+    return {total, {{"loss", total.detach()}, {"bce", total.detach()}, {"mse", mse.detach()}}};
+  }
+
+ private:
+  torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr};
+};
+
+/// β-VAE (Kingma & Welling 2014; Higgins et al. 2017): Gaussian posterior, analytic KL to
+/// N(0, I), Bernoulli or fixed-sigma Gaussian likelihood. Losses are nats per image.
+class BetaVAE : public AutoEncoder {
+ public:
+  BetaVAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
+    require(o.recon_loss != "mse", "model.recon_loss 'mse' for type vae: expected bernoulli (bce) or gaussian");
+    encoder_ = register_module("encoder", make_encoder(o, s, 2 * o.latent_dim));
+    decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
+  }
+  torch::Tensor encode(const torch::Tensor& x) override { return encoder_->forward(x).chunk(2, 1)[0]; }
+  torch::Tensor decode_logits(const torch::Tensor& z) override { return decoder_->forward(z); }
+
+  /// Per-image negative ELBO terms: (nll, kl), each [B], from one posterior sample.
+  std::pair<torch::Tensor, torch::Tensor> elbo_terms(const torch::Tensor& x, torch::Tensor* logits_out = nullptr) {
+    auto h = encoder_->forward(x).chunk(2, 1);
+    auto mu = h[0], logvar = h[1];
+    auto z = mu + torch::randn_like(mu) * torch::exp(0.5 * logvar);
+    auto logits = decode_logits(z);
+    auto nll = recon_nll(options_.recon_loss, logits, x, options_.sigma);
+    auto kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1);
+    if (logits_out) *logits_out = logits;
+    return {nll, kl};
+  }
+
+  LossTerms loss(const torch::Tensor& x) override {
+    torch::Tensor logits;
+    auto [nll, kl] = elbo_terms(x, &logits);
+    auto nll_m = nll.mean(), kl_m = kl.mean();
+    auto total = nll_m + options_.beta * kl_m;
+    auto mse = F::mse_loss(torch::sigmoid(logits), x);
+    return {total,
+            {{"loss", total.detach()}, {"nll", nll_m.detach()}, {"kl", kl_m.detach()},
+             {"neg_elbo", (nll_m + kl_m).detach()}, {"mse", mse.detach()}}};
+  }
+
+  std::map<std::string, torch::Tensor> scores(const torch::Tensor& x) override {
+    auto s = AutoEncoder::scores(x);
+    auto [nll, kl] = elbo_terms(x);
+    s["neg_elbo"] = nll + kl;
+    return s;
+  }
+
+ private:
+  torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr};
+};
+
+void register_builtin_models(AutoEncoderRegistry& r) {
+  r.add("ae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); });
+  r.add("vae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); });
+}
+
+}  // namespace
+
+AutoEncoderRegistry& AutoEncoderRegistry::instance() {
+  static AutoEncoderRegistry* registry = [] {
+    auto* r = new AutoEncoderRegistry();
+    register_builtin_models(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+void AutoEncoderRegistry::add(const std::string& name, AutoEncoderFactory factory) {
+  factories_[name] = std::move(factory);
+}
+
+std::shared_ptr<AutoEncoder> AutoEncoderRegistry::create(const ModelOptions& options, const ImageShape& shape) const {
+  auto it = factories_.find(options.type);
+  if (it == factories_.end()) {
+    std::string valid;
+    for (const auto& kv : factories_) valid += (valid.empty() ? "" : ", ") + kv.first;
+    throw Error("model.type '" + options.type + "': unknown model; valid names: " + valid);
+  }
+  return it->second(options, shape);
+}
+
+std::vector<std::string> AutoEncoderRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : factories_) out.push_back(kv.first);
+  return out;
+}
+
+std::shared_ptr<AutoEncoder> build_autoencoder(const ModelOptions& options, const ImageShape& shape) {
+  require(shape.channels > 0 && shape.height > 0 && shape.width > 0, "cannot build a model for image shape " + shape.str());
+  return AutoEncoderRegistry::instance().create(options, shape);
+}
+
+}  // namespace pae::models

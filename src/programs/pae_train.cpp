@@ -1,0 +1,56 @@
+// pae-train: trains an auto-encoder-family model from a YAML config into a run directory.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "pae/config.h"
+#include "pae/train/trainer.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+#include "pae/util/runtime.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"pae-train: train an auto-encoder (ae, vae) from a YAML config"};
+  std::string config_path, run_dir, device;
+  std::vector<std::string> overrides;
+  std::string seed;
+  pae::train::RunOptions run;
+  app.add_option("-c,--config", config_path, "YAML config (with --resume: defaults to RUN/config.yml)");
+  app.add_option("-r,--run-dir", run_dir, "run directory (default: runs/<config name>)");
+  app.add_option("-d,--device", device, "cpu | cuda | cuda:N | auto (default: train.device)");
+  app.add_flag("--resume", run.resume, "continue from RUN/checkpoints/last.pt");
+  app.add_flag("--force", run.force, "replace an existing run directory");
+  app.add_option("--seed", seed, "override train.seed");
+  app.add_option("--set", overrides, "override a config key: --set train.epochs=3 (repeatable)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
+  }
+  try {
+    pae::warn_if_slow_blas();
+    if (config_path.empty()) {
+      pae::require(run.resume && !run_dir.empty(), "--config is required (or --resume with --run-dir)");
+      config_path = (pae::fs::path(run_dir) / "config.yml").string();
+    }
+    if (!seed.empty()) overrides.push_back("train.seed=" + seed);
+    if (!device.empty()) overrides.push_back("train.device=" + device);
+    if (run_dir.empty()) run_dir = (pae::fs::path("runs") / pae::fs::path(config_path).stem()).string();
+    pae::Config config = pae::load_config(config_path, overrides);
+    const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
+    spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
+    run.run_dir = run_dir;
+    run.device = config.train.device;
+    pae::train::train_autoencoder(config, run);
+    return 0;
+  } catch (const pae::Error& e) {
+    spdlog::error("{}", e.what());
+    return pae::kUserErrorExit;
+  } catch (const c10::Error& e) {
+    spdlog::error("internal error: {}", pae::first_line(e.what_without_backtrace()));
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", pae::first_line(e.what()));
+    return 1;
+  }
+}

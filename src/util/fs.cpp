@@ -1,0 +1,70 @@
+#include "pae/util/fs.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "pae/util/error.h"
+
+namespace pae {
+
+namespace {
+fs::path temp_sibling(const fs::path& path) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return path.parent_path() /
+         ("." + path.filename().string() + ".tmp" + std::to_string(::getpid()) + "_" +
+          std::to_string(rng() % 1000000));
+}
+}  // namespace
+
+void atomic_write(const fs::path& path, const std::function<void(const fs::path&)>& write) {
+  if (!path.parent_path().empty()) ensure_dir(path.parent_path());
+  const fs::path tmp = temp_sibling(path);
+  try {
+    write(tmp);
+    fs::rename(tmp, path);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void atomic_write_text(const fs::path& path, const std::string& content) {
+  atomic_write(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    require(static_cast<bool>(out), "cannot write " + tmp.string() + ": " + std::strerror(errno));
+    out << content;
+    out.close();
+    require(!out.fail(), "failed writing " + tmp.string());
+  });
+}
+
+void append_line(const fs::path& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  require(static_cast<bool>(out), "cannot append to " + path.string() + ": " + std::strerror(errno));
+  out << line << '\n';
+  out.flush();
+}
+
+void ensure_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    throw Error("cannot create directory " + dir.string() + ": " +
+                (ec ? ec.message() : std::string("a file of that name exists")));
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    throw Error("directory " + dir.string() + " is not writable: " + std::strerror(errno));
+  }
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  require(static_cast<bool>(in), "cannot read " + path.string() + ": " + std::strerror(errno));
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace pae

@@ -1,0 +1,79 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "pae/config.h"
+#include "pae/models/autoencoder.h"
+#include "pae/util/error.h"
+#include "test_util.h"
+
+using namespace pae;
+using pae::testing::error_of;
+
+TEST(Config, EveryShippedConfigParsesAndBuildsItsModel) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(PAE_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".yml") continue;
+    ++count;
+    SCOPED_TRACE(entry.path().string());
+    Config c = load_config(entry.path().string());
+    auto shape = models::known_image_shape(c.data);
+    ASSERT_GT(shape.channels, 0);
+    auto model = models::build_autoencoder(c.model, shape);
+    model->eval();
+    auto x = torch::rand({2, shape.channels, shape.height, shape.width});
+    auto z = model->encode(x);
+    EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, c.model.latent_dim}));
+    EXPECT_EQ(model->decode(z).sizes(), x.sizes());
+    EXPECT_TRUE(torch::isfinite(model->loss(x).loss).item<bool>());
+  }
+  EXPECT_GE(count, 3);
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndValidKeys) {
+  auto msg = error_of([] { parse_config("data:\n  name: mnist\ntrain:\n  epoch: 3\n", "x.yml"); });
+  EXPECT_NE(msg.find("x.yml:4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.epoch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("epochs"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("trainer:\n  epochs: 3\n", "y.yml"); });
+  EXPECT_NE(msg.find("y.yml:1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("trainer"), std::string::npos) << msg;
+}
+
+TEST(Config, WrongTypeAndRangeErrors) {
+  auto msg = error_of([] { parse_config("train:\n  lr: 0.1\n  epochs: ten\n", "c.yml"); });
+  EXPECT_NE(msg.find("c.yml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("integer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'ten'"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("train:\n  epochs: -3\n", "c.yml"); });
+  EXPECT_NE(msg.find("c.yml:2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("-3"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("model:\n  hidden: 400x\n", "c.yml"); });
+  EXPECT_NE(msg.find("model.hidden"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("model:\n  latent_dim: [3]\n", "c.yml"); });
+  EXPECT_NE(msg.find("model.latent_dim"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("model: [1\n", "c.yml"); });
+  EXPECT_NE(msg.find("YAML syntax"), std::string::npos) << msg;
+}
+
+TEST(Config, SetOverridesAnyKey) {
+  Config c = parse_config("train:\n  epochs: 10\n", "c.yml", {"train.epochs=3", "model.hidden=[64, 32]", "data.name=mnist"});
+  EXPECT_EQ(c.train.epochs, 3);
+  EXPECT_EQ(c.model.hidden, (std::vector<int64_t>{64, 32}));
+  EXPECT_EQ(c.data.name, "mnist");
+  auto msg = error_of([] { parse_config("", "c.yml", {"train.epochs=-1"}); });
+  EXPECT_NE(msg.find("--set train.epochs"), std::string::npos) << msg;
+  EXPECT_NE(error_of([] { parse_config("", "c.yml", {"train.nope=1"}); }).find("train.nope"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "c.yml", {"epochs"}); }).find("section.key=value"), std::string::npos);
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  Config c = parse_config("model:\n  type: vae\n  hidden: [10, 20]\ntrain:\n  lr: 0.005\n  seed: 42\n", "c.yml");
+  Config back = parse_config(to_yaml(c), "resolved.yml");
+  EXPECT_EQ(to_yaml(back), to_yaml(c));
+  EXPECT_EQ(back.model.type, "vae");
+  EXPECT_EQ(back.model.hidden, (std::vector<int64_t>{10, 20}));
+  EXPECT_DOUBLE_EQ(back.train.lr, 0.005);
+  EXPECT_EQ(back.train.seed, 42u);
+}
