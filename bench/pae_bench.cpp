@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", epochs, "epochs to time");
   app.add_option("--limit", limit, "train on the first N images only (0 = all)");
   CLI11_PARSE(app, argc, argv);
+  pae::ensure_fast_blas_kernels(argc, argv);
   try {
     pae::warn_if_slow_blas();
     const auto ts = pae::configure_threads({threads, blas_threads});
@@ -72,24 +73,23 @@ int main(int argc, char** argv) {
       best = std::max(best, double(n) / secs);
       spdlog::info("epoch {}: {:.0f} images/s ({:.2f}s), loss {:.4g}", e + 1, double(n) / secs, secs, last.item<double>());
     }
-    // Model FLOPs per image (forward ~ 2 * MACs; training ~ 3x forward), from the Linear and
-    // conv layers' parameter use: counted by one traced forward pass would need profiling, so
-    // report only the MLP closed form.
     pae::JsonObject out;
     out.add("model", what).add("images_per_s", best).add("threads", ts.intra_op).add("blas_threads", ts.blas)
-        .add("gemm_gflops", peak);
+        .add("blas_core", pae::blas_info().core).add("gemm_gflops", peak);
     if (config.model.arch == "mlp") {
-      double macs = 0;
+      // Training FLOPs per image from the Linear layers: forward, grad-input and grad-weight
+      // GEMMs (2 FLOPs per multiply-add each), except the first layer's grad-input, which
+      // autograd skips because the images need no gradient.
       std::vector<int64_t> widths = {shape.numel()};
       for (auto h : config.model.hidden) widths.push_back(h);
-      const int64_t enc_out = config.model.type == "vae" ? 2 * config.model.latent_dim : config.model.latent_dim;
-      for (size_t i = 0; i + 1 < widths.size(); ++i) macs += double(widths[i]) * widths[i + 1];
-      macs += double(widths.back()) * enc_out;
+      widths.push_back(config.model.type == "vae" ? 2 * config.model.latent_dim : config.model.latent_dim);
       std::vector<int64_t> dec = {config.model.latent_dim};
       for (auto it = config.model.hidden.rbegin(); it != config.model.hidden.rend(); ++it) dec.push_back(*it);
       dec.push_back(shape.numel());
-      for (size_t i = 0; i + 1 < dec.size(); ++i) macs += double(dec[i]) * dec[i + 1];
-      const double gflops = 6.0 * macs * best / 1e9;  // 2 FLOPs/MAC x (forward + 2 backward GEMMs)
+      double flops = 0;
+      for (size_t i = 0; i + 1 < widths.size(); ++i) flops += 2.0 * widths[i] * widths[i + 1] * (i == 0 ? 2 : 3);
+      for (size_t i = 0; i + 1 < dec.size(); ++i) flops += 2.0 * dec[i] * dec[i + 1] * 3;
+      const double gflops = flops * best / 1e9;
       out.add("model_gflops", gflops).add("fraction_of_gemm_peak", gflops / peak);
     }
     std::printf("%s\n", out.str().c_str());

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "pae/models/dense.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
@@ -44,11 +45,11 @@ nn::Sequential make_encoder(const ModelOptions& o, const ImageShape& s, int64_t 
     seq->push_back(nn::Flatten());
     int64_t in = s.numel();
     for (auto h : o.hidden) {
-      seq->push_back(nn::Linear(in, h));
+      seq->push_back(Dense(in, h));
       push_activation(seq, o.activation);
       in = h;
     }
-    seq->push_back(nn::Linear(in, out_dim));
+    seq->push_back(Dense(in, out_dim));
     return seq;
   }
   require(o.arch == "conv", "model.arch '" + o.arch + "': expected mlp or conv");
@@ -61,7 +62,7 @@ nn::Sequential make_encoder(const ModelOptions& o, const ImageShape& s, int64_t 
     in = ch;
   }
   seq->push_back(nn::Flatten());
-  seq->push_back(nn::Linear(in * hs.back() * ws.back(), out_dim));
+  seq->push_back(Dense(in * hs.back() * ws.back(), out_dim));
   return seq;
 }
 
@@ -70,18 +71,18 @@ nn::Sequential make_decoder(const ModelOptions& o, const ImageShape& s, int64_t 
   if (o.arch == "mlp") {
     int64_t in = in_dim;
     for (auto it = o.hidden.rbegin(); it != o.hidden.rend(); ++it) {
-      seq->push_back(nn::Linear(in, *it));
+      seq->push_back(Dense(in, *it));
       push_activation(seq, o.activation);
       in = *it;
     }
-    seq->push_back(nn::Linear(in, s.numel()));
+    seq->push_back(Dense(in, s.numel()));
     seq->push_back(nn::Unflatten(nn::UnflattenOptions(1, s.sizes())));
     return seq;
   }
   require(o.arch == "conv", "model.arch '" + o.arch + "': expected mlp or conv");
   const auto hs = conv_sizes(s.height, o), ws = conv_sizes(s.width, o);
   const size_t n = o.channels.size();
-  seq->push_back(nn::Linear(in_dim, o.channels.back() * hs.back() * ws.back()));
+  seq->push_back(Dense(in_dim, o.channels.back() * hs.back() * ws.back()));
   push_activation(seq, o.activation);
   seq->push_back(nn::Unflatten(nn::UnflattenOptions(1, {o.channels.back(), hs.back(), ws.back()})));
   for (size_t i = n; i-- > 0;) {

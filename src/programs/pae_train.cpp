@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
   }
+  pae::ensure_fast_blas_kernels(argc, argv);
   try {
     pae::warn_if_slow_blas();
     if (config_path.empty()) {

@@ -3,6 +3,10 @@
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <malloc.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <regex>
@@ -33,13 +37,40 @@ BlasInfo blas_info() {
     info.library = realpath(dl.dli_fname, resolved) ? resolved : dl.dli_fname;
   }
   info.is_openblas = dlsym(RTLD_DEFAULT, "openblas_set_num_threads") != nullptr;
+  using CoreName = char* (*)();
+  if (auto* fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) info.core = fn();
   // Debian's reference BLAS lives in .../blas/libblas.so.3 (the alternatives' lowest priority).
   info.is_reference = !info.is_openblas && info.library.find("/blas/libblas") != std::string::npos;
   return info;
 }
 
+void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  const BlasInfo info = blas_info();
+  if (!info.is_openblas || info.core.empty()) return;
+  std::string core = info.core;
+  std::transform(core.begin(), core.end(), core.begin(), ::tolower);
+  static const char* kFallbacks[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
+                                     "coppermine", "northwood", "banias", "unknown"};
+  bool fallback = false;
+  for (const char* f : kFallbacks) fallback = fallback || core == f;
+  if (!fallback) return;
+  __builtin_cpu_init();
+  const char* want = __builtin_cpu_supports("avx512f") ? "SkylakeX" : __builtin_cpu_supports("avx2") ? "Haswell" : nullptr;
+  if (want == nullptr) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  setenv("PAE_BLAS_FALLBACK_CORE", info.core.c_str(), 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the slow kernels
+  unsetenv("OPENBLAS_CORETYPE");
+}
+
 BlasInfo warn_if_slow_blas() {
   BlasInfo info = blas_info();
+  if (const char* old = std::getenv("PAE_BLAS_FALLBACK_CORE")) {
+    spdlog::info("OpenBLAS had picked its '{}' kernels for this CPU; restarted with OPENBLAS_CORETYPE={} "
+                 "(set OPENBLAS_CORETYPE yourself to choose)", old, info.core);
+    unsetenv("PAE_BLAS_FALLBACK_CORE");
+  }
   if (info.is_reference) {
     spdlog::warn(
         "BLAS in use is the slow reference implementation ({}): matrix products run ~30x "
@@ -54,6 +85,12 @@ ThreadSettings configure_threads(ThreadSettings requested) {
   if (s.intra_op <= 0) s.intra_op = available_cores();
   if (s.blas <= 0) s.blas = 1;
   torch::set_num_threads(s.intra_op);
+  // Denormal floats (tiny gradients late in training) are ~100x slower on x86: flush them.
+  at::globalContext().setFlushDenormal(true);
+  // Keep freed tensor memory in the heap: glibc's default returns every large block to the
+  // system with munmap, and each training step then pays page faults to zero fresh pages.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   using SetThreads = void (*)(int);
   if (auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
     fn(s.blas);

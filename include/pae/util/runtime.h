@@ -14,6 +14,7 @@ struct BlasInfo {
   std::string library;    ///< resolved path of the library providing sgemm_
   bool is_openblas = false;
   bool is_reference = false;  ///< Debian's slow reference BLAS (netlib)
+  std::string core;           ///< OpenBLAS kernel family in use (openblas_get_corename)
 };
 
 BlasInfo blas_info();
@@ -28,7 +29,16 @@ struct ThreadSettings {
 /// Applies `requested` and returns the settings in force.
 ThreadSettings configure_threads(ThreadSettings requested);
 
-/// Logs a warning when the BLAS in use is the slow reference one. Returns the info.
+/// OpenBLAS picks its kernels from the CPU model; on CPUs it does not know (virtual machines
+/// report "Intel Xeon Processor") it falls back to the SSE3 "Prescott" kernels, ~4x slower
+/// than the AVX-512 ones. OPENBLAS_CORETYPE fixes that but is read only at load time, so
+/// programs call this first thing in main(): when the kernel is a fallback and the CPU has
+/// AVX2/AVX-512, it sets OPENBLAS_CORETYPE and re-executes the program (argv unchanged).
+/// Does nothing when OPENBLAS_CORETYPE is already set.
+void ensure_fast_blas_kernels(int argc, char** argv);
+
+/// Logs a warning when the BLAS in use is the slow reference one, and the kernel fix
+/// ensure_fast_blas_kernels applied, if any. Returns the info.
 BlasInfo warn_if_slow_blas();
 
 /// Number of cores available to this process (sched_getaffinity, at least 1).
