@@ -1,0 +1,98 @@
+// Normalizing flows: one interface, one direction.
+//
+// DIRECTION: forward maps data x to noise z and returns (z, log|det dz/dx|) with log|det| of
+// shape [B]; inverse maps noise to data and returns (x, log|det dx/dz|). For every transform,
+// forward's and inverse's log|det| at corresponding points sum to zero. x, z: [B, D].
+#pragma once
+#include <torch/nn/module.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pae/flows/spline.h"
+
+namespace pae::flows {
+
+using TensorPair = std::pair<torch::Tensor, torch::Tensor>;
+
+class Transform : public torch::nn::Module {
+ public:
+  /// x:[B,D] -> (z:[B,D], log|det|:[B])
+  virtual TensorPair forward(const torch::Tensor& x) = 0;
+  /// z:[B,D] -> (x:[B,D], log|det|:[B])
+  virtual TensorPair inverse(const torch::Tensor& z) = 0;
+  /// Data-dependent initialisation from a batch of this transform's inputs (ActNorm); most
+  /// transforms need none.
+  virtual void initialize(const torch::Tensor& /*x*/) {}
+};
+
+/// Transforms applied in order (inverse in reverse order); log|det| summed.
+class CompositeTransform : public Transform {
+ public:
+  void append(std::shared_ptr<Transform> t);
+  TensorPair forward(const torch::Tensor& x) override;
+  TensorPair inverse(const torch::Tensor& z) override;
+  void initialize(const torch::Tensor& x) override;  ///< initialises each on its own input
+  size_t size() const { return transforms_.size(); }
+
+ private:
+  std::vector<std::shared_ptr<Transform>> transforms_;
+};
+
+/// Flat options of one flow (the config's `flow` section maps onto them).
+struct FlowOptions {
+  std::string type = "nsf";        ///< nsf | realnvp: the coupling used in every layer
+  int64_t layers = 8;              ///< coupling layers
+  int64_t hidden = 256;            ///< conditioner width
+  int64_t hidden_layers = 2;       ///< conditioner depth (hidden layers, or residual blocks)
+  std::string conditioner = "mlp"; ///< mlp | resnet
+  int64_t bins = 8;                ///< spline bins
+  double tail_bound = 3.0;
+  double min_bin_width = kMinBinWidth, min_bin_height = kMinBinHeight, min_derivative = kMinDerivative;
+  std::string permutation = "lu";  ///< between couplings: reverse | random | lu
+  bool actnorm = false;            ///< ActNorm before each coupling
+  bool batch_norm = false;         ///< batch normalisation before each coupling
+  uint64_t seed = 0;               ///< fixed random permutations
+};
+
+/// A flow from D-dimensional data to a standard normal base.
+class Flow : public torch::nn::Module {
+ public:
+  Flow(int64_t dim, std::shared_ptr<Transform> transform);
+  /// log p(x):[B] = log N(z; 0, I) + log|det dz/dx|
+  torch::Tensor log_prob(const torch::Tensor& x);
+  /// n samples: z ~ N(0, temperature^2 I) mapped through the inverse.
+  torch::Tensor sample(int64_t n, double temperature = 1.0);
+  TensorPair forward(const torch::Tensor& x) { return transform_->forward(x); }
+  TensorPair inverse(const torch::Tensor& z) { return transform_->inverse(z); }
+  void initialize(const torch::Tensor& x) { transform_->initialize(x); }
+  int64_t dim() const { return dim_; }
+
+ private:
+  int64_t dim_;
+  std::shared_ptr<Transform> transform_;
+};
+
+/// Builds a flow of `dim` dimensions from options (couplings, permutations, normalisations).
+std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& options);
+
+/// Factory of one transform for `dim` features; `layer` alternates coupling masks.
+using TransformFactory = std::function<std::shared_ptr<Transform>(int64_t dim, const FlowOptions&, int64_t layer)>;
+
+/// Explicit registry of every transform (lower-case names); tests sweep it.
+class TransformRegistry {
+ public:
+  static TransformRegistry& instance();
+  void add(const std::string& name, TransformFactory factory);
+  std::shared_ptr<Transform> create(const std::string& name, int64_t dim, const FlowOptions& options, int64_t layer) const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, TransformFactory> factories_;
+};
+
+}  // namespace pae::flows

@@ -1,0 +1,408 @@
+#include "pae/flows/flow.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <random>
+
+#include "pae/models/dense.h"
+#include "pae/util/error.h"
+
+namespace pae::flows {
+
+namespace nn = torch::nn;
+using models::Dense;
+
+// ---------------------------------------------------------------- composite and flow
+
+void CompositeTransform::append(std::shared_ptr<Transform> t) {
+  transforms_.push_back(register_module(std::to_string(transforms_.size()), std::move(t)));
+}
+
+TensorPair CompositeTransform::forward(const torch::Tensor& x) {
+  auto z = x;
+  auto logdet = torch::zeros({x.size(0)}, x.options());
+  for (auto& t : transforms_) {
+    auto [out, ld] = t->forward(z);
+    z = out;
+    logdet = logdet + ld;
+  }
+  return {z, logdet};
+}
+
+TensorPair CompositeTransform::inverse(const torch::Tensor& z) {
+  auto x = z;
+  auto logdet = torch::zeros({z.size(0)}, z.options());
+  for (auto it = transforms_.rbegin(); it != transforms_.rend(); ++it) {
+    auto [out, ld] = (*it)->inverse(x);
+    x = out;
+    logdet = logdet + ld;
+  }
+  return {x, logdet};
+}
+
+void CompositeTransform::initialize(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  auto h = x;
+  for (auto& t : transforms_) {
+    t->initialize(h);
+    h = t->forward(h).first;
+  }
+}
+
+Flow::Flow(int64_t dim, std::shared_ptr<Transform> transform) : dim_(dim) {
+  transform_ = register_module("transform", std::move(transform));
+}
+
+torch::Tensor Flow::log_prob(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == dim_, "Flow::log_prob: expected [B,", dim_, "], got ", x.sizes());
+  auto [z, logdet] = transform_->forward(x);
+  const double log2pi = std::log(2 * M_PI);
+  return -0.5 * (z.pow(2).sum(1) + double(dim_) * log2pi) + logdet;
+}
+
+torch::Tensor Flow::sample(int64_t n, double temperature) {
+  const auto params = parameters();
+  auto opts = params.empty() ? torch::TensorOptions() : params.front().options();
+  return transform_->inverse(torch::randn({n, dim_}, opts) * temperature).first;
+}
+
+// ---------------------------------------------------------------- conditioners
+
+namespace {
+
+/// Maps the identity half of the features to the transform's parameters. The last layer
+/// starts at zero (weights and biases), so its output is zero until training moves it.
+class Conditioner : public nn::Module {
+ public:
+  Conditioner(int64_t in, int64_t out, const FlowOptions& o) : in_(in) {
+    const int64_t width = std::max<int64_t>(o.hidden, 1);
+    input_ = register_module("input", Dense(std::max<int64_t>(in, 1), width));
+    for (int64_t i = 0; i < o.hidden_layers - 1 || (o.conditioner == "resnet" && i < o.hidden_layers); ++i) {
+      if (o.conditioner == "resnet") {
+        blocks_a_.push_back(register_module("block" + std::to_string(i) + "a", Dense(width, width)));
+        blocks_b_.push_back(register_module("block" + std::to_string(i) + "b", Dense(width, width)));
+      } else {
+        blocks_a_.push_back(register_module("hidden" + std::to_string(i), Dense(width, width)));
+      }
+    }
+    resnet_ = o.conditioner == "resnet";
+    output_ = register_module("output", Dense(width, out));
+    torch::NoGradGuard no_grad;
+    output_->weight.zero_();
+    output_->bias.zero_();
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    // A 1-D flow has nothing to condition on: a constant input makes the parameters learned constants.
+    auto h = torch::relu(input_(in_ > 0 ? x : torch::zeros({x.size(0), 1}, x.options())));
+    for (size_t i = 0; i < blocks_a_.size(); ++i) {
+      if (resnet_) h = h + blocks_b_[i](torch::relu(blocks_a_[i](torch::relu(h))));
+      else h = torch::relu(blocks_a_[i](h));
+    }
+    return output_(h);
+  }
+  Dense& output_layer() { return output_; }
+
+ private:
+  int64_t in_;
+  bool resnet_ = false;
+  Dense input_{nullptr}, output_{nullptr};
+  std::vector<Dense> blocks_a_, blocks_b_;
+};
+
+/// Feature split of a coupling: `transformed` changes, `identity` conditions. Layer parity
+/// alternates which half is which; D = 1 transforms its only feature unconditionally.
+struct Mask {
+  torch::Tensor identity, transformed;  // int64 index lists
+  Mask(int64_t dim, int64_t layer) {
+    std::vector<int64_t> id, tr;
+    for (int64_t i = 0; i < dim; ++i) ((i % 2 == layer % 2) && dim > 1 ? tr : id).push_back(i);
+    if (dim == 1) {
+      tr = {0};
+      id = {};
+    }
+    identity = torch::tensor(id, torch::kLong);
+    transformed = torch::tensor(tr, torch::kLong);
+  }
+};
+
+/// Shared coupling logic: params = conditioner(x_identity), transform the other half.
+class Coupling : public Transform {
+ public:
+  Coupling(int64_t dim, int64_t layer, int64_t params_per_feature, const FlowOptions& o) : mask_(dim, layer), dim_(dim) {
+    per_ = params_per_feature;
+    // Index lists are plain members, not buffers: Module::to(dtype) would convert buffers to
+    // floating point; they follow the input's device instead (and are rebuilt from the options).
+    id_idx_ = mask_.identity;
+    tr_idx_ = mask_.transformed;
+    conditioner_ = register_module("conditioner", std::make_shared<Conditioner>(mask_.identity.size(0), mask_.transformed.size(0) * per_, o));
+  }
+  TensorPair forward(const torch::Tensor& x) override { return apply(x, false); }
+  TensorPair inverse(const torch::Tensor& z) override { return apply(z, true); }
+
+ protected:
+  /// Element-wise transform of xt:[B,T] with params:[B,T,P].
+  virtual TensorPair transform(const torch::Tensor& xt, const torch::Tensor& params, bool inverse) = 0;
+  std::shared_ptr<Conditioner> conditioner_;
+  int64_t per_;
+
+ private:
+  TensorPair apply(const torch::Tensor& x, bool inverse) {
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == dim_, "coupling: expected [B,", dim_, "], got ", x.sizes());
+    if (id_idx_.device() != x.device()) {
+      id_idx_ = id_idx_.to(x.device());
+      tr_idx_ = tr_idx_.to(x.device());
+    }
+    auto xi = x.index_select(1, id_idx_);
+    auto xt = x.index_select(1, tr_idx_);
+    auto params = conditioner_->forward(xi).view({x.size(0), xt.size(1), per_});
+    auto [yt, logdet] = transform(xt, params, inverse);
+    return {x.index_copy(1, tr_idx_, yt), logdet.sum(1)};
+  }
+  Mask mask_;
+  torch::Tensor id_idx_, tr_idx_;
+  int64_t dim_;
+};
+
+/// RealNVP affine coupling (Dinh et al. 2017): z = x * s + t with s = exp(3 tanh(h / 3)):
+/// bounded scales (stable), exactly the identity at initialisation, unit gradient there.
+class AffineCoupling : public Coupling {
+ public:
+  AffineCoupling(int64_t dim, int64_t layer, const FlowOptions& o) : Coupling(dim, layer, 2, o) {}
+
+ protected:
+  TensorPair transform(const torch::Tensor& xt, const torch::Tensor& p, bool inverse) override {
+    auto shift = p.select(2, 0);
+    auto log_scale = 3.0 * torch::tanh(p.select(2, 1) / 3.0);
+    if (!inverse) return {xt * torch::exp(log_scale) + shift, log_scale};
+    return {(xt - shift) * torch::exp(-log_scale), -log_scale};
+  }
+};
+
+/// Rational-quadratic spline coupling (Durkan et al. 2019) with linear tails.
+class SplineCoupling : public Coupling {
+ public:
+  SplineCoupling(int64_t dim, int64_t layer, const FlowOptions& o)
+      : Coupling(dim, layer, 3 * o.bins - 1, o), bins_(o.bins) {
+    spline_.tail_bound = o.tail_bound;
+    spline_.min_bin_width = o.min_bin_width;
+    spline_.min_bin_height = o.min_bin_height;
+    spline_.min_derivative = o.min_derivative;
+    // Identity at initialisation: equal bins and unit interior derivatives.
+    torch::NoGradGuard no_grad;
+    auto bias = conditioner_->output_layer()->bias.view({-1, per_});
+    bias.narrow(1, 2 * bins_, bins_ - 1).fill_(identity_derivative_parameter(o.min_derivative));
+  }
+
+ protected:
+  TensorPair transform(const torch::Tensor& xt, const torch::Tensor& p, bool inverse) override {
+    // Scaling the bin logits by 1/sqrt(hidden) as nflows does keeps early training tame.
+    return rational_quadratic_spline(xt, p.narrow(2, 0, bins_), p.narrow(2, bins_, bins_), p.narrow(2, 2 * bins_, bins_ - 1),
+                                     inverse, spline_);
+  }
+
+ private:
+  int64_t bins_;
+  SplineOptions spline_;
+};
+
+/// A fixed permutation of the features (reverse, or random from a seed).
+class Permutation : public Transform {
+ public:
+  explicit Permutation(std::vector<int64_t> perm) {
+    std::vector<int64_t> inv(perm.size());
+    for (size_t i = 0; i < perm.size(); ++i) inv[size_t(perm[i])] = int64_t(i);
+    perm_ = torch::tensor(perm, torch::kLong);  // not buffers: see Coupling
+    inv_ = torch::tensor(inv, torch::kLong);
+  }
+  TensorPair forward(const torch::Tensor& x) override {
+    if (perm_.device() != x.device()) perm_ = perm_.to(x.device()), inv_ = inv_.to(x.device());
+    return {x.index_select(1, perm_), torch::zeros({x.size(0)}, x.options())};
+  }
+  TensorPair inverse(const torch::Tensor& z) override {
+    if (perm_.device() != z.device()) perm_ = perm_.to(z.device()), inv_ = inv_.to(z.device());
+    return {z.index_select(1, inv_), torch::zeros({z.size(0)}, z.options())};
+  }
+
+ private:
+  torch::Tensor perm_, inv_;
+};
+
+std::vector<int64_t> reversed(int64_t dim) {
+  std::vector<int64_t> p(static_cast<size_t>(dim));
+  for (int64_t i = 0; i < dim; ++i) p[size_t(i)] = dim - 1 - i;
+  return p;
+}
+
+std::vector<int64_t> shuffled(int64_t dim, uint64_t seed) {
+  std::vector<int64_t> p(static_cast<size_t>(dim));
+  for (int64_t i = 0; i < dim; ++i) p[size_t(i)] = i;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = dim - 1; i > 0; --i) std::swap(p[size_t(i)], p[size_t(rng() % uint64_t(i + 1))]);
+  return p;
+}
+
+/// Trainable linear map z = W x + b with W = P L U (Kingma & Dhariwal 2018): L unit lower,
+/// U upper with diagonal sign * exp(log_diag); log|det| = sum(log_diag). Starts at identity.
+class LULinear : public Transform {
+ public:
+  LULinear(int64_t dim, uint64_t seed) : dim_(dim) {
+    auto perm = shuffled(dim, seed);
+    auto p = torch::zeros({dim, dim});
+    for (int64_t i = 0; i < dim; ++i) p[i][perm[size_t(i)]] = 1.0;
+    perm_ = register_buffer("permutation", p);
+    lower_ = register_parameter("lower", torch::zeros({dim, dim}));
+    upper_ = register_parameter("upper", torch::zeros({dim, dim}));
+    log_diag_ = register_parameter("log_diag", torch::zeros({dim}));
+    bias_ = register_parameter("bias", torch::zeros({dim}));
+  }
+  TensorPair forward(const torch::Tensor& x) override {
+    auto [l, u] = factors(x);
+    auto w = torch::matmul(perm_.to(x), torch::matmul(l, u));
+    auto z = torch::matmul(x, w.t()) + bias_;
+    return {z, log_diag_.sum().expand({x.size(0)})};
+  }
+  TensorPair inverse(const torch::Tensor& z) override {
+    auto [l, u] = factors(z);
+    // x = U^-1 L^-1 P^T (z - b), solved on columns: rhs [D, B].
+    auto rhs = torch::matmul(perm_.to(z).t(), (z - bias_).t());
+    auto y = torch::linalg_solve_triangular(l, rhs, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
+    auto x = torch::linalg_solve_triangular(u, y, /*upper=*/true, /*left=*/true, /*unitriangular=*/false);
+    return {x.t(), (-log_diag_.sum()).expand({z.size(0)})};
+  }
+
+ private:
+  std::pair<torch::Tensor, torch::Tensor> factors(const torch::Tensor& like) {
+    auto eye = torch::eye(dim_, like.options());
+    auto l = torch::tril(lower_, -1) + eye;
+    auto u = torch::triu(upper_, 1) + torch::diag(torch::exp(log_diag_));
+    return {l, u};
+  }
+  int64_t dim_;
+  torch::Tensor perm_, lower_, upper_, log_diag_, bias_;
+};
+
+/// ActNorm (Kingma & Dhariwal 2018): z = (x + bias) * exp(log_scale), initialised from the
+/// first batch so that z has zero mean and unit variance per feature.
+class ActNorm : public Transform {
+ public:
+  explicit ActNorm(int64_t dim) {
+    bias_ = register_parameter("bias", torch::zeros({dim}));
+    log_scale_ = register_parameter("log_scale", torch::zeros({dim}));
+  }
+  void initialize(const torch::Tensor& x) override {
+    torch::NoGradGuard no_grad;
+    bias_.copy_(-x.mean(0));
+    log_scale_.copy_(-torch::log(x.std(0) + 1e-6));
+  }
+  TensorPair forward(const torch::Tensor& x) override {
+    return {(x + bias_) * torch::exp(log_scale_), log_scale_.sum().expand({x.size(0)})};
+  }
+  TensorPair inverse(const torch::Tensor& z) override {
+    return {z * torch::exp(-log_scale_) - bias_, (-log_scale_.sum()).expand({z.size(0)})};
+  }
+
+ private:
+  torch::Tensor bias_, log_scale_;
+};
+
+/// Batch normalisation as a flow layer (Dinh et al. 2017): batch statistics while training,
+/// running averages in evaluation (and always for the inverse).
+class BatchNormFlow : public Transform {
+ public:
+  explicit BatchNormFlow(int64_t dim, double momentum = 0.05, double eps = 1e-5) : momentum_(momentum), eps_(eps) {
+    log_gamma_ = register_parameter("log_gamma", torch::zeros({dim}));
+    beta_ = register_parameter("beta", torch::zeros({dim}));
+    mean_ = register_buffer("running_mean", torch::zeros({dim}));
+    var_ = register_buffer("running_var", torch::ones({dim}));
+  }
+  TensorPair forward(const torch::Tensor& x) override {
+    torch::Tensor mean, var;
+    if (is_training() && x.size(0) > 1) {
+      mean = x.mean(0);
+      var = x.var(0, /*unbiased=*/false);
+      torch::NoGradGuard no_grad;
+      mean_.mul_(1 - momentum_).add_(mean.detach() * momentum_);
+      var_.mul_(1 - momentum_).add_(var.detach() * momentum_);
+    } else {
+      mean = mean_;
+      var = var_;
+    }
+    auto z = (x - mean) / torch::sqrt(var + eps_) * torch::exp(log_gamma_) + beta_;
+    auto ld = (log_gamma_ - 0.5 * torch::log(var + eps_)).sum().expand({x.size(0)});
+    return {z, ld};
+  }
+  TensorPair inverse(const torch::Tensor& z) override {
+    auto x = (z - beta_) * torch::exp(-log_gamma_) * torch::sqrt(var_ + eps_) + mean_;
+    auto ld = -(log_gamma_ - 0.5 * torch::log(var_ + eps_)).sum().expand({z.size(0)});
+    return {x, ld};
+  }
+
+ private:
+  double momentum_, eps_;
+  torch::Tensor log_gamma_, beta_, mean_, var_;
+};
+
+void register_builtin_transforms(TransformRegistry& r) {
+  r.add("affine_coupling", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<AffineCoupling>(d, l, o); });
+  r.add("spline_coupling", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<SplineCoupling>(d, l, o); });
+  r.add("reverse", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<Permutation>(reversed(d)); });
+  r.add("random_permutation",
+        [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<Permutation>(shuffled(d, o.seed * 7919 + uint64_t(l))); });
+  r.add("lu_linear", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<LULinear>(d, o.seed * 7919 + uint64_t(l)); });
+  r.add("actnorm", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<ActNorm>(d); });
+  r.add("batch_norm", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<BatchNormFlow>(d); });
+}
+
+}  // namespace
+
+TransformRegistry& TransformRegistry::instance() {
+  static TransformRegistry* registry = [] {
+    auto* r = new TransformRegistry();
+    register_builtin_transforms(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+void TransformRegistry::add(const std::string& name, TransformFactory factory) { factories_[name] = std::move(factory); }
+
+std::shared_ptr<Transform> TransformRegistry::create(const std::string& name, int64_t dim, const FlowOptions& o,
+                                                     int64_t layer) const {
+  auto it = factories_.find(name);
+  if (it == factories_.end()) {
+    std::string valid;
+    for (const auto& kv : factories_) valid += (valid.empty() ? "" : ", ") + kv.first;
+    throw Error("unknown flow transform '" + name + "'; valid names: " + valid);
+  }
+  return it->second(dim, o, layer);
+}
+
+std::vector<std::string> TransformRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : factories_) out.push_back(kv.first);
+  return out;
+}
+
+std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& o) {
+  require(dim >= 1, "flow dimension must be positive, got " + std::to_string(dim));
+  require(o.type == "nsf" || o.type == "realnvp", "flow.type '" + o.type + "': expected nsf or realnvp");
+  require(o.permutation == "reverse" || o.permutation == "random" || o.permutation == "lu",
+          "flow.permutation '" + o.permutation + "': expected reverse, random or lu");
+  require(o.layers >= 1 && o.hidden >= 1 && o.hidden_layers >= 1 && o.bins >= 2 && o.tail_bound > 0,
+          "flow: layers, hidden, hidden_layers must be >= 1, bins >= 2 and tail_bound > 0");
+  auto& r = TransformRegistry::instance();
+  auto composite = std::make_shared<CompositeTransform>();
+  const std::string coupling = o.type == "nsf" ? "spline_coupling" : "affine_coupling";
+  const std::string perm = o.permutation == "lu" ? "lu_linear" : o.permutation == "random" ? "random_permutation" : "reverse";
+  for (int64_t l = 0; l < o.layers; ++l) {
+    if (o.actnorm) composite->append(r.create("actnorm", dim, o, l));
+    if (o.batch_norm) composite->append(r.create("batch_norm", dim, o, l));
+    composite->append(r.create(coupling, dim, o, l));
+    if (l + 1 < o.layers && dim > 1) composite->append(r.create(perm, dim, o, l));
+  }
+  return std::make_shared<Flow>(dim, composite);
+}
+
+}  // namespace pae::flows
