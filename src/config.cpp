@@ -48,6 +48,14 @@ void visit_fields(Config& c, Visitor& v) {
   v("weight_decay", t.weight_decay); v("grad_clip", t.grad_clip); v("seed", t.seed);
   v("threads", t.threads); v("blas_threads", t.blas_threads); v("device", t.device);
   v("eval_batch_size", t.eval_batch_size); v("num_samples", t.num_samples); v("save_latents", t.save_latents);
+  v("latent_noise", t.latent_noise); v("patience", t.patience); v("lr_decay_epoch", t.lr_decay_epoch);
+  v("lr_decay", t.lr_decay); v("dtype", t.dtype);
+  auto& f = c.flow;
+  v.section("flow");
+  v("type", f.type); v("layers", f.layers); v("hidden", f.hidden); v("hidden_layers", f.hidden_layers);
+  v("conditioner", f.conditioner); v("bins", f.bins); v("tail_bound", f.tail_bound);
+  v("min_bin_width", f.min_bin_width); v("min_bin_height", f.min_bin_height); v("min_derivative", f.min_derivative);
+  v("permutation", f.permutation); v("actnorm", f.actnorm); v("batch_norm", f.batch_norm); v("seed", f.seed);
 }
 
 /// Lists the keys of each section (for unknown-key errors).
@@ -152,7 +160,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   for (const auto& sec : root) {
     const std::string s = sec.first.as<std::string>();
     const std::string line = source + ":" + std::to_string(sec.first.Mark().line + 1);
-    if (!lister.keys.count(s)) throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train");
+    if (!lister.keys.count(s)) throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow");
     if (sec.second.IsNull()) continue;
     require(sec.second.IsMap(), line + ": section '" + s + "' must be a mapping of keys");
     const auto& valid = lister.keys[s];
@@ -238,7 +246,24 @@ void validate(const Config& c) {
   check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
   check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));
-  check(in(t.lr_schedule, {"constant", "cosine"}), "train.lr_schedule", "constant or cosine", "'" + t.lr_schedule + "'");
+  check(in(t.lr_schedule, {"constant", "cosine", "step"}), "train.lr_schedule", "constant, cosine or step", "'" + t.lr_schedule + "'");
+  check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
+  check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
+  check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
+  check(t.lr_decay > 0, "train.lr_decay", "a positive number", std::to_string(t.lr_decay));
+  check(in(t.dtype, {"float32", "float64"}), "train.dtype", "float32 or float64", "'" + t.dtype + "'");
+  const auto& f = c.flow;
+  check(in(f.type, {"nsf", "realnvp"}), "flow.type", "nsf or realnvp", "'" + f.type + "'");
+  check(f.layers >= 1, "flow.layers", "a positive integer", std::to_string(f.layers));
+  check(f.hidden >= 1, "flow.hidden", "a positive integer", std::to_string(f.hidden));
+  check(f.hidden_layers >= 1, "flow.hidden_layers", "a positive integer", std::to_string(f.hidden_layers));
+  check(in(f.conditioner, {"mlp", "resnet"}), "flow.conditioner", "mlp or resnet", "'" + f.conditioner + "'");
+  check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
+  check(f.tail_bound > 0, "flow.tail_bound", "a positive number", std::to_string(f.tail_bound));
+  check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins", std::to_string(f.min_bin_width));
+  check(f.min_bin_height > 0 && f.min_bin_height * double(f.bins) < 1, "flow.min_bin_height", "0 < height < 1/bins", std::to_string(f.min_bin_height));
+  check(f.min_derivative > 0 && f.min_derivative < 1, "flow.min_derivative", "a number in (0, 1)", std::to_string(f.min_derivative));
+  check(in(f.permutation, {"reverse", "random", "lu"}), "flow.permutation", "reverse, random or lu", "'" + f.permutation + "'");
   check(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", std::to_string(t.weight_decay));
   check(t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 = off)", std::to_string(t.grad_clip));
   check(t.threads >= 0, "train.threads", "an integer >= 0 (0 = all cores)", std::to_string(t.threads));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pae/data/dataset.h"
+#include "pae/flows/flow.h"
 
 namespace pae {
 
@@ -43,12 +44,19 @@ struct TrainOptions {
   int64_t eval_batch_size = 1000;
   int64_t num_samples = 64;             ///< images in the sample / reconstruction grids
   bool save_latents = true;             ///< encode train/val/test at the end
+  // Flow fitting (pae-flow) only:
+  double latent_noise = 0.0;            ///< std of Gaussian noise added to latents while fitting
+  int64_t patience = 0;                 ///< early stopping: epochs without validation gain (0 = off)
+  int64_t lr_decay_epoch = 0;           ///< lr_schedule step: multiply lr by lr_decay from this epoch
+  double lr_decay = 0.1;
+  std::string dtype = "float32";        ///< flows: float32 | float64
 };
 
 struct Config {
   data::DataOptions data;
   ModelOptions model;
   TrainOptions train;
+  flows::FlowOptions flow;  ///< the `flow` section (pae-flow)
   std::string source;  ///< file it was read from
   /// "file:line" (or "--set") of every key given, e.g. locations["train.epochs"].
   std::map<std::string, std::string> locations;

@@ -56,6 +56,24 @@ void log_to_file(const std::string& path) {
   }
 }
 
+std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir, Config* config_out,
+                                                      const std::string& which) {
+  const fs::path dir(run_dir);
+  require(fs::is_directory(dir), "auto-encoder run directory not found: " + run_dir);
+  Config config = load_config((dir / "config.yml").string());
+  auto shape = models::known_image_shape(config.data);
+  if (shape.channels == 0) {
+    const auto test = data::load_dataset(config.data, data::Split::kTest);
+    shape = {test.images.size(1), test.images.size(2), test.images.size(3)};
+  }
+  auto model = models::build_autoencoder(config.model, shape);
+  load_checkpoint((dir / "checkpoints" / (which + ".pt")).string(), *model, nullptr,
+                  model_signature(config.model, shape.sizes()));
+  model->eval();
+  if (config_out) *config_out = config;
+  return model;
+}
+
 std::string model_signature(const ModelOptions& m, const std::vector<int64_t>& shape) {
   std::string s = m.type + "/" + m.arch + "/z" + std::to_string(m.latent_dim) + "/";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
@@ -64,7 +82,8 @@ std::string model_signature(const ModelOptions& m, const std::vector<int64_t>& s
 
 namespace {
 
-/// Seeded per-epoch permutation (our own generator: identical on every LibTorch version).
+}  // namespace
+
 torch::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   std::mt19937_64 rng(seed * 1000003ULL + uint64_t(epoch));
   std::vector<int64_t> perm(static_cast<size_t>(n));
@@ -72,6 +91,8 @@ torch::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   for (int64_t i = n - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng() % uint64_t(i + 1))]);
   return torch::tensor(perm, torch::kInt64);
 }
+
+namespace {
 
 /// Sums of batch-mean terms weighted by batch size, read back once per epoch.
 struct TermAccumulator {
@@ -114,14 +135,23 @@ torch::Tensor encode_all(AutoEncoder& model, const data::Dataset& d, int64_t bat
   return torch::cat(zs);
 }
 
+}  // namespace
+
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
 }
 
+namespace {
+
+}  // namespace
+
 double scheduled_lr(const TrainOptions& t, int64_t epoch_index) {
   if (t.lr_schedule == "cosine") return t.lr * 0.5 * (1 + std::cos(M_PI * double(epoch_index) / double(t.epochs)));
+  if (t.lr_schedule == "step" && t.lr_decay_epoch > 0 && epoch_index >= t.lr_decay_epoch) return t.lr * t.lr_decay;
   return t.lr;
 }
+
+namespace {
 
 std::string format_terms(const std::map<std::string, double>& m) {
   std::string s;

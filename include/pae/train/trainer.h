@@ -5,9 +5,16 @@
 // latents/{train,val,test}.npy with {split}_labels.npy.
 #pragma once
 #include <map>
+#include <memory>
 #include <string>
 
+#include <ATen/core/Tensor.h>
+
 #include "pae/config.h"
+
+namespace torch::optim {
+class Optimizer;
+}
 
 namespace pae::train {
 
@@ -34,6 +41,28 @@ void log_to_file(const std::string& path);
 
 /// Trains config's auto-encoder into options.run_dir (see the header comment for its layout).
 TrainSummary train_autoencoder(const Config& config, const RunOptions& options);
+
+}  // namespace pae::train
+
+namespace pae::models {
+class AutoEncoder;
+}
+
+namespace pae::train {
+
+/// Rebuilds a trained auto-encoder from its run directory (config.yml + checkpoints/<which>.pt),
+/// in evaluation mode. Errors name the files.
+std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir, Config* config_out = nullptr,
+                                                      const std::string& which = "best");
+
+/// Seeded per-epoch permutation of [0, n) (our own generator: the same on every LibTorch).
+at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+/// Sets the learning rate of every parameter group of an Adam optimizer.
+void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+/// Learning rate of epoch `epoch_index` (0-based) under t.lr_schedule.
+double scheduled_lr(const TrainOptions& t, int64_t epoch_index);
 
 /// Signature stored in checkpoints: type, arch, latent size and image shape.
 std::string model_signature(const ModelOptions& model, const std::vector<int64_t>& image_shape);

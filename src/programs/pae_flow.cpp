@@ -1,0 +1,146 @@
+// pae-flow: fits a normalizing flow on an auto-encoder's latents (the PAE's second stage),
+// samples through the whole PAE and interpolates in the flow's Gaussian space.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "pae/config.h"
+#include "pae/data/dataset.h"
+#include "pae/data/npy.h"
+#include "pae/flows/latent_flow.h"
+#include "pae/models/autoencoder.h"
+#include "pae/train/trainer.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+#include "pae/util/image.h"
+#include "pae/util/runtime.h"
+
+namespace {
+
+/// Refuses to use a flow on latents of another auto-encoder (dimension or checksum).
+void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim) {
+  pae::require(flow_dim == ae_dim, "flow " + flow_dir + " models " + std::to_string(flow_dim) +
+                                       "-dimensional latents but auto-encoder " + ae_run + " has latent_dim " +
+                                       std::to_string(ae_dim));
+  const auto train = pae::fs::path(ae_run) / "latents" / "train.npy";
+  const std::string meta = pae::read_text(pae::fs::path(flow_dir) / "latents.json");
+  if (pae::fs::is_regular_file(train)) {
+    const std::string sum = pae::flows::latent_checksum(pae::data::read_npy(train.string()));
+    pae::require(meta.find(sum) != std::string::npos,
+                 "flow " + flow_dir + " was fitted on other latents than " + train.string() +
+                     " (checksum differs): refit it with pae-flow --ae-run " + ae_run);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  pae::ensure_fast_blas_kernels(argc, argv);
+  CLI::App app{"pae-flow: fit a normalizing flow on auto-encoder latents; sample and interpolate through the PAE"};
+  app.require_subcommand(0, 1);
+  // fit (the default, no subcommand)
+  std::string config_path, latents, val_latents, test_latents, ae_run, run_dir;
+  std::vector<std::string> overrides;
+  pae::flows::FlowRunOptions run;
+  app.add_option("-c,--config", config_path, "flow config (flow + train sections)");
+  app.add_option("--latents", latents, "training latents .npy [N,D]");
+  app.add_option("--val-latents", val_latents, "validation latents (early stopping)");
+  app.add_option("--test-latents", test_latents, "test latents (reported)");
+  app.add_option("--ae-run", ae_run, "auto-encoder run: use its latents/{train,val,test}.npy");
+  app.add_option("-r,--run-dir", run_dir, "flow run directory (default: <ae-run>/flow_<config name>)");
+  app.add_flag("--resume", run.resume, "continue from RUN/checkpoints/last.pt");
+  app.add_flag("--force", run.force, "replace an existing flow run");
+  app.add_option("--set", overrides, "override a config key, e.g. --set train.epochs=3");
+
+  std::string s_ae, s_flow, s_out;
+  int64_t s_n = 64;
+  double s_temperature = 1.0;
+  auto* sample = app.add_subcommand("sample", "PAE samples: noise -> flow -> decoder (PNG grid + .npy)");
+  sample->add_option("--ae-run", s_ae, "auto-encoder run directory")->required();
+  sample->add_option("--flow", s_flow, "flow run directory")->required();
+  sample->add_option("--n", s_n, "number of samples")->check(CLI::Range(int64_t(1), int64_t(100000)));
+  sample->add_option("--temperature", s_temperature, "scale of the base noise")->check(CLI::Range(0.0, 10.0));
+  sample->add_option("-o,--out", s_out, "output prefix (default: FLOW/samples_T<temperature>)");
+
+  std::string i_ae, i_flow, i_out;
+  int64_t i_a = 0, i_b = 1, i_steps = 10;
+  auto* interp = app.add_subcommand("interpolate", "interpolate two test images in the flow's Gaussian space (PNG strip)");
+  interp->add_option("--ae-run", i_ae, "auto-encoder run directory")->required();
+  interp->add_option("--flow", i_flow, "flow run directory")->required();
+  interp->add_option("--a", i_a, "index of the first test image");
+  interp->add_option("--b", i_b, "index of the second test image");
+  interp->add_option("--steps", i_steps, "images in the strip")->check(CLI::Range(int64_t(2), int64_t(100)));
+  interp->add_option("-o,--out", i_out, "output PNG (default: FLOW/interpolation_<a>_<b>.png)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
+  }
+  try {
+    pae::warn_if_slow_blas();
+    if (*sample || *interp) {
+      pae::configure_threads({});
+      torch::NoGradGuard no_grad;
+      const std::string ae_dir = *sample ? s_ae : i_ae, flow_dir = *sample ? s_flow : i_flow;
+      pae::Config ae_config;
+      auto ae = pae::train::load_autoencoder(ae_dir, &ae_config);
+      auto flow = pae::flows::load_latent_flow(flow_dir);
+      check_flow_matches(flow_dir, ae_dir, flow->dim(), ae->latent_dim());
+      const auto dtype = flow->parameters().front().scalar_type();
+      if (*sample) {
+        torch::manual_seed(0);
+        auto z = flow->sample(s_n, s_temperature).to(torch::kFloat32);
+        auto x = ae->decode(z);
+        if (s_out.empty()) s_out = (pae::fs::path(flow_dir) / fmt::format("samples_T{}", s_temperature)).string();
+        pae::save_image_grid(x, 8, s_out + ".png");
+        pae::data::write_npy(s_out + ".npy", x);
+        auto prior = ae->sample_prior(s_n);
+        pae::save_image_grid(prior, 8, s_out + "_prior.png");
+        spdlog::info("wrote {0}.png, {0}.npy (PAE samples) and {0}_prior.png (decoded N(0, I) codes)", s_out);
+      } else {
+        auto test = pae::data::load_dataset(ae_config.data, pae::data::Split::kTest);
+        pae::require(i_a >= 0 && i_a < test.size() && i_b >= 0 && i_b < test.size(),
+                     "--a/--b: test image indices must lie in [0, " + std::to_string(test.size()) + ")");
+        auto x = torch::stack({test.images[i_a], test.images[i_b]});
+        auto u = flow->to_gaussian(ae->encode(x).to(dtype));
+        auto t = torch::linspace(0, 1, i_steps, u.options()).unsqueeze(1);
+        auto path = u[0].unsqueeze(0) * (1 - t) + u[1].unsqueeze(0) * t;
+        auto strip = ae->decode(flow->from_gaussian(path).to(torch::kFloat32));
+        strip = torch::cat({x.slice(0, 0, 1), strip, x.slice(0, 1, 2)});
+        if (i_out.empty()) i_out = (pae::fs::path(flow_dir) / fmt::format("interpolation_{}_{}.png", i_a, i_b)).string();
+        pae::save_image_grid(strip, strip.size(0), i_out);
+        spdlog::info("wrote {} (test image {}, {} steps in the flow's Gaussian space, test image {})", i_out, i_a, i_steps, i_b);
+      }
+      return 0;
+    }
+    pae::require(!config_path.empty() || (run.resume && !run_dir.empty()), "--config is required (or --resume with --run-dir)");
+    if (config_path.empty()) config_path = (pae::fs::path(run_dir) / "config.yml").string();
+    pae::require(!latents.empty() || !ae_run.empty(), "give --latents FILE or --ae-run RUN");
+    pae::require(latents.empty() || ae_run.empty(), "give --latents or --ae-run, not both");
+    pae::flows::LatentSources src;
+    if (!ae_run.empty()) {
+      src = pae::flows::latents_of_run(ae_run);
+    } else {
+      src = {latents, val_latents, test_latents};
+    }
+    pae::Config config = pae::load_config(config_path, overrides);
+    if (run_dir.empty()) {
+      const auto base = ae_run.empty() ? pae::fs::path("runs") : pae::fs::path(ae_run);
+      run_dir = (base / ("flow_" + pae::fs::path(config_path).stem().string())).string();
+    }
+    const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
+    spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
+    run.run_dir = run_dir;
+    pae::flows::fit_latent_flow(config, src, run);
+    return 0;
+  } catch (const pae::Error& e) {
+    spdlog::error("{}", e.what());
+    return pae::kUserErrorExit;
+  } catch (const c10::Error& e) {
+    spdlog::error("internal error: {}", pae::first_line(e.what_without_backtrace()));
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", pae::first_line(e.what()));
+    return 1;
+  }
+}
