@@ -27,8 +27,11 @@ TEST(Config, EveryShippedConfigParsesAndBuildsItsModel) {
     EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, c.model.latent_dim}));
     EXPECT_EQ(model->decode(z).sizes(), x.sizes());
     EXPECT_TRUE(torch::isfinite(model->loss(x).loss).item<bool>());
+    // Flow configs also build their flow on the AE's latent size.
+    auto flow = pae::flows::build_flow(c.model.latent_dim, c.flow);
+    EXPECT_EQ(flow->log_prob(torch::randn({3, c.model.latent_dim})).sizes(), (std::vector<int64_t>{3}));
   }
-  EXPECT_GE(count, 3);
+  EXPECT_GE(count, 5);
 }
 
 TEST(Config, UnknownKeyNamesFileLineAndValidKeys) {
