@@ -13,19 +13,15 @@ double identity_derivative_parameter(double min_derivative) { return std::log(st
 namespace {
 
 /// Knot positions on [left, right] from unnormalised bin sizes: [..., K] -> [..., K+1].
+/// The ends are set exactly (cumsum rounding would move them).
 at::Tensor knots(const at::Tensor& unnormalised, double min_size, double left, double right) {
   const int64_t k = unnormalised.size(-1);
-  auto sizes = torch::softmax(unnormalised, -1);
-  sizes = min_size + (1 - min_size * double(k)) * sizes;
-  auto cum = F::pad(torch::cumsum(sizes, -1), F::PadFuncOptions({1, 0}).value(0.0));
-  cum = (right - left) * cum + left;
-  // Pin the ends exactly (cumsum rounding would move them).
-  auto idx = torch::arange(k + 1, cum.options().dtype(torch::kLong));
-  cum = torch::where(idx == 0, torch::full_like(cum, left), torch::where(idx == k, torch::full_like(cum, right), cum));
-  return cum;
+  auto sizes = torch::softmax(unnormalised, -1).mul(1 - min_size * double(k)).add(min_size);
+  auto inner = torch::cumsum(sizes.narrow(-1, 0, k - 1), -1).mul(right - left).add(left);
+  auto shape = inner.sizes().vec();
+  shape.back() = 1;
+  return torch::cat({torch::full(shape, left, inner.options()), inner, torch::full(shape, right, inner.options())}, -1);
 }
-
-at::Tensor gather_last(const at::Tensor& t, const at::Tensor& idx) { return t.gather(-1, idx).squeeze(-1); }
 
 }  // namespace
 
@@ -56,9 +52,12 @@ std::pair<at::Tensor, at::Tensor> rational_quadratic_spline(const at::Tensor& in
   auto idx = (x.unsqueeze(-1) >= locations).sum(-1, /*keepdim=*/true) - 1;
   idx = idx.clamp(0, k - 1);
 
-  const auto xk = gather_last(cumw, idx), wk = gather_last(widths, idx);
-  const auto yk = gather_last(cumh, idx), hk = gather_last(heights, idx);
-  const auto dk = gather_last(derivs, idx), dk1 = gather_last(derivs, idx + 1);
+  // One gather for the six per-bin quantities.
+  const auto table = torch::stack({cumw.narrow(-1, 0, k), widths, cumh.narrow(-1, 0, k), heights,
+                                   derivs.narrow(-1, 0, k), derivs.narrow(-1, 1, k)}, -2);  // [..., 6, K]
+  auto idx6 = idx.unsqueeze(-2).expand(table.sizes().vec()).narrow(-1, 0, 1);
+  const auto picked = table.gather(-1, idx6).squeeze(-1).unbind(-1);                       // 6 x [...]
+  const auto &xk = picked[0], &wk = picked[1], &yk = picked[2], &hk = picked[3], &dk = picked[4], &dk1 = picked[5];
   const auto delta = hk / wk;
   const auto sum_d = dk + dk1 - 2 * delta;
 
