@@ -210,10 +210,10 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   pae::data::write_npy(tmp.file("train.npy"), make(2000));
   pae::data::write_npy(tmp.file("val.npy"), make(500));
   pae::data::write_npy(tmp.file("test.npy"), make(500));
-  pae::Config c = pae::parse_config("flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 3\n  batch_size: 100\n", "t.yml");
+  pae::Config c = pae::parse_config("flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 10\n  lr: 3.0e-3\n  batch_size: 100\n", "t.yml");
   auto summary = fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
                                  {tmp.file("flow"), false, false, true});
-  EXPECT_EQ(summary.epochs, 3);
+  EXPECT_EQ(summary.epochs, 10);
   EXPECT_GT(summary.mean_log_prob.at("test"), summary.gaussian_log_prob.at("test") - 0.3);
   for (const char* f : {"config.yml", "metrics.jsonl", "latents.json", "summary.json", "checkpoints/best.pt",
                         "log_prob/train.npy", "log_prob/val.npy", "log_prob/test.npy"})

@@ -111,32 +111,18 @@ class Conditioner : public nn::Module {
   std::vector<Dense> blocks_a_, blocks_b_;
 };
 
-/// Feature split of a coupling: `transformed` changes, `identity` conditions. Layer parity
-/// alternates which half is which; D = 1 transforms its only feature unconditionally.
-struct Mask {
-  torch::Tensor identity, transformed;  // int64 index lists
-  Mask(int64_t dim, int64_t layer) {
-    std::vector<int64_t> id, tr;
-    for (int64_t i = 0; i < dim; ++i) ((i % 2 == layer % 2) && dim > 1 ? tr : id).push_back(i);
-    if (dim == 1) {
-      tr = {0};
-      id = {};
-    }
-    identity = torch::tensor(id, torch::kLong);
-    transformed = torch::tensor(tr, torch::kLong);
-  }
-};
-
-/// Shared coupling logic: params = conditioner(x_identity), transform the other half.
+/// Feature split of a coupling: one contiguous half conditions, the other is transformed;
+/// layer parity alternates which. D = 1 transforms its only feature unconditionally.
+/// (Contiguous halves are views: cheaper than index lists, and the permutations between
+/// couplings mix the features.)
 class Coupling : public Transform {
  public:
-  Coupling(int64_t dim, int64_t layer, int64_t params_per_feature, const FlowOptions& o) : mask_(dim, layer), dim_(dim) {
+  Coupling(int64_t dim, int64_t layer, int64_t params_per_feature, const FlowOptions& o) : dim_(dim) {
     per_ = params_per_feature;
-    // Index lists are plain members, not buffers: Module::to(dtype) would convert buffers to
-    // floating point; they follow the input's device instead (and are rebuilt from the options).
-    id_idx_ = mask_.identity;
-    tr_idx_ = mask_.transformed;
-    conditioner_ = register_module("conditioner", std::make_shared<Conditioner>(mask_.identity.size(0), mask_.transformed.size(0) * per_, o));
+    const int64_t first = dim / 2;  // size of the first half
+    identity_first_ = dim > 1 && layer % 2 == 0;
+    n_identity_ = dim == 1 ? 0 : (identity_first_ ? first : dim - first);
+    conditioner_ = register_module("conditioner", std::make_shared<Conditioner>(n_identity_, (dim - n_identity_) * per_, o));
   }
   TensorPair forward(const torch::Tensor& x) override { return apply(x, false); }
   TensorPair inverse(const torch::Tensor& z) override { return apply(z, true); }
@@ -150,19 +136,16 @@ class Coupling : public Transform {
  private:
   TensorPair apply(const torch::Tensor& x, bool inverse) {
     TORCH_CHECK(x.dim() == 2 && x.size(1) == dim_, "coupling: expected [B,", dim_, "], got ", x.sizes());
-    if (id_idx_.device() != x.device()) {
-      id_idx_ = id_idx_.to(x.device());
-      tr_idx_ = tr_idx_.to(x.device());
-    }
-    auto xi = x.index_select(1, id_idx_);
-    auto xt = x.index_select(1, tr_idx_);
-    auto params = conditioner_->forward(xi).view({x.size(0), xt.size(1), per_});
+    const int64_t nt = dim_ - n_identity_;
+    auto xi = identity_first_ ? x.narrow(1, 0, n_identity_) : x.narrow(1, nt, n_identity_);
+    auto xt = identity_first_ ? x.narrow(1, n_identity_, nt) : x.narrow(1, 0, nt);
+    auto params = conditioner_->forward(xi).view({x.size(0), nt, per_});
     auto [yt, logdet] = transform(xt, params, inverse);
-    return {x.index_copy(1, tr_idx_, yt), logdet.sum(1)};
+    auto y = n_identity_ == 0 ? yt : identity_first_ ? torch::cat({xi, yt}, 1) : torch::cat({yt, xi}, 1);
+    return {y, logdet.sum(1)};
   }
-  Mask mask_;
-  torch::Tensor id_idx_, tr_idx_;
-  int64_t dim_;
+  int64_t dim_, n_identity_;
+  bool identity_first_;
 };
 
 /// RealNVP affine coupling (Dinh et al. 2017): z = x * s + t with s = exp(3 tanh(h / 3)):

@@ -38,7 +38,8 @@ class AutoEncoder : public torch::nn::Module {
   /// x -> reconstruction in [0,1] (through the posterior mean).
   torch::Tensor reconstruct(const torch::Tensor& x) { return decode(encode(x)); }
 
-  /// Loss on a batch (mean over the batch); terms always include "mse" (per pixel).
+  /// Loss on a batch (mean over the batch); terms include "mse" (per pixel), always in
+  /// evaluation mode (families may skip it while training, where it is only a report).
   virtual LossTerms loss(const torch::Tensor& x) = 0;
 
   /// Per-sample scores (higher = more anomalous unless the name says otherwise), each [B].
