@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
   }
-  try {
+  return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
     if (*sample || *interp) {
       pae::configure_threads({});
@@ -133,14 +133,5 @@ int main(int argc, char** argv) {
     run.run_dir = run_dir;
     pae::flows::fit_latent_flow(config, src, run);
     return 0;
-  } catch (const pae::Error& e) {
-    spdlog::error("{}", e.what());
-    return pae::kUserErrorExit;
-  } catch (const c10::Error& e) {
-    spdlog::error("internal error: {}", pae::first_line(e.what_without_backtrace()));
-    return 1;
-  } catch (const std::exception& e) {
-    spdlog::error("{}", pae::first_line(e.what()));
-    return 1;
-  }
+  });
 }

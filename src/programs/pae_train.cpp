@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
   }
   pae::ensure_fast_blas_kernels(argc, argv);
-  try {
+  return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
     if (config_path.empty()) {
       pae::require(run.resume && !run_dir.empty(), "--config is required (or --resume with --run-dir)");
@@ -44,14 +44,5 @@ int main(int argc, char** argv) {
     run.device = config.train.device;
     pae::train::train_autoencoder(config, run);
     return 0;
-  } catch (const pae::Error& e) {
-    spdlog::error("{}", e.what());
-    return pae::kUserErrorExit;
-  } catch (const c10::Error& e) {
-    spdlog::error("internal error: {}", pae::first_line(e.what_without_backtrace()));
-    return 1;
-  } catch (const std::exception& e) {
-    spdlog::error("{}", pae::first_line(e.what()));
-    return 1;
-  }
+  });
 }

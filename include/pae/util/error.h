@@ -1,5 +1,6 @@
 // User-facing errors: one line naming the file, key or value and what was expected.
 #pragma once
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -18,6 +19,11 @@ inline constexpr int kUserErrorExit = 2;
 inline void require(bool cond, const std::string& message) {
   if (!cond) throw Error(message);
 }
+
+/// Runs a program's body: a pae::Error is logged on one line and gives kUserErrorExit; any
+/// other exception (a LibTorch error included) is logged on one line, without a stack trace,
+/// and gives 1.
+int run_guarded(const std::function<int()>& body);
 
 /// First line of a (possibly multi-line, LibTorch-style) exception message.
 std::string first_line(const std::string& message);
