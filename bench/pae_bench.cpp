@@ -13,6 +13,7 @@
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/flows/flow.h"
+#include "pae/train/trainer.h"
 #include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "pae/util/json.h"
@@ -93,7 +94,7 @@ int bench_toy(int64_t epochs) {
   const int64_t bs = 512, n_epochs = epochs > 1 ? epochs : 40;
   for (int64_t e = 0; e < n_epochs; ++e) {
     const double lr = 2e-3 * 0.5 * (1 + std::cos(M_PI * double(e) / double(n_epochs)));
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+    pae::train::set_lr(opt, lr);
     auto perm = torch::randperm(train.size(0), torch::kLong);
     for (int64_t i = 0; i < train.size(0); i += bs) {
       opt.zero_grad();

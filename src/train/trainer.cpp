@@ -213,7 +213,8 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
       auto x = data::augment(train.images.index_select(0, idx), config.data).to(device);
       auto terms = model->train_step(x, optimizer, t.grad_clip);
       acc.add(terms, x.size(0));
-      if (!options.quiet) progress.update(1, x.size(0), fmt::format("loss {:.4g}", terms.loss.item<double>()));
+      if (!options.quiet)
+        progress.update(1, x.size(0), [&] { return fmt::format("loss {:.4g}", terms.loss.item<double>()); });
     }
     if (!options.quiet) progress.finish();
     const double seconds = progress.elapsed_seconds();

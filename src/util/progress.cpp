@@ -24,7 +24,7 @@ double Progress::rate() const {
   return s > 0 ? static_cast<double>(items_) / s : 0.0;
 }
 
-void Progress::update(int64_t steps, int64_t items, const std::string& status) {
+void Progress::update(int64_t steps, int64_t items, const std::function<std::string()>& status) {
   done_ += steps;
   items_ += items;
   const auto now = std::chrono::steady_clock::now();
@@ -39,7 +39,7 @@ void Progress::update(int64_t steps, int64_t items, const std::string& status) {
     bar.resize(width, '.');
     std::fprintf(stderr, "\r%s [%s] %lld/%lld %.0f %s/s ETA %.0fs %s\033[K", label_.c_str(),
                  bar.c_str(), static_cast<long long>(done_), static_cast<long long>(total_),
-                 rate(), unit_.c_str(), eta, status.c_str());
+                 rate(), unit_.c_str(), eta, status ? status().c_str() : "");
     std::fflush(stderr);
   } else {
     // Plain lines at every 10% so that logs stay readable.
@@ -47,7 +47,7 @@ void Progress::update(int64_t steps, int64_t items, const std::string& status) {
     if (decile > last_decile_ && decile < 10) {
       last_decile_ = decile;
       spdlog::info("{} {}% ({}/{}) {:.0f} {}/s ETA {:.0f}s {}", label_, decile * 10, done_, total_,
-                   rate(), unit_, eta, status);
+                   rate(), unit_, eta, status ? status() : std::string());
     }
   }
 }

@@ -2,6 +2,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace pae {
@@ -10,8 +11,9 @@ class Progress {
  public:
   /// total: number of steps; unit: what a step counts for the rate ("img").
   Progress(std::string label, int64_t total, std::string unit);
-  /// Advances by `steps` steps worth `items` units; `status` is shown after the bar.
-  void update(int64_t steps, int64_t items, const std::string& status = "");
+  /// Advances by `steps` steps worth `items` units; `status` (shown after the bar) is called
+  /// only when a line is drawn, so callers can put a device sync such as .item() in it.
+  void update(int64_t steps, int64_t items, const std::function<std::string()>& status = nullptr);
   /// Ends the bar (newline on a terminal).
   void finish();
 
