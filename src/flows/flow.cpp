@@ -97,8 +97,10 @@ class Conditioner : public nn::Module {
     // A 1-D flow has nothing to condition on: a constant input makes the parameters learned constants.
     auto h = torch::relu(input_(in_ > 0 ? x : torch::zeros({x.size(0), 1}, x.options())));
     for (size_t i = 0; i < blocks_a_.size(); ++i) {
-      if (resnet_) h = h + blocks_b_[i](torch::relu(blocks_a_[i](torch::relu(h))));
-      else h = torch::relu(blocks_a_[i](h));
+      if (resnet_)
+        h = h + blocks_b_[i](torch::relu(blocks_a_[i](torch::relu(h))));
+      else
+        h = torch::relu(blocks_a_[i](h));
     }
     return output_(h);
   }
@@ -122,7 +124,8 @@ class Coupling : public Transform {
     const int64_t first = dim / 2;  // size of the first half
     identity_first_ = dim > 1 && layer % 2 == 0;
     n_identity_ = dim == 1 ? 0 : (identity_first_ ? first : dim - first);
-    conditioner_ = register_module("conditioner", std::make_shared<Conditioner>(n_identity_, (dim - n_identity_) * per_, o));
+    conditioner_ =
+        register_module("conditioner", std::make_shared<Conditioner>(n_identity_, (dim - n_identity_) * per_, o));
   }
   TensorPair forward(const torch::Tensor& x) override { return apply(x, false); }
   TensorPair inverse(const torch::Tensor& z) override { return apply(z, true); }
@@ -180,9 +183,7 @@ class SplineCoupling : public Coupling {
 
  protected:
   TensorPair transform(const torch::Tensor& xt, const torch::Tensor& p, bool inverse) override {
-    // Scaling the bin logits by 1/sqrt(hidden) as nflows does keeps early training tame.
-    return rational_quadratic_spline(xt, p.narrow(2, 0, bins_), p.narrow(2, bins_, bins_), p.narrow(2, 2 * bins_, bins_ - 1),
-                                     inverse, spline_);
+    return rational_quadratic_spline_packed(xt, p, bins_, inverse, spline_);
   }
 
  private:
@@ -328,12 +329,17 @@ class BatchNormFlow : public Transform {
 };
 
 void register_builtin_transforms(TransformRegistry& r) {
-  r.add("affine_coupling", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<AffineCoupling>(d, l, o); });
-  r.add("spline_coupling", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<SplineCoupling>(d, l, o); });
+  r.add("affine_coupling",
+        [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<AffineCoupling>(d, l, o); });
+  r.add("spline_coupling",
+        [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<SplineCoupling>(d, l, o); });
   r.add("reverse", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<Permutation>(reversed(d)); });
-  r.add("random_permutation",
-        [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<Permutation>(shuffled(d, o.seed * 7919 + uint64_t(l))); });
-  r.add("lu_linear", [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<LULinear>(d, o.seed * 7919 + uint64_t(l)); });
+  r.add("random_permutation", [](int64_t d, const FlowOptions& o, int64_t l) {
+    return std::make_shared<Permutation>(shuffled(d, o.seed * 7919 + uint64_t(l)));
+  });
+  r.add("lu_linear", [](int64_t d, const FlowOptions& o, int64_t l) {
+    return std::make_shared<LULinear>(d, o.seed * 7919 + uint64_t(l));
+  });
   r.add("actnorm", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<ActNorm>(d); });
   r.add("batch_norm", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<BatchNormFlow>(d); });
 }
@@ -349,7 +355,9 @@ TransformRegistry& TransformRegistry::instance() {
   return *registry;
 }
 
-void TransformRegistry::add(const std::string& name, TransformFactory factory) { factories_[name] = std::move(factory); }
+void TransformRegistry::add(const std::string& name, TransformFactory factory) {
+  factories_[name] = std::move(factory);
+}
 
 std::shared_ptr<Transform> TransformRegistry::create(const std::string& name, int64_t dim, const FlowOptions& o,
                                                      int64_t layer) const {
@@ -378,7 +386,9 @@ std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& o) {
   auto& r = TransformRegistry::instance();
   auto composite = std::make_shared<CompositeTransform>();
   const std::string coupling = o.type == "nsf" ? "spline_coupling" : "affine_coupling";
-  const std::string perm = o.permutation == "lu" ? "lu_linear" : o.permutation == "random" ? "random_permutation" : "reverse";
+  const std::string perm = o.permutation == "lu"       ? "lu_linear"
+                           : o.permutation == "random" ? "random_permutation"
+                                                       : "reverse";
   for (int64_t l = 0; l < o.layers; ++l) {
     if (o.actnorm) composite->append(r.create("actnorm", dim, o, l));
     if (o.batch_norm) composite->append(r.create("batch_norm", dim, o, l));

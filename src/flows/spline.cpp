@@ -1,8 +1,12 @@
 #include "pae/flows/spline.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 namespace pae::flows {
 
@@ -53,10 +57,11 @@ std::pair<at::Tensor, at::Tensor> rational_quadratic_spline(const at::Tensor& in
   idx = idx.clamp(0, k - 1);
 
   // One gather for the six per-bin quantities.
-  const auto table = torch::stack({cumw.narrow(-1, 0, k), widths, cumh.narrow(-1, 0, k), heights,
-                                   derivs.narrow(-1, 0, k), derivs.narrow(-1, 1, k)}, -2);  // [..., 6, K]
+  const auto table = torch::stack(
+      {cumw.narrow(-1, 0, k), widths, cumh.narrow(-1, 0, k), heights, derivs.narrow(-1, 0, k), derivs.narrow(-1, 1, k)},
+      -2);  // [..., 6, K]
   auto idx6 = idx.unsqueeze(-2).expand(table.sizes().vec()).narrow(-1, 0, 1);
-  const auto picked = table.gather(-1, idx6).squeeze(-1).unbind(-1);                       // 6 x [...]
+  const auto picked = table.gather(-1, idx6).squeeze(-1).unbind(-1);  // 6 x [...]
   const auto &xk = picked[0], &wk = picked[1], &yk = picked[2], &hk = picked[3], &dk = picked[4], &dk1 = picked[5];
   const auto delta = hk / wk;
   const auto sum_d = dk + dk1 - 2 * delta;
@@ -84,6 +89,267 @@ std::pair<at::Tensor, at::Tensor> rational_quadratic_spline(const at::Tensor& in
     logdet = -(torch::log(dnum) - 2 * torch::log(denominator));
   }
   return {torch::where(inside, out, inputs), torch::where(inside, logdet, torch::zeros_like(logdet))};
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+/// The kernels compute one precision above the tensors': extra bits where the inverse of a
+/// very flat bin amplifies rounding (the inverse's error is ulps of y divided by the slope).
+template <typename T>
+using Wider = std::conditional_t<std::is_same_v<T, float>, double, long double>;
+
+/// One row's spline, evaluated in a wider type A than the tensors' (double for float, long double for double): knots
+/// from the packed unconstrained parameters [w(K) | h(K) | d(K-1)], the bin, and (forward) value, log-slope and their
+/// partial derivatives. Shared by the fused forward, inverse and backward passes.
+template <typename A>
+struct RowSpline {
+  int64_t k;
+  SplineOptions o;
+  std::vector<A> pw, ph, cw, ch;  // softmax probabilities, knots [K+1]
+  const A* u_ = nullptr;
+  A edge_;  // the boundary derivative (1 up to rounding, as in the tensor version)
+
+  RowSpline(int64_t bins, const SplineOptions& opt)
+      : k(bins),
+        o(opt),
+        pw(size_t(bins)),
+        ph(size_t(bins)),
+        cw(size_t(bins + 1)),
+        ch(size_t(bins + 1)),
+        edge_(A(opt.min_derivative) + softplus(A(identity_derivative_parameter(opt.min_derivative)))) {}
+
+  static void knots(const A* u, int64_t k, A min_size, A b, std::vector<A>& p, std::vector<A>& cum) {
+    A m = u[0];
+    for (int64_t i = 1; i < k; ++i) m = std::max(m, u[i]);
+    A s = 0;
+    for (int64_t i = 0; i < k; ++i) s += (p[size_t(i)] = std::exp(u[i] - m));
+    const A scale = 1 - min_size * A(k);
+    cum[0] = -b;
+    A acc = 0;
+    for (int64_t i = 0; i < k - 1; ++i) {
+      p[size_t(i)] /= s;
+      acc += min_size + scale * p[size_t(i)];
+      cum[size_t(i + 1)] = acc * 2 * b - b;
+    }
+    p[size_t(k - 1)] /= s;
+    cum[size_t(k)] = b;  // exact ends: cumsum rounding would move them
+  }
+
+  static A softplus(A v) { return v > 20 ? v : std::log1p(std::exp(v)); }
+
+  void load(const A* u) {
+    knots(u, k, o.min_bin_width, o.tail_bound, pw, cw);
+    knots(u + k, k, o.min_bin_height, o.tail_bound, ph, ch);
+    u_ = u;
+  }
+
+  /// Derivative at knot j (only the bin's two are ever needed: computed on demand).
+  A deriv(int64_t j) const { return j == 0 || j == k ? edge_ : A(o.min_derivative) + softplus(u_[2 * k + j - 1]); }
+
+  /// Number of knots at or below v, minus one, kept in [0, K-1] (as the tensor version).
+  int64_t bin(const std::vector<A>& loc, A v) const {
+    int64_t c = 0;
+    for (int64_t j = 0; j <= k; ++j) c += v >= loc[size_t(j)];
+    return std::clamp<int64_t>(c - 1, 0, k - 1);
+  }
+};
+
+/// Forward (data to noise) or inverse values of the packed spline: x:[N], p:[N,3K-1] contiguous.
+template <typename T, typename A = Wider<T>>
+void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inverse, const SplineOptions& o,
+                   at::Tensor& out, at::Tensor& logdet) {
+  const int64_t n = x.size(0), np = 3 * k - 1;
+  const T* xs = x.data_ptr<T>();
+  const T* ps = p.data_ptr<T>();
+  T* ys = out.data_ptr<T>();
+  T* ls = logdet.data_ptr<T>();
+  const A b = o.tail_bound;
+  at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
+    RowSpline<A> r(k, o);
+    std::vector<A> u(static_cast<size_t>(np));
+    for (int64_t i = lo; i < hi; ++i) {
+      const A v = A(xs[i]);
+      if (!(v >= -b && v <= b)) {  // tails (and NaN) pass through unchanged
+        ys[i] = xs[i];
+        ls[i] = T(0);
+        continue;
+      }
+      for (int64_t j = 0; j < np; ++j) u[size_t(j)] = A(ps[i * np + j]);
+      r.load(u.data());
+      const int64_t kb = r.bin(inverse ? r.ch : r.cw, v);
+      const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
+      const A yk = r.ch[size_t(kb)], hk = r.ch[size_t(kb + 1)] - yk;
+      const A dk = r.deriv(kb), dk1 = r.deriv(kb + 1);
+      const A s = hk / wk, sum_d = dk + dk1 - 2 * s;
+      A theta;
+      if (!inverse) {
+        theta = std::clamp((v - xk) / wk, A(0), A(1));
+      } else {
+        const A dy = v - yk;
+        const A a = dy * sum_d + hk * (s - dk), bq = hk * dk - dy * sum_d, c = -s * dy;
+        const A disc = std::max(bq * bq - 4 * a * c, A(0));  // rounding can push it below zero
+        const A den = -bq - std::sqrt(disc);
+        theta = den == 0 ? A(0) : std::clamp(2 * c / den, A(0), A(1));
+        // One Newton step on the forward map: the quadratic's coefficients cancel near the
+        // knots, and where the slope is tiny that costs tens of ulps of y; this recovers them.
+        const A t1 = theta * (1 - theta), dn = s + sum_d * t1;
+        const A resid = hk * (s * theta * theta + dk * t1) / dn - dy;
+        const A slope = hk * s * (dk1 * theta * theta + 2 * s * t1 + dk * (1 - theta) * (1 - theta)) / (dn * dn);
+        if (slope > 0 && std::isfinite(resid)) theta = std::clamp(theta - resid / slope, A(0), A(1));
+      }
+      const A t1t = theta * (1 - theta);
+      const A den = s + sum_d * t1t;
+      const A m = dk1 * theta * theta + 2 * s * t1t + dk * (1 - theta) * (1 - theta);
+      const A ld = std::log(s * s * m) - 2 * std::log(den);
+      if (!inverse) {
+        ys[i] = T(yk + hk * (s * theta * theta + dk * t1t) / den);
+        ls[i] = T(ld);
+      } else {
+        ys[i] = T(theta * wk + xk);
+        ls[i] = T(-ld);
+      }
+    }
+  });
+}
+
+/// Gradients of the forward spline's (y, log|dy/dx|) with respect to x and the packed parameters.
+template <typename T, typename A = Wider<T>>
+void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy, const at::Tensor& gl, int64_t k,
+                  const SplineOptions& o, at::Tensor& gx, at::Tensor& gp) {
+  const int64_t n = x.size(0), np = 3 * k - 1;
+  const T* xs = x.data_ptr<T>();
+  const T* ps = p.data_ptr<T>();
+  const T* gys = gy.data_ptr<T>();
+  const T* gls = gl.data_ptr<T>();
+  T* gxs = gx.data_ptr<T>();
+  T* gps = gp.data_ptr<T>();
+  const A b = o.tail_bound;
+  at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
+    RowSpline<A> r(k, o);
+    std::vector<A> u(static_cast<size_t>(np)), gcw(size_t(k + 1)), gch(size_t(k + 1));
+    for (int64_t i = lo; i < hi; ++i) {
+      T* gpi = gps + i * np;
+      std::fill(gpi, gpi + np, T(0));
+      const A v = A(xs[i]);
+      if (!(v >= -b && v <= b)) {
+        gxs[i] = gys[i];
+        continue;
+      }
+      for (int64_t j = 0; j < np; ++j) u[size_t(j)] = A(ps[i * np + j]);
+      r.load(u.data());
+      const int64_t kb = r.bin(r.cw, v);
+      const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
+      const A hk = r.ch[size_t(kb + 1)] - r.ch[size_t(kb)];
+      const A dk = r.deriv(kb), dk1 = r.deriv(kb + 1);
+      const A s = hk / wk, sum_d = dk + dk1 - 2 * s;
+      const A th = std::clamp((v - xk) / wk, A(0), A(1)), t = th * (1 - th), dt = 1 - 2 * th;
+      const A num = hk * (s * th * th + dk * t), den = s + sum_d * t;
+      const A m = dk1 * th * th + 2 * s * t + dk * (1 - th) * (1 - th);
+      const A g_y = A(gys[i]), g_l = A(gls[i]);
+      // y = yk + num/den and L = log(s^2 m) - 2 log(den), as functions of theta, s, h, dk, dk1.
+      const A ry = g_y / den, rq = g_y * num / (den * den);  // d/d num, -d/d den of y
+      const A rm = g_l / m, rd = 2 * g_l / den;              // d/d m, -d/d den of L
+      const A dnum_th = hk * (2 * s * th + dk * dt), dden_th = sum_d * dt;
+      const A dm_th = 2 * dk1 * th + 2 * s * dt - 2 * dk * (1 - th);
+      const A g_th = ry * dnum_th - rq * dden_th + rm * dm_th - rd * dden_th;
+      const A g_s = ry * hk * th * th - rq * (1 - 2 * t) + g_l * 2 / s + rm * 2 * t - rd * (1 - 2 * t);
+      A g_h = ry * (s * th * th + dk * t);
+      const A g_dk = ry * hk * t - rq * t + rm * (1 - th) * (1 - th) - rd * t;
+      const A g_dk1 = -rq * t + rm * th * th - rd * t;
+      // theta = (x - xk)/w, s = h/w, w = x_{k+1} - x_k, h = y_{k+1} - y_k, y = y_k + ...
+      gxs[i] = T(g_th / wk);
+      const A g_w = -g_th * th / wk - g_s * s / wk;
+      g_h += g_s / wk;
+      std::fill(gcw.begin(), gcw.end(), A(0));
+      std::fill(gch.begin(), gch.end(), A(0));
+      gcw[size_t(kb)] += -g_th / wk - g_w;
+      gcw[size_t(kb + 1)] += g_w;
+      gch[size_t(kb)] += g_y - g_h;
+      gch[size_t(kb + 1)] += g_h;
+      // Knots back to the unconstrained parameters: cum[j] = -B + 2B sum_{i<j} size_i for
+      // 0 < j < K (the ends are fixed), size_i = min + (1 - min K) softmax(u)_i.
+      auto back = [&](const std::vector<A>& gcum, const std::vector<A>& prob, A min_size, T* out) {
+        const A scale = (1 - min_size * A(k)) * 2 * b;
+        A tail = 0, dot = 0;
+        std::vector<A>& gsz = u;  // reuse as scratch: g of softmax outputs
+        for (int64_t ii = k - 1; ii >= 0; --ii) {
+          gsz[size_t(ii)] = scale * tail;  // size_i feeds knots j = i+1 .. K-1
+          if (ii >= 1) tail += gcum[size_t(ii)];
+          dot += prob[size_t(ii)] * gsz[size_t(ii)];
+        }
+        for (int64_t ii = 0; ii < k; ++ii) out[ii] = T(prob[size_t(ii)] * (gsz[size_t(ii)] - dot));
+      };
+      back(gcw, r.pw, o.min_bin_width, gpi);
+      back(gch, r.ph, o.min_bin_height, gpi + k);
+      // Interior derivatives d_j = min + softplus(u_{2K + j - 1}).
+      auto sig = [](A z) { return A(1) / (A(1) + std::exp(-z)); };
+      if (kb >= 1) gpi[2 * k + kb - 1] = T(g_dk * sig(A(ps[i * np + 2 * k + kb - 1])));
+      if (kb + 1 <= k - 1) gpi[2 * k + kb] = T(g_dk1 * sig(A(ps[i * np + 2 * k + kb])));
+    }
+  });
+}
+
+struct FusedSpline : public torch::autograd::Function<FusedSpline> {
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& p, int64_t k, double b,
+                             double min_w, double min_h, double min_d) {
+    const SplineOptions o{b, min_w, min_h, min_d};
+    auto y = torch::empty_like(x), ld = torch::empty_like(x);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline",
+                               [&] { spline_values<scalar_t>(x, p, k, false, o, y, ld); });
+    ctx->save_for_backward({x, p});
+    ctx->saved_data["k"] = k;
+    ctx->saved_data["o"] = std::vector<double>{b, min_w, min_h, min_d};
+    return {y, ld};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& p = saved[1];
+    const int64_t k = ctx->saved_data["k"].toInt();
+    const auto ov = ctx->saved_data["o"].toDoubleVector();
+    const SplineOptions o{ov[0], ov[1], ov[2], ov[3]};
+    auto gy = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(x);
+    auto gl = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(x);
+    auto gx = torch::empty_like(x), gp = torch::empty_like(p);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_backward",
+                               [&] { spline_grads<scalar_t>(x, p, gy, gl, k, o, gx, gp); });
+    return {gx, gp, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> rational_quadratic_spline_packed(const at::Tensor& inputs, const at::Tensor& params,
+                                                                   int64_t bins, bool inverse, const SplineOptions& o) {
+  TORCH_CHECK(bins >= 2 && params.size(-1) == 3 * bins - 1, "rational_quadratic_spline_packed: expected params:[..., ",
+              3 * bins - 1, "] for ", bins, " bins, got ", params.sizes());
+  TORCH_CHECK(params.dim() == inputs.dim() + 1 && params.sizes().slice(0, inputs.dim()) == inputs.sizes(),
+              "rational_quadratic_spline_packed: inputs ", inputs.sizes(), " and params ", params.sizes(), " disagree");
+  TORCH_CHECK(o.min_bin_width * double(bins) < 1 && o.min_bin_height * double(bins) < 1,
+              "rational_quadratic_spline: minimal bin width/height too large for ", bins, " bins");
+  const bool grad = torch::GradMode::is_enabled() && (inputs.requires_grad() || params.requires_grad());
+  const bool fused = inputs.device().is_cpu() && params.scalar_type() == inputs.scalar_type() &&
+                     (inputs.scalar_type() == torch::kFloat || inputs.scalar_type() == torch::kDouble) &&
+                     !(inverse && grad);
+  if (!fused)
+    return rational_quadratic_spline(inputs, params.narrow(-1, 0, bins), params.narrow(-1, bins, bins),
+                                     params.narrow(-1, 2 * bins, bins - 1), inverse, o);
+  const auto x = inputs.reshape({-1}).contiguous();
+  const auto p = params.reshape({-1, 3 * bins - 1}).contiguous();
+  at::Tensor y, ld;
+  if (inverse) {
+    y = torch::empty_like(x), ld = torch::empty_like(x);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_inverse",
+                               [&] { spline_values<scalar_t>(x, p, bins, true, o, y, ld); });
+  } else {
+    auto outs = FusedSpline::apply(x, p, bins, o.tail_bound, o.min_bin_width, o.min_bin_height, o.min_derivative);
+    y = outs[0], ld = outs[1];
+  }
+  return {y.view(inputs.sizes()), ld.view(inputs.sizes())};
 }
 
 }  // namespace pae::flows

@@ -32,4 +32,13 @@ std::pair<at::Tensor, at::Tensor> rational_quadratic_spline(const at::Tensor& in
                                                             const at::Tensor& heights, const at::Tensor& derivatives,
                                                             bool inverse, const SplineOptions& options = {});
 
+/// The same spline with packed parameters params:[..., 3K-1] = [widths | heights | derivatives],
+/// inputs:[...]. On CPU (float32/float64) it runs as one fused kernel per element, computed in
+/// double, with a hand-derived backward for the forward direction (checked against autograd of
+/// the function above in the tests); elsewhere, and for the inverse with gradients, it falls
+/// back to the tensor implementation above. Not twice differentiable on the fused path.
+std::pair<at::Tensor, at::Tensor> rational_quadratic_spline_packed(const at::Tensor& inputs, const at::Tensor& params,
+                                                                   int64_t bins, bool inverse,
+                                                                   const SplineOptions& options = {});
+
 }  // namespace pae::flows
