@@ -210,6 +210,32 @@ TEST(Spline, ExtremeBinsAndNegativeDiscriminantStayFinite) {
   EXPECT_LT((fld + ld64).abs().max().item<double>(), 1e-8);
 }
 
+TEST(Flow, EveryFeatureIsTransformedWhateverThePermutation) {
+  // A feature that only ever conditions shows up as a unit row of the flow's Jacobian.
+  for (const char* perm : {"reverse", "random", "lu"}) {
+    for (int64_t d : {2, 5}) {
+      SCOPED_TRACE(std::string(perm) + " dim " + std::to_string(d));
+      torch::manual_seed(d);
+      auto o = small_options();
+      o.permutation = perm;
+      o.layers = 3;
+      auto flow = build_flow(d, o);
+      flow->to(torch::kFloat64);
+      randomize(*flow, 0.3);
+      auto x = torch::randn({1, d}, torch::kFloat64).requires_grad_(true);
+      auto z = flow->forward(x).first;
+      for (int64_t i = 0; i < d; ++i) {
+        auto row = torch::autograd::grad({z[0][i]}, {x}, {}, /*retain_graph=*/true)[0][0];
+        for (int64_t k = 0; k < d; ++k) {
+          auto unit = torch::zeros({d}, torch::kFloat64);
+          unit[k] = 1;
+          EXPECT_GT((row - unit).abs().max().item<double>(), 1e-3) << "output " << i << " is input " << k;
+        }
+      }
+    }
+  }
+}
+
 TEST(Flow, LogProbIntegratesAndSamplesInvert) {
   // A 1-D flow's density integrates to 1 (trapezoid rule on a wide grid).
   torch::manual_seed(4);

@@ -219,6 +219,8 @@ std::vector<int64_t> reversed(int64_t dim) {
   return p;
 }
 
+uint64_t permutation_seed(const FlowOptions& o, int64_t layer) { return o.seed * 7919 + uint64_t(layer); }
+
 std::vector<int64_t> shuffled(int64_t dim, uint64_t seed) {
   std::vector<int64_t> p(static_cast<size_t>(dim));
   for (int64_t i = 0; i < dim; ++i) p[size_t(i)] = i;
@@ -335,7 +337,7 @@ void register_builtin_transforms(TransformRegistry& r) {
         [](int64_t d, const FlowOptions& o, int64_t l) { return std::make_shared<SplineCoupling>(d, l, o); });
   r.add("reverse", [](int64_t d, const FlowOptions&, int64_t) { return std::make_shared<Permutation>(reversed(d)); });
   r.add("random_permutation", [](int64_t d, const FlowOptions& o, int64_t l) {
-    return std::make_shared<Permutation>(shuffled(d, o.seed * 7919 + uint64_t(l)));
+    return std::make_shared<Permutation>(shuffled(d, permutation_seed(o, l)));
   });
   r.add("lu_linear", [](int64_t d, const FlowOptions& o, int64_t l) {
     return std::make_shared<LULinear>(d, o.seed * 7919 + uint64_t(l));
@@ -389,11 +391,41 @@ std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& o) {
   const std::string perm = o.permutation == "lu"       ? "lu_linear"
                            : o.permutation == "random" ? "random_permutation"
                                                        : "reverse";
+  // Couplings transform one contiguous half (which one: the layer's parity, see Coupling).
+  // Permutations between them move features, so a fixed alternation can cancel against them
+  // (a reversal swaps the halves: alternating as well would transform the same features in
+  // every layer and never the others). Each coupling therefore transforms the half whose
+  // original features have been transformed least so far, tracked through the permutations
+  // (an LU layer mixes everything and counts as the identity). With LU layers, or none, this
+  // is the usual alternation.
+  std::vector<int64_t> origin(static_cast<size_t>(dim)), count(static_cast<size_t>(dim), 0);
+  for (int64_t i = 0; i < dim; ++i) origin[size_t(i)] = i;
+  const int64_t first = dim / 2;
   for (int64_t l = 0; l < o.layers; ++l) {
     if (o.actnorm) composite->append(r.create("actnorm", dim, o, l));
     if (o.batch_norm) composite->append(r.create("batch_norm", dim, o, l));
-    composite->append(r.create(coupling, dim, o, l));
-    if (l + 1 < o.layers && dim > 1) composite->append(r.create(perm, dim, o, l));
+    // Per half (parity 0 transforms [first, dim), parity 1 [0, first)): features never
+    // transformed yet (more is better), then total times transformed (fewer is better).
+    std::pair<int64_t, int64_t> score[2] = {{0, 0}, {0, 0}};
+    for (int64_t i = 0; i < dim; ++i) {
+      const int64_t c = count[size_t(origin[size_t(i)])];
+      auto& sc = score[i < first ? 1 : 0];
+      sc.first -= c == 0;
+      sc.second += c;
+    }
+    const int64_t parity = dim == 1 ? 0 : score[0] != score[1] ? (score[0] < score[1] ? 0 : 1) : l % 2;
+    for (int64_t i = 0; i < dim; ++i)
+      if (dim == 1 || (parity == 0) == (i >= first)) ++count[size_t(origin[size_t(i)])];
+    composite->append(r.create(coupling, dim, o, parity));
+    if (l + 1 < o.layers && dim > 1) {
+      composite->append(r.create(perm, dim, o, l));
+      if (perm != "lu_linear") {
+        const auto p = perm == "reverse" ? reversed(dim) : shuffled(dim, permutation_seed(o, l));
+        auto moved = origin;
+        for (int64_t i = 0; i < dim; ++i) moved[size_t(i)] = origin[size_t(p[size_t(i)])];
+        origin = moved;
+      }
+    }
   }
   return std::make_shared<Flow>(dim, composite);
 }
