@@ -28,10 +28,14 @@ std::vector<std::pair<double, bool>> labelled(const std::vector<double>& in, con
 std::string xml_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else
+      out += c;
   }
   return out;
 }
@@ -93,16 +97,17 @@ double fpr_at_tpr(const std::vector<double>& in, const std::vector<double>& out,
 std::string roc_svg(const std::vector<RocSeries>& series, const std::string& title) {
   const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
   const double x0 = 50, y0 = 30, size = 360;
-  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"440\" font-family=\"sans-serif\" "
-                  "font-size=\"12\">\n<rect width=\"620\" height=\"440\" fill=\"white\"/>\n";
+  std::string s =
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"440\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"620\" height=\"440\" fill=\"white\"/>\n";
   char buf[512];
-  std::snprintf(buf, sizeof(buf),
-                "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"black\"/>\n"
-                "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>\n"
-                "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">false-positive rate</text>\n"
-                "<text x=\"15\" y=\"%g\" text-anchor=\"middle\" transform=\"rotate(-90 15 %g)\">true-positive rate</text>\n",
-                x0, y0, size, size, x0, y0 + size, x0 + size, y0, x0 + size / 2, y0 + size + 30, y0 + size / 2,
-                y0 + size / 2);
+  std::snprintf(
+      buf, sizeof(buf),
+      "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"black\"/>\n"
+      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>\n"
+      "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">false-positive rate</text>\n"
+      "<text x=\"15\" y=\"%g\" text-anchor=\"middle\" transform=\"rotate(-90 15 %g)\">true-positive rate</text>\n",
+      x0, y0, size, size, x0, y0 + size, x0 + size, y0, x0 + size / 2, y0 + size + 30, y0 + size / 2, y0 + size / 2);
   s += buf;
   s += "<text x=\"" + std::to_string(x0) + "\" y=\"20\">" + xml_escape(title) + "</text>\n";
   for (size_t k = 0; k < series.size(); ++k) {

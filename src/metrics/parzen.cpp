@@ -53,7 +53,8 @@ std::vector<double> log_grid(double lo, double hi, int64_t count) {
   require(lo > 0 && hi >= lo && count >= 1, "log_grid: expected 0 < lo <= hi and count >= 1");
   std::vector<double> g;
   for (int64_t i = 0; i < count; ++i)
-    g.push_back(count == 1 ? lo : std::exp(std::log(lo) + (std::log(hi) - std::log(lo)) * double(i) / double(count - 1)));
+    g.push_back(count == 1 ? lo
+                           : std::exp(std::log(lo) + (std::log(hi) - std::log(lo)) * double(i) / double(count - 1)));
   return g;
 }
 

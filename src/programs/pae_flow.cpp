@@ -7,6 +7,7 @@
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/data/npy.h"
+#include "pae/eval/evaluate.h"
 #include "pae/flows/latent_flow.h"
 #include "pae/models/autoencoder.h"
 #include "pae/train/trainer.h"
@@ -14,25 +15,6 @@
 #include "pae/util/fs.h"
 #include "pae/util/image.h"
 #include "pae/util/runtime.h"
-
-namespace {
-
-/// Refuses to use a flow on latents of another auto-encoder (dimension or checksum).
-void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim) {
-  pae::require(flow_dim == ae_dim, "flow " + flow_dir + " models " + std::to_string(flow_dim) +
-                                       "-dimensional latents but auto-encoder " + ae_run + " has latent_dim " +
-                                       std::to_string(ae_dim));
-  const auto train = pae::fs::path(ae_run) / "latents" / "train.npy";
-  const std::string meta = pae::read_text(pae::fs::path(flow_dir) / "latents.json");
-  if (pae::fs::is_regular_file(train)) {
-    const std::string sum = pae::flows::latent_checksum(pae::data::read_npy(train.string()));
-    pae::require(meta.find(sum) != std::string::npos,
-                 "flow " + flow_dir + " was fitted on other latents than " + train.string() +
-                     " (checksum differs): refit it with pae-flow --ae-run " + ae_run);
-  }
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
@@ -85,7 +67,7 @@ int main(int argc, char** argv) {
       pae::Config ae_config;
       auto ae = pae::train::load_autoencoder(ae_dir, &ae_config);
       auto flow = pae::flows::load_latent_flow(flow_dir);
-      check_flow_matches(flow_dir, ae_dir, flow->dim(), ae->latent_dim());
+      pae::eval::check_flow_matches(flow_dir, ae_dir, flow->dim(), ae->latent_dim());
       const auto dtype = flow->parameters().front().scalar_type();
       if (*sample) {
         torch::manual_seed(0);

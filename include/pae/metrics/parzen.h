@@ -16,8 +16,8 @@ namespace pae::metrics {
 at::Tensor parzen_log_prob(const at::Tensor& centres, const at::Tensor& x, double sigma, int64_t block = 1024);
 
 struct ParzenResult {
-  double sigma = 0;        ///< chosen on the validation set
-  double mean = 0, std_error = 0;  ///< test log-likelihood, standard error = std / sqrt(N)
+  double sigma = 0;                                   ///< chosen on the validation set
+  double mean = 0, std_error = 0;                     ///< test log-likelihood, standard error = std / sqrt(N)
   std::vector<std::pair<double, double>> validation;  ///< (sigma, mean validation log-likelihood)
 };
 

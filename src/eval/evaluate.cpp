@@ -1,0 +1,143 @@
+#include "pae/eval/evaluate.h"
+
+#include <torch/torch.h>
+
+#include <set>
+#include <sstream>
+
+#include "pae/data/npy.h"
+#include "pae/flows/latent_flow.h"
+#include "pae/metrics/ood.h"
+#include "pae/models/autoencoder.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+
+namespace pae::eval {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
+  return out;
+}
+
+std::vector<double> to_vector(const at::Tensor& t) {
+  const auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+
+}  // namespace
+
+data::Dataset load_set(const std::string& spec, const Config& ae_config, const std::vector<int64_t>& image_shape,
+                       int64_t limit) {
+  require(!spec.empty(), "empty dataset name (expected name[:split], e.g. mnist:test)");
+  const auto colon = spec.find(':');
+  data::DataOptions o = ae_config.data;
+  o.name = spec.substr(0, colon);
+  const auto split = data::parse_split(colon == std::string::npos ? "test" : spec.substr(colon + 1));
+  if (o.name != ae_config.data.name) {
+    o.root.clear();
+    o.path.clear();
+    o.labels_path.clear();
+    o.classes.clear();
+    o.holdout_classes.clear();
+  }
+  o.subset = 0;
+  o.channels = image_shape.at(0);
+  o.image_size = image_shape.at(1);
+  auto set = data::load_dataset(o, split);
+  if (limit > 0 && set.size() > limit) {
+    set.images = set.images.slice(0, 0, limit);
+    set.labels = set.labels.slice(0, 0, limit);
+  }
+  require(set.size() > 0, "dataset '" + spec + "' is empty (after class filters and limits)");
+  const std::vector<int64_t> got(set.images.sizes().begin() + 1, set.images.sizes().end());
+  require(got == image_shape, "dataset '" + spec + "' has images of shape " + shape_text(got) +
+                                  " but the auto-encoder takes " + shape_text(image_shape));
+  set.name = spec;
+  return set;
+}
+
+std::map<std::string, at::Tensor> compute_scores(models::AutoEncoder& model, flows::LatentFlow* flow,
+                                                 const at::Tensor& images, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  if (flow) flow->eval();
+  const auto device = model.parameters().front().device();
+  std::map<std::string, std::vector<at::Tensor>> parts;
+  for (int64_t i = 0; i < images.size(0); i += batch) {
+    const auto x = images.slice(0, i, i + batch).to(device);
+    for (auto& [name, s] : model.scores(x)) parts[name].push_back(s.to(torch::kCPU, torch::kFloat64));
+    if (flow) {
+      const auto dtype = flow->parameters().front().scalar_type();
+      parts["neg_log_p_z"].push_back(-flow->log_prob(model.encode(x).to(dtype)).to(torch::kCPU, torch::kFloat64));
+    }
+  }
+  std::map<std::string, at::Tensor> out;
+  for (auto& [name, p] : parts) out[name] = torch::cat(p);
+  return out;
+}
+
+void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim) {
+  require(flow_dim == ae_dim, "flow " + flow_dir + " models " + std::to_string(flow_dim) +
+                                  "-dimensional latents but auto-encoder " + ae_run + " has latent_dim " +
+                                  std::to_string(ae_dim));
+  const auto train = fs::path(ae_run) / "latents" / "train.npy";
+  const std::string meta = read_text(fs::path(flow_dir) / "latents.json");
+  if (fs::is_regular_file(train)) {
+    const std::string sum = flows::latent_checksum(data::read_npy(train.string()));
+    require(meta.find(sum) != std::string::npos, "flow " + flow_dir + " was fitted on other latents than " +
+                                                     train.string() +
+                                                     " (checksum differs): refit it with pae-flow --ae-run " + ae_run);
+  }
+}
+
+std::vector<OodResult> ood_table(const std::map<std::string, at::Tensor>& in_scores,
+                                 const std::map<std::string, std::map<std::string, at::Tensor>>& out_scores) {
+  std::vector<OodResult> rows;
+  for (const auto& [set, scores] : out_scores) {
+    for (const auto& [name, in] : in_scores) {
+      const auto it = scores.find(name);
+      require(it != scores.end(), "OoD set " + set + " has no score " + name);
+      const auto a = to_vector(in), b = to_vector(it->second);
+      OodResult r{set,
+                  name,
+                  metrics::roc_auc(a, b),
+                  metrics::average_precision(a, b),
+                  metrics::fpr_at_tpr(a, b, 0.95),
+                  int64_t(a.size()),
+                  int64_t(b.size())};
+      rows.push_back(r);
+    }
+  }
+  return rows;
+}
+
+std::string ood_markdown(const std::vector<OodResult>& rows) {
+  std::vector<std::string> sets, scores;
+  std::map<std::pair<std::string, std::string>, double> auc;
+  for (const auto& r : rows) {
+    if (std::find(sets.begin(), sets.end(), r.set) == sets.end()) sets.push_back(r.set);
+    if (std::find(scores.begin(), scores.end(), r.score) == scores.end()) scores.push_back(r.score);
+    auc[{r.set, r.score}] = r.auroc;
+  }
+  std::ostringstream os;
+  os << "| AUROC: OoD set |";
+  for (const auto& s : scores) os << " " << s << " |";
+  os << "\n| --- |";
+  for (size_t i = 0; i < scores.size(); ++i) os << " --- |";
+  os << "\n";
+  for (const auto& set : sets) {
+    os << "| " << set << " |";
+    for (const auto& s : scores) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), " %.4f |", auc[{set, s}]);
+      os << buf;
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace pae::eval
