@@ -7,6 +7,7 @@
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/metrics/features.h"
 #include "pae/models/autoencoder.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
@@ -94,4 +95,29 @@ TEST(Eval, SetsOfTheWrongShapeOrEmptyAreErrors) {
   other.data.classes = {7};  // every label is 0
   EXPECT_NE(error_of([&] { eval::load_set("npy:test", other, {1, 8, 8}); }), "");
   EXPECT_NE(error_of([&] { eval::load_set("no-such-set", c, {1, 8, 8}); }).find("no-such-set"), std::string::npos);
+}
+
+TEST(Eval, DomainClassifierTrainsOnceThenLoadsFromItsCache) {
+  TempDir tmp;
+  torch::manual_seed(1);
+  // Two classes that differ in brightness: any working classifier separates them.
+  auto labels = torch::arange(2000, torch::kInt64).remainder(2);
+  auto images = (torch::rand({2000, 1, 8, 8}) * 0.4 + labels.view({-1, 1, 1, 1}).to(torch::kFloat) * 0.5);
+  for (const char* split : {"train", "test"}) {
+    data::write_npy(tmp.file(std::string("x_") + split + ".npy"), images);
+    data::write_npy(tmp.file(std::string("y_") + split + ".npy"), labels);
+  }
+  data::DataOptions o;
+  o.name = "npy";
+  o.path = tmp.file("x_{split}.npy");
+  o.labels_path = tmp.file("y_{split}.npy");
+  metrics::DomainClassifierInfo info, cached;
+  auto net = metrics::domain_classifier(o, tmp.file("clf"), 4, &info, /*quiet=*/true);
+  EXPECT_GT(info.test_accuracy, 0.95);
+  auto f = net->features(images.slice(0, 0, 10));
+  EXPECT_EQ(f.sizes(), (std::vector<int64_t>{10, 128}));
+  auto again = metrics::domain_classifier(o, tmp.file("clf"), 3, &cached, true);
+  EXPECT_DOUBLE_EQ(cached.test_accuracy, info.test_accuracy);
+  EXPECT_TRUE(torch::allclose(again->features(images.slice(0, 0, 10)), f));
+  EXPECT_NE(net->describe().find("test accuracy"), std::string::npos);
 }

@@ -4,12 +4,16 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <fstream>
+#include <map>
 #include <random>
 
+#include "pae/metrics/features.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/ood.h"
 #include "pae/metrics/parzen.h"
 #include "pae/util/error.h"
+#include "test_util.h"
 
 using namespace pae::metrics;
 
@@ -111,4 +115,59 @@ TEST(Parzen, OneCentreIsTheGaussianAndBlocksAgree) {
   for (auto& [s, v] : r.validation)
     if (v == best) EXPECT_DOUBLE_EQ(s, r.sigma);
   EXPECT_GT(r.std_error, 0.0);
+}
+
+TEST(Inception, RandomWeightsFileGives2048dFeatures) {
+  // pytorch-fid's network minus torchvision's aux head and fc: 27,161,264 - 3,326,696 - 2,049,000
+  // trainable values; two spot-checked names and shapes from its state dict.
+  const auto shapes = inception_v3_tensor_shapes();
+  int64_t params = 0;
+  std::map<std::string, std::vector<int64_t>> by_name;
+  for (const auto& [name, shape] : shapes) {
+    by_name[name] = shape;
+    if (name.find("running_") == std::string::npos) {
+      int64_t n = 1;
+      for (auto s : shape) n *= s;
+      params += n;
+    }
+  }
+  EXPECT_EQ(params, 21785568);
+  EXPECT_EQ(by_name["Conv2d_1a_3x3.conv.weight"], (std::vector<int64_t>{32, 3, 3, 3}));
+  EXPECT_EQ(by_name["Mixed_7c.branch_pool.conv.weight"], (std::vector<int64_t>{192, 2048, 1, 1}));
+  EXPECT_EQ(by_name["Mixed_6e.branch7x7dbl_5.conv.weight"], (std::vector<int64_t>{192, 192, 1, 7}));
+
+  pae::testing::TempDir tmp;
+  torch::manual_seed(13);
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, shape] : shapes) {
+    auto t = name.find("running_var") != std::string::npos ? torch::rand(shape) + 0.5 : torch::randn(shape) * 0.05;
+    dict.insert(name, t);
+  }
+  dict.insert("fc.weight", torch::randn({1008, 2048}));  // extra tensors are ignored
+  {
+    auto bytes = torch::pickle_save(dict);
+    std::ofstream(tmp.file("inception.pth"), std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  }
+  for (auto protocol : {InceptionProtocol::kPlain, InceptionProtocol::kPerImageMinMax}) {
+    auto net = inception_v3(tmp.file("inception.pth"), protocol, 2);
+    auto f = net->features(torch::rand({3, 1, 28, 28}));
+    EXPECT_EQ(f.sizes(), (std::vector<int64_t>{3, 2048}));
+    EXPECT_TRUE(torch::isfinite(f).all().item<bool>());
+    EXPECT_GT(f.std().item<double>(), 0.0);
+  }
+  // A missing file, a file that is not a dict, a mis-shaped tensor: one clear error each.
+  EXPECT_NE(
+      pae::testing::error_of([&] { inception_v3(tmp.file("none.pth"), InceptionProtocol::kPlain); }).find("none.pth"),
+      std::string::npos);
+  std::ofstream(tmp.file("junk.pth")) << "not a pickle";
+  EXPECT_NE(
+      pae::testing::error_of([&] { inception_v3(tmp.file("junk.pth"), InceptionProtocol::kPlain); }).find("junk.pth"),
+      std::string::npos);
+  dict.insert_or_assign("Conv2d_1a_3x3.conv.weight", torch::randn({32, 3, 5, 5}));
+  auto bytes = torch::pickle_save(dict);
+  std::ofstream(tmp.file("bad.pth"), std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  EXPECT_NE(pae::testing::error_of([&] {
+              inception_v3(tmp.file("bad.pth"), InceptionProtocol::kPlain);
+            }).find("Conv2d_1a_3x3.conv.weight"),
+            std::string::npos);
 }

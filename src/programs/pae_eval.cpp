@@ -2,18 +2,23 @@
 //   pae-eval ood     OoD detection: per-sample scores, AUROC / AP / FPR@95%TPR, ROC curves
 //   pae-eval recon   reconstruction MSE per pixel on a split (mean and per-image distribution)
 //   pae-eval parzen  Parzen-window log-likelihood of generated samples (the AAE protocol)
+//   pae-eval fid     Fréchet distance of reconstructions / PAE samples / N(0, I) decodes / an
+//                    .npy of images to a reference split (domain classifier or Inception features)
 // (Sampling and interpolation live in pae-flow: one place, not two.)
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <functional>
 #include <sstream>
 
 #include "pae/config.h"
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/metrics/features.h"
+#include "pae/metrics/fid.h"
 #include "pae/metrics/ood.h"
 #include "pae/metrics/parzen.h"
 #include "pae/models/autoencoder.h"
@@ -247,6 +252,104 @@ int run_parzen(const std::string& ae_run, const std::string& flow_dir, int64_t n
   return 0;
 }
 
+struct FidOptions {
+  std::string sets, ref = "test", extractor = "domain", classifier_dir, inception_weights, protocol = "pae";
+  std::string recon_split = "train";
+  int64_t n = 10000, min_samples = 1000, classifier_epochs = 3;
+  double temperature = 1.0;
+};
+
+/// The images of one generated set: recon | flow | prior | data | npy:FILE.
+at::Tensor generated_set(const std::string& what, Loaded& m, const FidOptions& f, int64_t n, std::string* note) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  auto batched = [&](const std::function<at::Tensor(int64_t)>& make) {
+    std::vector<at::Tensor> parts;
+    for (int64_t i = 0; i < n; i += 1000) parts.push_back(make(std::min<int64_t>(1000, n - i)));
+    return torch::cat(parts);
+  };
+  if (what == "recon" || what == "data") {
+    auto set = pae::eval::load_set(m.config.data.name + ":" + f.recon_split, m.config, m.shape, n);
+    *note = (what == "recon" ? "reconstructions of the first " : "the first ") + std::to_string(set.size()) + " " +
+            f.recon_split + " images" + (what == "data" ? " (real data: the floor)" : "");
+    if (what == "data") return set.images;
+    std::vector<at::Tensor> parts;
+    for (int64_t i = 0; i < set.size(); i += 1000) parts.push_back(m.ae->reconstruct(set.images.slice(0, i, i + 1000)));
+    return torch::cat(parts);
+  }
+  if (what == "flow") {
+    pae::require(m.flow != nullptr, "--sets flow needs --flow FLOW_DIR");
+    *note = "PAE samples: N(0, T^2 I) -> flow -> decoder, T = " + std::to_string(f.temperature);
+    return batched([&](int64_t b) { return m.ae->decode(m.flow->sample(b, f.temperature).to(torch::kFloat32)); });
+  }
+  if (what == "prior") {
+    *note = "decoded N(0, I) codes";
+    return batched([&](int64_t b) { return m.ae->sample_prior(b); });
+  }
+  if (what.rfind("npy:", 0) == 0) {
+    auto x = pae::data::read_npy(what.substr(4)).to(torch::kFloat32);
+    pae::require(x.dim() == 4 && std::vector<int64_t>(x.sizes().begin() + 1, x.sizes().end()) == m.shape,
+                 what.substr(4) + ": expected images [N," + std::to_string(m.shape[0]) + "," +
+                     std::to_string(m.shape[1]) + "," + std::to_string(m.shape[2]) + "] in [0, 1]");
+    *note = "images from " + what.substr(4);
+    return x.slice(0, 0, n);
+  }
+  throw pae::Error("--sets: unknown set '" + what + "' (expected recon, flow, prior, data or npy:FILE)");
+}
+
+int run_fid(const std::string& ae_run, const std::string& flow_dir, FidOptions f, std::string out, bool force) {
+  auto m = load(ae_run, flow_dir);
+  if (out.empty()) out = flow_dir.empty() ? ae_run : flow_dir;
+  const auto report = prepare_out(out, "fid_" + f.extractor + ".json", force);
+  if (f.sets.empty()) f.sets = flow_dir.empty() ? "recon,prior" : "recon,flow,prior";
+  const auto names = split_list(f.sets);
+  pae::require(!names.empty(), "--sets: no set given");
+  // The extractor first: a missing weights file fails before any work.
+  std::shared_ptr<pae::metrics::FeatureExtractor> extractor;
+  if (f.extractor == "domain") {
+    if (f.classifier_dir.empty()) f.classifier_dir = "runs/classifiers/" + m.config.data.name;
+    extractor = pae::metrics::domain_classifier(m.config.data, f.classifier_dir, f.classifier_epochs);
+  } else {
+    pae::require(!f.inception_weights.empty(),
+                 "--extractor inception needs --inception-weights FILE "
+                 "(scripts/fetch_inception.sh converts pytorch-fid's weights)");
+    extractor = pae::metrics::inception_v3(f.inception_weights, f.protocol == "pae"
+                                                                    ? pae::metrics::InceptionProtocol::kPerImageMinMax
+                                                                    : pae::metrics::InceptionProtocol::kPlain);
+  }
+  auto ref = pae::eval::load_set(m.config.data.name + ":" + f.ref, m.config, m.shape, f.n);
+  const auto ref_stats = pae::metrics::gaussian_stats(extractor->features(ref.images), f.min_samples);
+  pae::JsonObject results;
+  std::string table = "| set | FID | samples | what |\n| --- | --- | --- | --- |\n";
+  for (const auto& name : names) {
+    std::string note;
+    auto images = generated_set(name, m, f, f.n, &note);
+    const auto stats = pae::metrics::gaussian_stats(extractor->features(images), f.min_samples);
+    const double d = pae::metrics::frechet_distance(stats, ref_stats);
+    results.add(name, pae::JsonObject().add("fid", d).add("samples", stats.count).add("what", note));
+    char row[512];
+    std::snprintf(row, sizeof(row), "| %s | %.3f | %lld | %s |\n", name.c_str(), d, static_cast<long long>(stats.count),
+                  note.c_str());
+    table += row;
+    spdlog::info("FID {}: {:.3f} ({} samples; {})", name, d, stats.count, note);
+  }
+  pae::atomic_write_text(
+      report, pae::JsonObject()
+                      .add("ae_run", ae_run)
+                      .add("flow", flow_dir)
+                      .add("extractor", extractor->describe())
+                      .add("reference", pae::JsonObject().add("set", ref.name).add("samples", ref_stats.count))
+                      .add("distance", "||mu1-mu2||^2 + Tr S1 + Tr S2 - 2 sum sqrt eig(sqrt(S1) S2 sqrt(S1)), float64")
+                      .add("results", results)
+                      .str() +
+                  "\n");
+  pae::atomic_write_text(pae::fs::path(out) / ("fid_" + f.extractor + ".md"), table);
+  std::printf("FID (%s) against %s (%lld images):\n%s", extractor->describe().c_str(), ref.name.c_str(),
+              static_cast<long long>(ref_stats.count), table.c_str());
+  spdlog::info("wrote {}", report.string());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,6 +387,24 @@ int main(int argc, char** argv) {
   parzen->add_option("--sigma-min", lo, "smallest sigma of the log grid")->check(CLI::PositiveNumber);
   parzen->add_option("--sigma-max", hi, "largest sigma of the log grid")->check(CLI::PositiveNumber);
   parzen->add_option("--sigma-steps", steps, "grid size")->check(CLI::PositiveNumber);
+  FidOptions fo;
+  auto* fid = app.add_subcommand("fid", "Fréchet distance of generated sets to a reference split");
+  common(fid, true);
+  fid->add_option("--sets", fo.sets, "comma-separated: recon, flow, prior, data, npy:FILE (default recon,flow,prior)");
+  fid->add_option("--ref", fo.ref, "reference split of the AE's dataset")
+      ->check(CLI::IsMember({"train", "val", "test"}));
+  fid->add_option("--recon-split", fo.recon_split, "split reconstructed for 'recon' (and used for 'data')")
+      ->check(CLI::IsMember({"train", "val", "test"}));
+  fid->add_option("--n", fo.n, "samples per set (and reference images)")->check(CLI::PositiveNumber);
+  fid->add_option("--min-samples", fo.min_samples, "refuse sets smaller than this")->check(CLI::PositiveNumber);
+  fid->add_option("--temperature", fo.temperature, "temperature of PAE samples")->check(CLI::Range(0.0, 10.0));
+  fid->add_option("--extractor", fo.extractor, "domain | inception")->check(CLI::IsMember({"domain", "inception"}));
+  fid->add_option("--classifier", fo.classifier_dir, "domain classifier cache (default runs/classifiers/<dataset>)");
+  fid->add_option("--classifier-epochs", fo.classifier_epochs, "epochs when the classifier is trained")
+      ->check(CLI::PositiveNumber);
+  fid->add_option("--inception-weights", fo.inception_weights, "converted pytorch-fid weights (.pth dict)");
+  fid->add_option("--protocol", fo.protocol, "inception preprocessing: pae (per-image min-max) | plain")
+      ->check(CLI::IsMember({"pae", "plain"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -294,6 +415,7 @@ int main(int argc, char** argv) {
     pae::configure_threads({});
     if (*ood) return run_ood(ae_run, flow_dir, in_spec, ood_specs, scores, limit, out, force);
     if (*recon) return run_recon(ae_run, split, limit, out, force);
+    if (*fid) return run_fid(ae_run, flow_dir, fo, out, force);
     return run_parzen(ae_run, flow_dir, n_samples, n_val, limit, lo, hi, steps, out, force);
   });
 }

@@ -1,0 +1,55 @@
+// Feature extractors for the Fréchet distance: a small classifier trained on the dataset
+// itself ("domain FID") and pytorch-fid's Inception-v3 (2048-d pool features).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pae/data/dataset.h"
+
+namespace pae::metrics {
+
+/// images:[N,C,H,W] in [0,1] -> features:[N,F] (float32, CPU), batched, without gradients.
+class FeatureExtractor {
+ public:
+  virtual ~FeatureExtractor() = default;
+  virtual at::Tensor features(const at::Tensor& images) = 0;
+  /// What was used, for reports: network, weights, preprocessing.
+  virtual std::string describe() const = 0;
+};
+
+/// A small CNN classifier (2 conv blocks, 128-d penultimate layer) trained on the labelled
+/// training split of `data`; its 128-d penultimate activations are the features.
+/// Cached in `dir` (classifier.pt + classifier.json): trained only when missing there.
+struct DomainClassifierInfo {
+  std::string dataset;
+  double test_accuracy = 0;
+  int64_t epochs = 0, feature_dim = 128;
+};
+std::shared_ptr<FeatureExtractor> domain_classifier(const data::DataOptions& data, const std::string& dir,
+                                                    int64_t epochs, DomainClassifierInfo* info = nullptr,
+                                                    bool quiet = false);
+
+/// Preprocessing of images before Inception (grey is always tiled to 3 channels, then bilinear
+/// resize to 299x299 without corner alignment and scaling to [-1, 1], as pytorch-fid does).
+enum class InceptionProtocol {
+  kPlain,          ///< pixel values as they are
+  kPerImageMinMax  ///< the PAE paper's: each image min-max normalised to [0, 1] first
+};
+
+/// pytorch-fid's FID Inception-v3 (weights pt_inception-2015-12-05, 1008 classes) up to the
+/// 2048-d average pool. `weights` is a dict name -> tensor saved with torch.save (zip format;
+/// scripts/fetch_inception.sh writes it) whose names are pytorch-fid's state-dict keys.
+/// Errors name the file and the first missing or mis-shaped tensor.
+std::shared_ptr<FeatureExtractor> inception_v3(const std::string& weights, InceptionProtocol protocol,
+                                               int64_t batch = 50);
+
+/// Names and shapes of every tensor the network reads from a weights file (parameters, then
+/// batch-norm running statistics), in pytorch-fid's naming.
+std::vector<std::pair<std::string, std::vector<int64_t>>> inception_v3_tensor_shapes();
+
+}  // namespace pae::metrics
