@@ -16,6 +16,11 @@ ae_epochs=10 flow_epochs=40 fid_n=10000
 [ $quick = 1 ] && ae_epochs=2 flow_epochs=5 fid_n=2000
 [ -x build/pae-eval ] || scripts/build.sh
 mkdir -p "$out"
+ood_sets=mnist:test,noise,constant
+if ! ls "${PAE_DATA_DIR:-data}"/mnist/t10k-images* data/mnist/t10k-images* /usr/share/datasets/mnist/t10k-images* > /dev/null 2>&1; then
+  echo "reproduce_fmnist: no MNIST test set under \$PAE_DATA_DIR/mnist or ./data/mnist: OoD against noise and constant only" >&2
+  ood_sets=noise,constant
+fi
 start=$(date +%s)
 for z in 32 64; do
   ae=$out/ae$z
@@ -25,7 +30,7 @@ for z in 32 64; do
   [ -f "$flow/summary.json" ] || build/pae-flow --config configs/fmnist_nsf.yml --ae-run "$ae" --run-dir "$flow" --force \
     --set train.epochs=$flow_epochs
   [ -f "$flow/ood/ood.json" ] || build/pae-eval ood --ae-run "$ae" --flow "$flow" --in fashion-mnist:test \
-    --ood mnist:test,noise,constant --force
+    --ood $ood_sets --force
   [ -f "$ae/recon_test.json" ] || build/pae-eval recon --ae-run "$ae" --split test --force
   [ -f "$flow/fid_domain.json" ] || build/pae-eval fid --ae-run "$ae" --flow "$flow" --sets recon,flow,prior,data \
     --n $fid_n --extractor domain --classifier "$out/classifier" --force
@@ -49,6 +54,7 @@ json_number() {  # json_number FILE KEY: the first number after "KEY":
     [ $set = mnist:test ] && row="$row 0.997 / - (latent 64; pixel likelihood 0.855) |" || row="$row - |"
     for z in 32 64; do
       f=$out/ae$z/nsf/ood/ood.json
+      [ -f "$f" ] && grep -q "\"$set\"" "$f" || { row="$row n/a |"; continue; }
       lp=$(grep -o "\"set\": \"$set\", \"score\": \"neg_log_p_z\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
       re=$(grep -o "\"set\": \"$set\", \"score\": \"recon_mse\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
       row="$row $lp / $re |"
