@@ -16,10 +16,12 @@ ae_epochs=10 flow_epochs=40 fid_n=10000
 [ $quick = 1 ] && ae_epochs=2 flow_epochs=5 fid_n=2000
 [ -x build/pae-eval ] || scripts/build.sh
 mkdir -p "$out"
-ood_sets=mnist:test,noise,constant
-if ! ls "${PAE_DATA_DIR:-data}"/mnist/t10k-images* data/mnist/t10k-images* /usr/share/datasets/mnist/t10k-images* > /dev/null 2>&1; then
+ood_sets=noise,constant
+for d in "${PAE_DATA_DIR:-data}/mnist" data/mnist /usr/share/datasets/mnist; do
+  compgen -G "$d/t10k-images*" > /dev/null && ood_sets=mnist:test,noise,constant
+done
+if [ $ood_sets = noise,constant ]; then
   echo "reproduce_fmnist: no MNIST test set under \$PAE_DATA_DIR/mnist or ./data/mnist: OoD against noise and constant only" >&2
-  ood_sets=noise,constant
 fi
 start=$(date +%s)
 for z in 32 64; do
@@ -37,9 +39,11 @@ for z in 32 64; do
 done
 elapsed=$(( $(date +%s) - start ))
 
-json_number() {  # json_number FILE KEY: the first number after "KEY":
-  sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1
+json_number() {  # json_number FILE KEY: the first number after "KEY":, 4 significant digits
+  printf '%.4g' "$(sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1)"
 }
+r4() { [ -n "$1" ] && printf '%.4f' "$1" || printf 'n/a'; }
+r1() { [ -n "$1" ] && printf '%.1f' "$1" || printf 'n/a'; }
 {
   echo "# PAE on Fashion-MNIST: reproduction$([ $quick = 1 ] && echo ' (quick: short training, not the paper protocol)')"
   echo
@@ -57,7 +61,7 @@ json_number() {  # json_number FILE KEY: the first number after "KEY":
       [ -f "$f" ] && grep -q "\"$set\"" "$f" || { row="$row n/a |"; continue; }
       lp=$(grep -o "\"set\": \"$set\", \"score\": \"neg_log_p_z\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
       re=$(grep -o "\"set\": \"$set\", \"score\": \"recon_mse\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
-      row="$row $lp / $re |"
+      row="$row $(r4 "$lp") / $(r4 "$re") |"
     done
     echo "$row"
   done
@@ -70,7 +74,7 @@ json_number() {  # json_number FILE KEY: the first number after "KEY":
     [ $s = recon ] && paper="31.45 (Inception)"
     [ $s = flow ] && paper="34.85 (Inception)"
     [ $s = prior ] && paper="102.9 (Inception)"
-    echo "| domain FID: $label | $paper | $(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae32/nsf/fid_domain.json" | sed 's/.*: //') | $(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae64/nsf/fid_domain.json" | sed 's/.*: //') |"
+    echo "| domain FID: $label | $paper | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae32/nsf/fid_domain.json" | sed 's/.*: //')") | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae64/nsf/fid_domain.json" | sed 's/.*: //')") |"
   done
   echo
   echo "Domain FID uses our classifier's 128-d features ($(grep -o '"test_accuracy": [0-9.]*' "$out/classifier/classifier.json" | sed 's/.*: //') test accuracy), so its scale differs from the paper's Inception FID: compare the ratios."
