@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <sstream>
@@ -103,6 +104,7 @@ int run_ood(const std::string& ae_run, const std::string& flow_dir, const std::s
     sizes[spec] = sets.back().size();
   }
   pae::require(!sets.empty(), "--ood: no OoD set given (e.g. --ood mnist:test,noise)");
+  if (!wanted.empty()) select(pae::eval::compute_scores(*m.ae, m.flow.get(), in.images.slice(0, 0, 2)), in_spec);
   const double t_load = now();
   auto in_scores = select(pae::eval::compute_scores(*m.ae, m.flow.get(), in.images), in_spec);
   std::map<std::string, std::map<std::string, at::Tensor>> out_scores;
@@ -304,6 +306,10 @@ int run_fid(const std::string& ae_run, const std::string& flow_dir, FidOptions f
   if (f.sets.empty()) f.sets = flow_dir.empty() ? "recon,prior" : "recon,flow,prior";
   const auto names = split_list(f.sets);
   pae::require(!names.empty(), "--sets: no set given");
+  for (const auto& name : names)
+    pae::require(name == "recon" || name == "flow" || name == "prior" || name == "data" || name.rfind("npy:", 0) == 0,
+                 "--sets: unknown set '" + name + "' (expected recon, flow, prior, data or npy:FILE)");
+  pae::require(m.flow || std::find(names.begin(), names.end(), "flow") == names.end(), "--sets flow needs --flow FLOW_DIR");
   // The extractor first: a missing weights file fails before any work.
   std::shared_ptr<pae::metrics::FeatureExtractor> extractor;
   if (f.extractor == "domain") {
