@@ -68,10 +68,11 @@ std::map<std::string, at::Tensor> compute_scores(models::AutoEncoder& model, flo
   std::map<std::string, std::vector<at::Tensor>> parts;
   for (int64_t i = 0; i < images.size(0); i += batch) {
     const auto x = images.slice(0, i, i + batch).to(device);
-    for (auto& [name, s] : model.scores(x)) parts[name].push_back(s.to(torch::kCPU, torch::kFloat64));
+    torch::Tensor z;
+    for (auto& [name, s] : model.scores(x, &z)) parts[name].push_back(s.to(torch::kCPU, torch::kFloat64));
     if (flow) {
       const auto dtype = flow->parameters().front().scalar_type();
-      parts["neg_log_p_z"].push_back(-flow->log_prob(model.encode(x).to(dtype)).to(torch::kCPU, torch::kFloat64));
+      parts["neg_log_p_z"].push_back(-flow->log_prob(z.to(dtype)).to(torch::kCPU, torch::kFloat64));
     }
   }
   std::map<std::string, at::Tensor> out;

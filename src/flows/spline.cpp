@@ -110,6 +110,7 @@ struct RowSpline {
   SplineOptions o;
   std::vector<A> pw, ph, cw, ch;  // softmax probabilities, knots [K+1]
   const A* u_ = nullptr;
+  std::vector<A> row_;
   A edge_;  // the boundary derivative (1 up to rounding, as in the tensor version)
 
   RowSpline(int64_t bins, const SplineOptions& opt)
@@ -140,6 +141,15 @@ struct RowSpline {
 
   static A softplus(A v) { return v > 20 ? v : std::log1p(std::exp(v)); }
 
+  /// Converts row i of the packed parameters to A and builds its knots.
+  template <typename T>
+  void load_row(const T* params, int64_t i) {
+    const int64_t np = 3 * k - 1;
+    row_.resize(size_t(np));
+    for (int64_t j = 0; j < np; ++j) row_[size_t(j)] = A(params[i * np + j]);
+    load(row_.data());
+  }
+
   void load(const A* u) {
     knots(u, k, o.min_bin_width, o.tail_bound, pw, cw);
     knots(u + k, k, o.min_bin_height, o.tail_bound, ph, ch);
@@ -161,7 +171,7 @@ struct RowSpline {
 template <typename T, typename A = Wider<T>>
 void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inverse, const SplineOptions& o,
                    at::Tensor& out, at::Tensor& logdet) {
-  const int64_t n = x.size(0), np = 3 * k - 1;
+  const int64_t n = x.size(0);
   const T* xs = x.data_ptr<T>();
   const T* ps = p.data_ptr<T>();
   T* ys = out.data_ptr<T>();
@@ -169,7 +179,6 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
   const A b = o.tail_bound;
   at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
     RowSpline<A> r(k, o);
-    std::vector<A> u(static_cast<size_t>(np));
     for (int64_t i = lo; i < hi; ++i) {
       const A v = A(xs[i]);
       if (!(v >= -b && v <= b)) {  // tails (and NaN) pass through unchanged
@@ -177,8 +186,7 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
         ls[i] = T(0);
         continue;
       }
-      for (int64_t j = 0; j < np; ++j) u[size_t(j)] = A(ps[i * np + j]);
-      r.load(u.data());
+      r.load_row(ps, i);
       const int64_t kb = r.bin(inverse ? r.ch : r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A yk = r.ch[size_t(kb)], hk = r.ch[size_t(kb + 1)] - yk;
@@ -193,12 +201,6 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
         const A disc = std::max(bq * bq - 4 * a * c, A(0));  // rounding can push it below zero
         const A den = -bq - std::sqrt(disc);
         theta = den == 0 ? A(0) : std::clamp(2 * c / den, A(0), A(1));
-        // One Newton step on the forward map: the quadratic's coefficients cancel near the
-        // knots, and where the slope is tiny that costs tens of ulps of y; this recovers them.
-        const A t1 = theta * (1 - theta), dn = s + sum_d * t1;
-        const A resid = hk * (s * theta * theta + dk * t1) / dn - dy;
-        const A slope = hk * s * (dk1 * theta * theta + 2 * s * t1 + dk * (1 - theta) * (1 - theta)) / (dn * dn);
-        if (slope > 0 && std::isfinite(resid)) theta = std::clamp(theta - resid / slope, A(0), A(1));
       }
       const A t1t = theta * (1 - theta);
       const A den = s + sum_d * t1t;
@@ -229,7 +231,7 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
   const A b = o.tail_bound;
   at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
     RowSpline<A> r(k, o);
-    std::vector<A> u(static_cast<size_t>(np)), gcw(size_t(k + 1)), gch(size_t(k + 1));
+    std::vector<A> gsz(static_cast<size_t>(k)), gcw(size_t(k + 1)), gch(size_t(k + 1));
     for (int64_t i = lo; i < hi; ++i) {
       T* gpi = gps + i * np;
       std::fill(gpi, gpi + np, T(0));
@@ -238,8 +240,7 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
         gxs[i] = gys[i];
         continue;
       }
-      for (int64_t j = 0; j < np; ++j) u[size_t(j)] = A(ps[i * np + j]);
-      r.load(u.data());
+      r.load_row(ps, i);
       const int64_t kb = r.bin(r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A hk = r.ch[size_t(kb + 1)] - r.ch[size_t(kb)];
@@ -274,7 +275,6 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
       auto back = [&](const std::vector<A>& gcum, const std::vector<A>& prob, A min_size, T* out) {
         const A scale = (1 - min_size * A(k)) * 2 * b;
         A tail = 0, dot = 0;
-        std::vector<A>& gsz = u;  // reuse as scratch: g of softmax outputs
         for (int64_t ii = k - 1; ii >= 0; --ii) {
           gsz[size_t(ii)] = scale * tail;  // size_i feeds knots j = i+1 .. K-1
           if (ii >= 1) tail += gcum[size_t(ii)];

@@ -10,8 +10,9 @@ namespace pae::models {
 
 namespace F = torch::nn::functional;
 
-std::map<std::string, torch::Tensor> AutoEncoder::scores(const torch::Tensor& x) {
+std::map<std::string, torch::Tensor> AutoEncoder::scores(const torch::Tensor& x, torch::Tensor* latents) {
   auto z = encode(x);
+  if (latents) *latents = z;
   auto recon = decode(z);
   return {{"recon_mse", (recon - x).pow(2).flatten(1).mean(1)}, {"latent_norm", z.norm(2, 1)}};
 }
@@ -36,7 +37,8 @@ namespace {
 /// Per-image reconstruction negative log-likelihood from decoder logits, [B].
 torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, const torch::Tensor& x, double sigma) {
   if (kind == "bce" || kind == "bernoulli") {
-    return F::binary_cross_entropy_with_logits(logits, x, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+    return F::binary_cross_entropy_with_logits(logits, x,
+                                               F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
         .flatten(1)
         .sum(1);
   }
@@ -106,7 +108,9 @@ class BetaVAE : public AutoEncoder {
     auto nll_m = nll.mean(), kl_m = kl.mean();
     auto total = nll_m + options_.beta * kl_m;
     LossTerms out{total,
-                  {{"loss", total.detach()}, {"nll", nll_m.detach()}, {"kl", kl_m.detach()},
+                  {{"loss", total.detach()},
+                   {"nll", nll_m.detach()},
+                   {"kl", kl_m.detach()},
                    {"neg_elbo", (nll_m + kl_m).detach()}}};
     // The pixel MSE is a report, not part of the objective: computed in evaluation only,
     // where it costs nothing that matters (it is ~5% of a training step of the MLP VAE).
@@ -114,8 +118,8 @@ class BetaVAE : public AutoEncoder {
     return out;
   }
 
-  std::map<std::string, torch::Tensor> scores(const torch::Tensor& x) override {
-    auto s = AutoEncoder::scores(x);
+  std::map<std::string, torch::Tensor> scores(const torch::Tensor& x, torch::Tensor* latents) override {
+    auto s = AutoEncoder::scores(x, latents);
     auto [nll, kl] = elbo_terms(x);
     s["neg_elbo"] = nll + kl;
     return s;
@@ -162,7 +166,8 @@ std::vector<std::string> AutoEncoderRegistry::names() const {
 }
 
 std::shared_ptr<AutoEncoder> build_autoencoder(const ModelOptions& options, const ImageShape& shape) {
-  require(shape.channels > 0 && shape.height > 0 && shape.width > 0, "cannot build a model for image shape " + shape.str());
+  require(shape.channels > 0 && shape.height > 0 && shape.width > 0,
+          "cannot build a model for image shape " + shape.str());
   return AutoEncoderRegistry::instance().create(options, shape);
 }
 

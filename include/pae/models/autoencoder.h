@@ -21,7 +21,7 @@ namespace pae::models {
 
 /// Batch-mean loss for optimisation plus named, detached scalar terms for logging.
 struct LossTerms {
-  torch::Tensor loss;                                         ///< scalar, differentiable
+  torch::Tensor loss;                                        ///< scalar, differentiable
   std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< scalars, detached
 };
 
@@ -43,8 +43,9 @@ class AutoEncoder : public torch::nn::Module {
   virtual LossTerms loss(const torch::Tensor& x) = 0;
 
   /// Per-sample scores (higher = more anomalous unless the name says otherwise), each [B].
-  /// Base: "recon_mse" (per pixel) and "latent_norm". Families add their own.
-  virtual std::map<std::string, torch::Tensor> scores(const torch::Tensor& x);
+  /// Base: "recon_mse" (per pixel) and "latent_norm". Families add their own. When `latents`
+  /// is given it receives encode(x), so callers that also need z do not encode twice.
+  virtual std::map<std::string, torch::Tensor> scores(const torch::Tensor& x, torch::Tensor* latents = nullptr);
 
   /// One optimisation step on a batch; returns the detached terms.
   virtual LossTerms train_step(const torch::Tensor& x, torch::optim::Optimizer& optimizer, double grad_clip);
