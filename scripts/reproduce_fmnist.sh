@@ -12,8 +12,8 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 out=${OUT:-runs/reproduce_fmnist}
 [ $quick = 1 ] && out=${OUT:-runs/reproduce_fmnist_quick}
-ae_epochs=10 flow_epochs=40 fid_n=10000
-[ $quick = 1 ] && ae_epochs=2 flow_epochs=5 fid_n=2000
+ae_epochs=10 flow_epochs=40 fid_n=10000 clf_epochs=8
+[ $quick = 1 ] && ae_epochs=2 flow_epochs=5 fid_n=2000 clf_epochs=1
 [ -x build/pae-eval ] || scripts/build.sh
 mkdir -p "$out"
 ood_sets=noise,constant
@@ -24,6 +24,9 @@ if [ $ood_sets = noise,constant ]; then
   echo "reproduce_fmnist: no MNIST test set under \$PAE_DATA_DIR/mnist or ./data/mnist: OoD against noise and constant only" >&2
 fi
 start=$(date +%s)
+# The feature extractor of domain FID: a classifier trained by pae-train on the labelled data.
+[ -f "$out/classifier/classifier.json" ] || build/pae-train --config configs/fmnist_classifier.yml \
+  --run-dir "$out/classifier" --force --set train.epochs=$clf_epochs
 for z in 32 64; do
   ae=$out/ae$z
   flow=$ae/nsf

@@ -20,6 +20,7 @@ TEST(Config, EveryShippedConfigParsesAndBuildsItsModel) {
     Config c = load_config(entry.path().string());
     auto shape = models::known_image_shape(c.data);
     ASSERT_GT(shape.channels, 0);
+    if (c.model.type == "classifier") continue;  // pae-train's domain classifier: no auto-encoder
     auto model = models::build_autoencoder(c.model, shape);
     model->eval();
     auto x = torch::rand({2, shape.channels, shape.height, shape.width});

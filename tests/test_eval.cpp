@@ -11,6 +11,7 @@
 #include "pae/models/autoencoder.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
+#include "pae/util/fs.h"
 #include "test_util.h"
 
 using namespace pae;
@@ -97,7 +98,7 @@ TEST(Eval, SetsOfTheWrongShapeOrEmptyAreErrors) {
   EXPECT_NE(error_of([&] { eval::load_set("no-such-set", c, {1, 8, 8}); }).find("no-such-set"), std::string::npos);
 }
 
-TEST(Eval, DomainClassifierTrainsOnceThenLoadsFromItsCache) {
+TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   TempDir tmp;
   torch::manual_seed(1);
   // Two classes that differ in brightness: any working classifier separates them.
@@ -107,17 +108,35 @@ TEST(Eval, DomainClassifierTrainsOnceThenLoadsFromItsCache) {
     data::write_npy(tmp.file(std::string("x_") + split + ".npy"), images);
     data::write_npy(tmp.file(std::string("y_") + split + ".npy"), labels);
   }
-  data::DataOptions o;
-  o.name = "npy";
-  o.path = tmp.file("x_{split}.npy");
-  o.labels_path = tmp.file("y_{split}.npy");
-  metrics::DomainClassifierInfo info, cached;
-  auto net = metrics::domain_classifier(o, tmp.file("clf"), 4, &info, /*quiet=*/true);
-  EXPECT_GT(info.test_accuracy, 0.95);
+  Config c = parse_config("model:\n  type: classifier\ntrain:\n  epochs: 4\n", "test");
+  c.data.name = "npy";
+  c.data.path = tmp.file("x_{split}.npy");
+  c.data.labels_path = tmp.file("y_{split}.npy");
+  c.data.val_size = 200;
+  train::RunOptions ro;
+  ro.run_dir = tmp.file("clf");
+  ro.quiet = true;
+  EXPECT_NE(error_of([&] { metrics::domain_classifier(ro.run_dir); }).find("pae-train --config"), std::string::npos);
+  const auto trained = metrics::train_domain_classifier(c, ro);
+  EXPECT_GT(trained.test_accuracy, 0.95);
+  EXPECT_EQ(trained.dataset, "npy");
+  // One metrics line per epoch, with the validation accuracy.
+  const auto log = read_text(ro.run_dir + "/metrics.jsonl");
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 4);
+  EXPECT_NE(log.find("\"val_accuracy\""), std::string::npos);
+
+  metrics::DomainClassifierInfo info;
+  auto net = metrics::domain_classifier(ro.run_dir, &info, /*quiet=*/true);
+  EXPECT_DOUBLE_EQ(info.test_accuracy, trained.test_accuracy);
+  EXPECT_EQ(info.epochs, 4);
   auto f = net->features(images.slice(0, 0, 10));
   EXPECT_EQ(f.sizes(), (std::vector<int64_t>{10, 128}));
-  auto again = metrics::domain_classifier(o, tmp.file("clf"), 3, &cached, true);
-  EXPECT_DOUBLE_EQ(cached.test_accuracy, info.test_accuracy);
-  EXPECT_TRUE(torch::allclose(again->features(images.slice(0, 0, 10)), f));
+  EXPECT_TRUE(torch::allclose(metrics::domain_classifier(ro.run_dir, nullptr, true)->features(images.slice(0, 0, 10)), f));
   EXPECT_NE(net->describe().find("test accuracy"), std::string::npos);
+
+  // An existing run is kept unless asked; a dataset without labels cannot train a classifier.
+  EXPECT_NE(error_of([&] { metrics::train_domain_classifier(c, ro); }).find("--force"), std::string::npos);
+  c.data.labels_path.clear();
+  ro.run_dir = tmp.file("clf2");
+  EXPECT_NE(error_of([&] { metrics::train_domain_classifier(c, ro); }).find("single label"), std::string::npos);
 }

@@ -16,7 +16,7 @@ namespace pae {
 
 /// The `model` section: which auto-encoder and which networks.
 struct ModelOptions {
-  std::string type = "ae";           ///< registry name: ae, vae
+  std::string type = "ae";           ///< registry name: ae, vae; "classifier" = the domain classifier (pae-train)
   std::string arch = "conv";         ///< mlp | conv
   int64_t latent_dim = 32;
   std::vector<int64_t> hidden = {400};            ///< mlp: hidden widths (decoder mirrors)

@@ -257,7 +257,7 @@ int run_parzen(const std::string& ae_run, const std::string& flow_dir, int64_t n
 struct FidOptions {
   std::string sets, ref = "test", extractor = "domain", classifier_dir, inception_weights, protocol = "pae";
   std::string recon_split = "train";
-  int64_t n = 10000, min_samples = 1000, classifier_epochs = 3;
+  int64_t n = 10000, min_samples = 1000;
   double temperature = 1.0;
 };
 
@@ -314,7 +314,12 @@ int run_fid(const std::string& ae_run, const std::string& flow_dir, FidOptions f
   std::shared_ptr<pae::metrics::FeatureExtractor> extractor;
   if (f.extractor == "domain") {
     if (f.classifier_dir.empty()) f.classifier_dir = "runs/classifiers/" + m.config.data.name;
-    extractor = pae::metrics::domain_classifier(m.config.data, f.classifier_dir, f.classifier_epochs);
+    pae::metrics::DomainClassifierInfo info;
+    extractor = pae::metrics::domain_classifier(f.classifier_dir, &info);
+    pae::require(info.dataset == m.config.data.name, "domain classifier " + f.classifier_dir + " was trained on " +
+                                                         info.dataset + " but auto-encoder " + ae_run + " on " +
+                                                         m.config.data.name + ": pass --classifier DIR of a " +
+                                                         m.config.data.name + " classifier");
   } else {
     pae::require(!f.inception_weights.empty(),
                  "--extractor inception needs --inception-weights FILE "
@@ -405,9 +410,8 @@ int main(int argc, char** argv) {
   fid->add_option("--min-samples", fo.min_samples, "refuse sets smaller than this")->check(CLI::PositiveNumber);
   fid->add_option("--temperature", fo.temperature, "temperature of PAE samples")->check(CLI::Range(0.0, 10.0));
   fid->add_option("--extractor", fo.extractor, "domain | inception")->check(CLI::IsMember({"domain", "inception"}));
-  fid->add_option("--classifier", fo.classifier_dir, "domain classifier cache (default runs/classifiers/<dataset>)");
-  fid->add_option("--classifier-epochs", fo.classifier_epochs, "epochs when the classifier is trained")
-      ->check(CLI::PositiveNumber);
+  fid->add_option("--classifier", fo.classifier_dir,
+                  "domain classifier run of pae-train (default runs/classifiers/<dataset>)");
   fid->add_option("--inception-weights", fo.inception_weights, "converted pytorch-fid weights (.pth dict)");
   fid->add_option("--protocol", fo.protocol, "inception preprocessing: pae (per-image min-max) | plain")
       ->check(CLI::IsMember({"pae", "plain"}));

@@ -4,13 +4,14 @@
 #include <torch/torch.h>
 
 #include "pae/config.h"
+#include "pae/metrics/features.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/runtime.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"pae-train: train an auto-encoder (ae, vae) from a YAML config"};
+  CLI::App app{"pae-train: train an auto-encoder (ae, vae) or the domain classifier of FID (classifier) from a YAML config"};
   std::string config_path, run_dir, device;
   std::vector<std::string> overrides;
   std::string seed;
@@ -42,7 +43,10 @@ int main(int argc, char** argv) {
     spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
     run.run_dir = run_dir;
     run.device = config.train.device;
-    pae::train::train_autoencoder(config, run);
+    if (config.model.type == "classifier")
+      pae::metrics::train_domain_classifier(config, run);
+    else
+      pae::train::train_autoencoder(config, run);
     return 0;
   });
 }

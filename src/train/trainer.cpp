@@ -35,7 +35,8 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
     require(force, "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
     // Remove only what a run writes; anything else the user put there stays.
     for (const char* name : {"config.yml", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
-                             "latents.json", "log_prob", "recon.png", "samples.png", "summary.json"}) {
+                             "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
+                             "classifier.pt", "classifier.json"}) {
       std::error_code ec;
       fs::remove_all(p / name, ec);
       require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());

@@ -9,7 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "pae/config.h"
 #include "pae/data/dataset.h"
+#include "pae/train/trainer.h"
 
 namespace pae::metrics {
 
@@ -22,16 +24,23 @@ class FeatureExtractor {
   virtual std::string describe() const = 0;
 };
 
-/// A small CNN classifier (2 conv blocks, 128-d penultimate layer) trained on the labelled
-/// training split of `data`; its 128-d penultimate activations are the features.
-/// Cached in `dir` (classifier.pt + classifier.json): trained only when missing there.
+/// A small CNN classifier (2 conv blocks, 128-d penultimate layer) trained by pae-train
+/// (`model.type: classifier`) on the labelled training split of its config's dataset; its 128-d
+/// penultimate activations are the features. A classifier run directory holds config.yml,
+/// train.log, metrics.jsonl (one line per epoch), classifier.pt and classifier.json.
 struct DomainClassifierInfo {
   std::string dataset;
   double test_accuracy = 0;
   int64_t epochs = 0, feature_dim = 128;
 };
-std::shared_ptr<FeatureExtractor> domain_classifier(const data::DataOptions& data, const std::string& dir,
-                                                    int64_t epochs, DomainClassifierInfo* info = nullptr,
+
+/// Trains the classifier of `config` (data section; train.epochs, lr, batch_size, weight_decay,
+/// seed, device) into options.run_dir. Refuses an existing run unless options.force.
+DomainClassifierInfo train_domain_classifier(const Config& config, const train::RunOptions& options);
+
+/// Loads a classifier that pae-train wrote into `dir` and re-measures its test accuracy.
+/// A missing or foreign directory is an error that says how to train one.
+std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, DomainClassifierInfo* info = nullptr,
                                                     bool quiet = false);
 
 /// Preprocessing of images before Inception (grey is always tiled to 3 channels, then bilinear
