@@ -91,6 +91,11 @@ TEST(Fid, ClosedFormsAndBruteForceReference) {
     const double expected = (g1.mean - g2.mean).pow(2).sum().item<double>() + g1.cov.trace().item<double>() +
                             g2.cov.trace().item<double>() - 2 * tr_sqrt;
     EXPECT_NEAR(frechet_distance(g1, g2), expected, 1e-6 * std::abs(expected)) << "rank " << rank;
+    // Its parts: the mean term alone, the rest from the covariances, spread = ratio of traces.
+    const auto parts = frechet_parts(g1, g2);
+    EXPECT_NEAR(parts.mean_term, (g1.mean - g2.mean).pow(2).sum().item<double>(), 1e-12 * parts.mean_term);
+    EXPECT_NEAR(parts.cov_term, expected - parts.mean_term, 1e-6 * std::abs(expected));
+    EXPECT_NEAR(parts.spread, g1.cov.trace().item<double>() / g2.cov.trace().item<double>(), 1e-12);
   }
   EXPECT_THROW(gaussian_stats(feats, 100), pae::Error);
   EXPECT_THROW(gaussian_stats(torch::randn({1, f})), pae::Error);

@@ -24,7 +24,7 @@ GaussianStats gaussian_stats(const at::Tensor& features, int64_t min_samples) {
   return s;
 }
 
-double frechet_distance(const GaussianStats& a, const GaussianStats& b) {
+FrechetParts frechet_parts(const GaussianStats& a, const GaussianStats& b) {
   require(a.mean.size(0) == b.mean.size(0), "FID: feature dimensions differ (" + std::to_string(a.mean.size(0)) +
                                                 " vs " + std::to_string(b.mean.size(0)) + ")");
   const auto s1 = (a.cov + a.cov.t()) / 2, s2 = (b.cov + b.cov.t()) / 2;  // exact symmetry for eigh
@@ -40,8 +40,14 @@ double frechet_distance(const GaussianStats& a, const GaussianStats& b) {
   auto m = torch::matmul(torch::matmul(root1, s2), root1);
   m = (m + m.t()) / 2;
   const double tr_sqrt = floor_zero(torch::linalg::eigvalsh(m, "L")).sqrt().sum().item<double>();
-  const double d2 = (a.mean - b.mean).pow(2).sum().item<double>();
-  return d2 + s1.trace().item<double>() + s2.trace().item<double>() - 2 * tr_sqrt;
+  FrechetParts parts;
+  parts.mean_term = (a.mean - b.mean).pow(2).sum().item<double>();
+  const double t1 = s1.trace().item<double>(), t2 = s2.trace().item<double>();
+  parts.cov_term = t1 + t2 - 2 * tr_sqrt;
+  parts.spread = t2 > 0 ? t1 / t2 : 0.0;
+  return parts;
 }
+
+double frechet_distance(const GaussianStats& a, const GaussianStats& b) { return frechet_parts(a, b).total(); }
 
 }  // namespace pae::metrics

@@ -331,16 +331,25 @@ int run_fid(const std::string& ae_run, const std::string& flow_dir, FidOptions f
   auto ref = pae::eval::load_set(m.config.data.name + ":" + f.ref, m.config, m.shape, f.n);
   const auto ref_stats = pae::metrics::gaussian_stats(extractor->features(ref.images), f.min_samples);
   pae::JsonObject results;
-  std::string table = "| set | FID | samples | what |\n| --- | --- | --- | --- |\n";
+  std::string table =
+      "| set | FID | mean term | covariance term | spread (Tr S / Tr S_ref) | samples | what |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& name : names) {
     std::string note;
     auto images = generated_set(name, m, f, f.n, &note);
     const auto stats = pae::metrics::gaussian_stats(extractor->features(images), f.min_samples);
-    const double d = pae::metrics::frechet_distance(stats, ref_stats);
-    results.add(name, pae::JsonObject().add("fid", d).add("samples", stats.count).add("what", note));
-    char row[512];
-    std::snprintf(row, sizeof(row), "| %s | %.3f | %lld | %s |\n", name.c_str(), d, static_cast<long long>(stats.count),
-                  note.c_str());
+    const auto parts = pae::metrics::frechet_parts(stats, ref_stats);
+    const double d = parts.total();
+    results.add(name, pae::JsonObject()
+                          .add("fid", d)
+                          .add("mean_term", parts.mean_term)
+                          .add("cov_term", parts.cov_term)
+                          .add("spread", parts.spread)
+                          .add("samples", stats.count)
+                          .add("what", note));
+    char row[640];
+    std::snprintf(row, sizeof(row), "| %s | %.3f | %.3f | %.3f | %.3f | %lld | %s |\n", name.c_str(), d, parts.mean_term,
+                  parts.cov_term, parts.spread, static_cast<long long>(stats.count), note.c_str());
     table += row;
     spdlog::info("FID {}: {:.3f} ({} samples; {})", name, d, stats.count, note);
   }
@@ -350,7 +359,9 @@ int run_fid(const std::string& ae_run, const std::string& flow_dir, FidOptions f
                       .add("flow", flow_dir)
                       .add("extractor", extractor->describe())
                       .add("reference", pae::JsonObject().add("set", ref.name).add("samples", ref_stats.count))
-                      .add("distance", "||mu1-mu2||^2 + Tr S1 + Tr S2 - 2 sum sqrt eig(sqrt(S1) S2 sqrt(S1)), float64")
+                      .add("distance",
+                           "||mu1-mu2||^2 (mean_term) + Tr S1 + Tr S2 - 2 sum sqrt eig(sqrt(S1) S2 sqrt(S1)) (cov_term), "
+                           "float64; spread = Tr S1 / Tr S_ref")
                       .add("results", results)
                       .str() +
                   "\n");

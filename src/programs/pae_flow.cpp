@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   std::string s_ae, s_flow, s_out;
   int64_t s_n = 64;
   double s_temperature = 1.0;
-  auto* sample = app.add_subcommand("sample", "PAE samples: noise -> flow -> decoder (PNG grid + .npy)");
+  auto* sample = app.add_subcommand("sample", "PAE samples: noise -> flow -> decoder (PNG grid, images and latents as .npy)");
   sample->add_option("--ae-run", s_ae, "auto-encoder run directory")->required();
   sample->add_option("--flow", s_flow, "flow run directory")->required();
   sample->add_option("--n", s_n, "number of samples")->check(CLI::Range(int64_t(1), int64_t(100000)));
@@ -76,9 +76,10 @@ int main(int argc, char** argv) {
         if (s_out.empty()) s_out = (pae::fs::path(flow_dir) / fmt::format("samples_T{}", s_temperature)).string();
         pae::save_image_grid(x, 8, s_out + ".png");
         pae::data::write_npy(s_out + ".npy", x);
+        pae::data::write_npy(s_out + "_latents.npy", z);
         auto prior = ae->sample_prior(s_n);
         pae::save_image_grid(prior, 8, s_out + "_prior.png");
-        spdlog::info("wrote {0}.png, {0}.npy (PAE samples) and {0}_prior.png (decoded N(0, I) codes)", s_out);
+        spdlog::info("wrote {0}.png, {0}.npy (PAE samples), {0}_latents.npy (their latents) and {0}_prior.png (decoded N(0, I) codes)", s_out);
       } else {
         auto test = pae::data::load_dataset(ae_config.data, pae::data::Split::kTest);
         pae::require(i_a >= 0 && i_a < test.size() && i_b >= 0 && i_b < test.size(),

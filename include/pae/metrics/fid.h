@@ -21,4 +21,13 @@ GaussianStats gaussian_stats(const at::Tensor& features, int64_t min_samples = 2
 /// round below zero are clamped): no complex numbers, stable for singular covariances.
 double frechet_distance(const GaussianStats& a, const GaussianStats& b);
 
+/// The distance split into where it comes from: the means, ||mu1 - mu2||^2, and the
+/// covariances, Tr S1 + Tr S2 - 2 Tr sqrt(S1 S2); `spread` is Tr S1 / Tr S2 (below 1: the first
+/// set varies less than the second, as blurry images do).
+struct FrechetParts {
+  double mean_term = 0, cov_term = 0, spread = 0;
+  double total() const { return mean_term + cov_term; }
+};
+FrechetParts frechet_parts(const GaussianStats& a, const GaussianStats& b);
+
 }  // namespace pae::metrics
