@@ -2,7 +2,7 @@
 # The PAE on Fashion-MNIST, end to end, with the paper's numbers beside ours:
 #   conv AE (latent 32 and 64) -> NSF on the latents -> OoD vs MNIST-test, noise, constant;
 #   reconstruction MSE; domain FID of reconstructions, PAE samples and decoded N(0, I) codes.
-# Writes $OUT/results.md (default OUT=runs/reproduce_fmnist). About 45 minutes on 2 cores.
+# Writes $OUT/results.md (default OUT=runs/reproduce_fmnist). About 30 minutes on 2 cores.
 #   scripts/reproduce_fmnist.sh [--quick]   --quick: 2 AE epochs, 5 flow epochs, 2,000 FID samples
 # Steps whose outputs exist are skipped, so an interrupted run continues where it stopped.
 # MNIST's test set is looked up under $PAE_DATA_DIR/mnist or ./data/mnist (IDX files).
@@ -79,6 +79,14 @@ r1() { [ -n "$1" ] && printf '%.1f' "$1" || printf 'n/a'; }
     [ $s = prior ] && paper="102.9 (Inception)"
     echo "| domain FID: $label | $paper | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae32/nsf/fid_domain.json" | sed 's/.*: //')") | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae64/nsf/fid_domain.json" | sed 's/.*: //')") |"
   done
+  ratio() {  # ratio Z A B: FID of set A over FID of set B at latent Z
+    local f=$out/ae$1/nsf/fid_domain.json a b
+    a=$(grep -so "\"$2\": {\"fid\": [0-9.e-]*" "$f" | sed 's/.*: //')
+    b=$(grep -so "\"$3\": {\"fid\": [0-9.e-]*" "$f" | sed 's/.*: //')
+    [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }' || printf 'n/a'
+  }
+  echo "| domain FID ratio: PAE samples / reconstructions | 1.11 (Inception) | $(ratio 32 flow recon) | $(ratio 64 flow recon) |"
+  echo "| domain FID ratio: PAE samples / N(0, I) decodes | 0.34 (Inception) | $(ratio 32 flow prior) | $(ratio 64 flow prior) |"
   echo
   echo "Domain FID uses our classifier's 128-d features ($(grep -o '"test_accuracy": [0-9.]*' "$out/classifier/classifier.json" | sed 's/.*: //') test accuracy), so its scale differs from the paper's Inception FID: compare the ratios."
   echo "OoD: in = Fashion-MNIST test (10,000); AUROC with OoD as positives, ties counted one half. Full tables: ae*/nsf/ood/ood.md."
