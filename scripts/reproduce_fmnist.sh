@@ -12,7 +12,7 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 out=${OUT:-runs/reproduce_fmnist}
 [ $quick = 1 ] && out=${OUT:-runs/reproduce_fmnist_quick}
-ae_epochs=10 flow_epochs=40 fid_n=10000 clf_epochs=8
+ae_epochs=10 flow_epochs=60 fid_n=10000 clf_epochs=8
 [ $quick = 1 ] && ae_epochs=2 flow_epochs=5 fid_n=2000 clf_epochs=1
 [ -x build/pae-eval ] || scripts/build.sh
 mkdir -p "$out"
