@@ -53,13 +53,16 @@ class DomainFeatures : public FeatureExtractor {
   std::string what_;
 };
 
-double accuracy(ClassifierNet& net, const data::Dataset& d) {
+/// Fraction of `d` classified right, in batches on the network's device.
+double accuracy(ClassifierNet& net, const data::Dataset& d, int64_t batch = 500) {
   torch::NoGradGuard no_grad;
   net.eval();
+  const auto device = net.parameters().front().device();
   int64_t right = 0;
-  for (int64_t i = 0; i < d.size(); i += 500)
-    right +=
-        net.forward(d.images.slice(0, i, i + 500)).argmax(1).eq(d.labels.slice(0, i, i + 500)).sum().item<int64_t>();
+  for (int64_t i = 0; i < d.size(); i += batch) {
+    const auto x = d.images.slice(0, i, i + batch).to(device);
+    right += net.forward(x).argmax(1).cpu().eq(d.labels.slice(0, i, i + batch)).sum().item<int64_t>();
+  }
   return double(right) / double(d.size());
 }
 
@@ -112,16 +115,6 @@ DomainClassifierInfo train_domain_classifier(const Config& config, const train::
   if (!options.quiet)
     spdlog::info("domain classifier on {}: {} training images, {} classes, {} epochs", config.data.name, n, classes,
                  t.epochs);
-  auto accuracy_on = [&](const data::Dataset& d) {
-    torch::NoGradGuard no_grad;
-    net->eval();
-    int64_t right = 0;
-    for (int64_t i = 0; i < d.size(); i += t.eval_batch_size) {
-      const auto x = d.images.slice(0, i, i + t.eval_batch_size).to(device);
-      right += net->forward(x).argmax(1).cpu().eq(d.labels.slice(0, i, i + t.eval_batch_size)).sum().item<int64_t>();
-    }
-    return double(right) / double(d.size());
-  };
   for (int64_t e = 1; e <= t.epochs; ++e) {
     const double lr = train::scheduled_lr(t, e - 1);
     train::set_lr(opt, lr);
@@ -145,13 +138,13 @@ DomainClassifierInfo train_domain_classifier(const Config& config, const train::
     if (!options.quiet) progress.finish();
     JsonObject line;
     line.add("epoch", e).add("train_loss", loss_sum / double(n));
-    if (has_val) line.add("val_accuracy", accuracy_on(val));
+    if (has_val) line.add("val_accuracy", accuracy(*net, val, t.eval_batch_size));
     line.add("lr", lr).add("images_per_s", double(n) / std::max(progress.elapsed_seconds(), 1e-9));
     append_line(run / "metrics.jsonl", line.str());
     if (!options.quiet) spdlog::info("classifier epoch {}/{}: {}", e, t.epochs, line.str());
   }
   net->to(torch::kCPU);
-  const DomainClassifierInfo info{config.data.name, accuracy_on(test), t.epochs, 128};
+  const DomainClassifierInfo info{config.data.name, accuracy(*net, test, t.eval_batch_size), t.epochs, 128};
   train::save_checkpoint((run / "classifier.pt").string(), *net, nullptr,
                          {t.epochs, 0, net_signature(config.data.name, train_set.images.size(1),
                                                      train_set.images.size(2), train_set.images.size(3))});
