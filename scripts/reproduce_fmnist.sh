@@ -47,6 +47,9 @@ json_number() {  # json_number FILE KEY: the first number after "KEY":, 4 signif
 }
 r4() { [ -n "$1" ] && printf '%.4f' "$1" || printf 'n/a'; }
 r1() { [ -n "$1" ] && printf '%.1f' "$1" || printf 'n/a'; }
+fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measured)
+  grep -so "\"$2\": {\"fid\": [0-9.e-]*" "$out/ae$1/nsf/fid_domain.json" | sed 's/.*: //'
+}
 {
   echo "# PAE on Fashion-MNIST: reproduction$([ $quick = 1 ] && echo ' (quick: short training, not the paper protocol)')"
   echo
@@ -77,12 +80,11 @@ r1() { [ -n "$1" ] && printf '%.1f' "$1" || printf 'n/a'; }
     [ $s = recon ] && paper="31.45 (Inception)"
     [ $s = flow ] && paper="34.85 (Inception)"
     [ $s = prior ] && paper="102.9 (Inception)"
-    echo "| domain FID: $label | $paper | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae32/nsf/fid_domain.json" | sed 's/.*: //')") | $(r1 "$(grep -o "\"$s\": {\"fid\": [0-9.e-]*" "$out/ae64/nsf/fid_domain.json" | sed 's/.*: //')") |"
+    echo "| domain FID: $label | $paper | $(r1 "$(fid_of 32 $s)") | $(r1 "$(fid_of 64 $s)") |"
   done
   ratio() {  # ratio Z A B: FID of set A over FID of set B at latent Z
-    local f=$out/ae$1/nsf/fid_domain.json a b
-    a=$(grep -so "\"$2\": {\"fid\": [0-9.e-]*" "$f" | sed 's/.*: //')
-    b=$(grep -so "\"$3\": {\"fid\": [0-9.e-]*" "$f" | sed 's/.*: //')
+    local a b
+    a=$(fid_of "$1" "$2") b=$(fid_of "$1" "$3")
     [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }' || printf 'n/a'
   }
   echo "| domain FID ratio: PAE samples / reconstructions | 1.11 (Inception) | $(ratio 32 flow recon) | $(ratio 64 flow recon) |"
