@@ -12,14 +12,18 @@
 
 #include "pae/config.h"
 #include "pae/data/dataset.h"
-#include "pae/flows/flow.h"
-#include "pae/train/trainer.h"
+#include "pae/flows/latent_flow.h"
 #include "pae/models/autoencoder.h"
+#include "pae/report/sinks.h"
+#include "pae/train/engine.h"
+#include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/json.h"
 #include "pae/util/runtime.h"
 
 namespace {
+
+namespace report = pae::report;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -29,6 +33,30 @@ double gemm_gflops(int64_t n, int reps) {
   const double t0 = now();
   for (int i = 0; i < reps; ++i) c = torch::mm(a, b);
   return 2.0 * double(n) * n * n * reps / (now() - t0) / 1e9;
+}
+
+/// Runs the engine (no run directory) for `epochs` epochs and returns the best epoch's rate.
+double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& data, const pae::train::OptimizerOptions& opt,
+                   int64_t epochs, int64_t batch, report::MemorySink& sink) {
+  pae::train::EngineOptions eo;
+  eo.epochs = std::max<int64_t>(epochs, 1);
+  eo.batch_size = batch;
+  eo.optimizers[""] = opt;
+  eo.quiet = true;
+  eo.drop_singleton_batch = false;
+  eo.rate_key = "rate";
+  auto memory = std::shared_ptr<report::MetricsSink>(&sink, [](report::MetricsSink*) {});
+  pae::train::Engine(eo, {memory, std::make_shared<report::LogSink>(eo.epochs)}).fit(trainable, data);
+  double best = 0;
+  for (const auto& r : sink.records) best = std::max(best, r.get("rate"));
+  return best;
+}
+
+pae::train::TrainData tensor_data(const torch::Tensor& x) {
+  pae::train::TrainData d;
+  d.size = x.size(0);
+  d.batch = [x](const torch::Tensor& idx) { return pae::nn::Batch{x.index_select(0, idx), {}}; };
+  return d;
 }
 
 /// Flow fitting throughput on correlated Gaussian data of dimension 32.
@@ -44,25 +72,14 @@ int bench_flow(const std::string& type, int64_t epochs, double peak) {
   torch::manual_seed(0);
   const int64_t n = 51200, d = 32, bs = 256;
   auto data = torch::matmul(torch::randn({n, d}), torch::randn({d, d}) / std::sqrt(double(d)));
-  auto flow = pae::flows::build_flow(d, o);
-  torch::optim::Adam opt(flow->parameters(), torch::optim::AdamOptions(1e-3));
-  flow->train();
-  double best = 0;
-  for (int64_t e = 0; e < std::max<int64_t>(epochs, 1); ++e) {
-    const double t0 = now();
-    torch::Tensor loss;
-    for (int64_t i = 0; i < n; i += bs) {
-      opt.zero_grad();
-      loss = -flow->log_prob(data.slice(0, i, i + bs)).mean();
-      loss.backward();
-      opt.step();
-    }
-    const double rate = double(n) / (now() - t0);
-    best = std::max(best, rate);
-    spdlog::info("epoch {}: {:.0f} samples/s, nll {:.3f}", e + 1, rate, loss.item<double>());
-  }
+  pae::flows::LatentFlow flow(d, o);  // identity standardisation: the flow sees the data as it is
+  pae::train::OptimizerOptions opt;
+  opt.lr = 1e-3;
+  report::MemorySink sink;
+  const double best = engine_rate(flow, tensor_data(data), opt, epochs, bs, sink);
   std::printf("%s\n", pae::JsonObject().add("flow", type).add("samples_per_s", best).add("layers", int64_t(8))
-                          .add("hidden", int64_t(256)).add("dim", d).add("batch", bs).add("gemm_gflops", peak).str().c_str());
+                          .add("hidden", int64_t(256)).add("dim", d).add("batch", bs)
+                          .add("final_train_nll", sink.records.back().get("train_nll")).add("gemm_gflops", peak).str().c_str());
   return 0;
 }
 
@@ -88,27 +105,15 @@ int bench_toy(int64_t epochs) {
   o.bins = 16;
   o.tail_bound = 4;
   o.permutation = "reverse";
-  auto flow = pae::flows::build_flow(2, o);
-  flow->to(torch::kFloat64);
-  torch::optim::Adam opt(flow->parameters(), torch::optim::AdamOptions(2e-3));
-  const int64_t bs = 512, n_epochs = epochs > 1 ? epochs : 40;
-  for (int64_t e = 0; e < n_epochs; ++e) {
-    const double lr = 2e-3 * 0.5 * (1 + std::cos(M_PI * double(e) / double(n_epochs)));
-    pae::train::set_lr(opt, lr);
-    auto perm = torch::randperm(train.size(0), torch::kLong);
-    for (int64_t i = 0; i < train.size(0); i += bs) {
-      opt.zero_grad();
-      auto loss = -flow->log_prob(train.index_select(0, perm.slice(0, i, i + bs))).mean();
-      loss.backward();
-      opt.step();
-    }
-    if ((e + 1) % 10 == 0) {
-      torch::NoGradGuard g;
-      spdlog::info("epoch {}: test log-likelihood {:.4f}", e + 1, flow->log_prob(test).mean().item<double>());
-    }
-  }
+  pae::flows::LatentFlow flow(2, o);
+  flow.to(torch::kFloat64);
+  pae::train::OptimizerOptions opt;
+  opt.lr = 2e-3;
+  opt.schedule = "cosine";
+  report::MemorySink sink;
+  engine_rate(flow, tensor_data(train), opt, epochs > 1 ? epochs : 40, 512, sink);
   torch::NoGradGuard g;
-  const double model = flow->log_prob(test).mean().item<double>();
+  const double model = flow.mean_log_prob(test);
   const double exact = log_density(test).mean().item<double>();
   std::printf("%s\n", pae::JsonObject().add("toy", "ring").add("test_log_likelihood", model).add("analytic", exact)
                           .add("gap_nats", exact - model).str().c_str());
@@ -149,22 +154,10 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     pae::models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
     auto model = pae::models::build_autoencoder(config.model, shape);
-    torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(config.train.lr));
-    model->train();
-    const int64_t n = train.size(), bs = config.train.batch_size;
-    double best = 0;
-    for (int64_t e = 0; e < epochs; ++e) {
-      auto perm = torch::randperm(n, torch::kLong);
-      torch::Tensor last;
-      const double t0 = now();
-      for (int64_t i = 0; i < n; i += bs) {
-        auto x = train.images.index_select(0, perm.slice(0, i, std::min(i + bs, n)));
-        last = model->train_step(x, opt, 0.0).loss;
-      }
-      const double secs = now() - t0;
-      best = std::max(best, double(n) / secs);
-      spdlog::info("epoch {}: {:.0f} images/s ({:.2f}s), loss {:.4g}", e + 1, double(n) / secs, secs, last.item<double>());
-    }
+    auto opt = pae::train::optimizer_options(config.train);
+    opt.grad_clip = 0;
+    report::MemorySink sink;
+    const double best = engine_rate(*model, tensor_data(train.images), opt, epochs, config.train.batch_size, sink);
     pae::JsonObject out;
     out.add("model", what).add("images_per_s", best).add("threads", ts.intra_op).add("blas_threads", ts.blas)
         .add("blas_core", pae::blas_info().core).add("gemm_gflops", peak);

@@ -44,7 +44,9 @@ void visit_fields(Config& c, Visitor& v) {
   v("activation", m.activation); v("recon_loss", m.recon_loss); v("beta", m.beta); v("sigma", m.sigma);
   auto& t = c.train;
   v.section("train");
-  v("epochs", t.epochs); v("batch_size", t.batch_size); v("lr", t.lr); v("lr_schedule", t.lr_schedule);
+  v("epochs", t.epochs); v("batch_size", t.batch_size); v("optimizer", t.optimizer); v("lr", t.lr);
+  v("momentum", t.momentum); v("lr_schedule", t.lr_schedule); v("warmup_epochs", t.warmup_epochs);
+  v("model_checkpoint", t.model_checkpoint);
   v("weight_decay", t.weight_decay); v("grad_clip", t.grad_clip); v("seed", t.seed);
   v("threads", t.threads); v("blas_threads", t.blas_threads); v("device", t.device);
   v("eval_batch_size", t.eval_batch_size); v("num_samples", t.num_samples); v("save_latents", t.save_latents);
@@ -247,6 +249,10 @@ void validate(const Config& c) {
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
   check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));
   check(in(t.lr_schedule, {"constant", "cosine", "step"}), "train.lr_schedule", "constant, cosine or step", "'" + t.lr_schedule + "'");
+  check(in(t.optimizer, {"adam", "adamw", "sgd"}), "train.optimizer", "adam, adamw or sgd", "'" + t.optimizer + "'");
+  check(t.momentum >= 0 && t.momentum < 1, "train.momentum", "a number in [0, 1)", std::to_string(t.momentum));
+  check(t.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", std::to_string(t.warmup_epochs));
+  check(in(t.model_checkpoint, {"best", "last"}), "train.model_checkpoint", "best or last", "'" + t.model_checkpoint + "'");
   check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
   check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
   check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));

@@ -9,6 +9,8 @@
 #include "pae/flows/latent_flow.h"
 #include "pae/metrics/features.h"
 #include "pae/models/autoencoder.h"
+#include "pae/train/classifier_run.h"
+#include "pae/train/flow_run.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -48,14 +50,14 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   ro.run_dir = tmp.file("ae");
   ro.quiet = true;
   train::train_autoencoder(c, ro);
-  flows::FlowRunOptions fo;
+  train::FlowRunOptions fo;
   fo.run_dir = tmp.file("ae/flow");
   fo.quiet = true;
-  flows::fit_latent_flow(c, flows::latents_of_run(ro.run_dir), fo);
+  train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
 
   Config loaded;
   auto ae = train::load_autoencoder(ro.run_dir, &loaded);
-  auto flow = flows::load_latent_flow(fo.run_dir);
+  auto flow = train::load_latent_flow(fo.run_dir);
   eval::check_flow_matches(fo.run_dir, ro.run_dir, flow->dim(), ae->latent_dim());
   auto test = eval::load_set("npy:test", loaded, {1, 8, 8});
   auto scores = eval::compute_scores(*ae, flow.get(), test.images, /*batch=*/7);
@@ -117,7 +119,7 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   ro.run_dir = tmp.file("clf");
   ro.quiet = true;
   EXPECT_NE(error_of([&] { metrics::domain_classifier(ro.run_dir); }).find("pae-train --config"), std::string::npos);
-  const auto trained = metrics::train_domain_classifier(c, ro);
+  const auto trained = train::train_classifier(c, ro);
   EXPECT_GT(trained.test_accuracy, 0.95);
   EXPECT_EQ(trained.dataset, "npy");
   // One metrics line per epoch, with the validation accuracy.
@@ -128,15 +130,16 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   metrics::DomainClassifierInfo info;
   auto net = metrics::domain_classifier(ro.run_dir, &info, /*quiet=*/true);
   EXPECT_DOUBLE_EQ(info.test_accuracy, trained.test_accuracy);
-  EXPECT_EQ(info.epochs, 4);
+  EXPECT_EQ(info.epochs, trained.model_epoch);
+  EXPECT_EQ(trained.epochs, 4);
   auto f = net->features(images.slice(0, 0, 10));
   EXPECT_EQ(f.sizes(), (std::vector<int64_t>{10, 128}));
   EXPECT_TRUE(torch::allclose(metrics::domain_classifier(ro.run_dir, nullptr, true)->features(images.slice(0, 0, 10)), f));
   EXPECT_NE(net->describe().find("test accuracy"), std::string::npos);
 
   // An existing run is kept unless asked; a dataset without labels cannot train a classifier.
-  EXPECT_NE(error_of([&] { metrics::train_domain_classifier(c, ro); }).find("--force"), std::string::npos);
+  EXPECT_NE(error_of([&] { train::train_classifier(c, ro); }).find("--force"), std::string::npos);
   c.data.labels_path.clear();
   ro.run_dir = tmp.file("clf2");
-  EXPECT_NE(error_of([&] { metrics::train_domain_classifier(c, ro); }).find("single label"), std::string::npos);
+  EXPECT_NE(error_of([&] { train::train_classifier(c, ro); }).find("single label"), std::string::npos);
 }

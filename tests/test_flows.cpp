@@ -7,6 +7,7 @@
 #include "pae/data/npy.h"
 #include "pae/flows/flow.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/train/flow_run.h"
 #include "pae/flows/spline.h"
 #include "pae/util/error.h"
 #include "test_util.h"
@@ -273,7 +274,7 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   pae::Config c = pae::parse_config(
       "flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 10\n  lr: 3.0e-3\n  batch_size: 100\n",
       "t.yml");
-  auto summary = fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
+  auto summary = pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
                                  {tmp.file("flow"), false, false, true});
   EXPECT_EQ(summary.epochs, 10);
   EXPECT_GT(summary.mean_log_prob.at("test"), summary.gaussian_log_prob.at("test") - 0.3);
@@ -283,14 +284,14 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   auto lp = pae::data::read_npy(tmp.file("flow/log_prob/test.npy"));
   EXPECT_EQ(lp.sizes(), (std::vector<int64_t>{500}));
   // Reloading gives the same log-densities.
-  auto flow = load_latent_flow(tmp.file("flow"));
+  auto flow = pae::train::load_latent_flow(tmp.file("flow"));
   torch::NoGradGuard g;
   auto again = flow->log_prob(pae::data::read_npy(tmp.file("test.npy")));
   EXPECT_TRUE(torch::allclose(again, lp, 1e-4, 1e-4));
   // Latents of another dimension are refused with the file named.
   pae::data::write_npy(tmp.file("bad_val.npy"), torch::randn({10, 4}));
   auto msg = pae::testing::error_of([&] {
-    fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("bad_val.npy"), ""}, {tmp.file("flow2"), false, false, true});
+    pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("bad_val.npy"), ""}, {tmp.file("flow2"), false, false, true});
   });
   EXPECT_NE(msg.find("bad_val.npy"), std::string::npos) << msg;
 }

@@ -6,6 +6,12 @@
 #include <random>
 #include <string>
 
+#include <cstring>
+#include <sstream>
+
+#include "pae/train/engine.h"
+#include "pae/util/fs.h"
+
 namespace pae::testing {
 
 class TempDir {
@@ -25,6 +31,36 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+/// Runs `steps` optimizer steps of `trainable` (Adam, lr 1e-3) on the single batch `x`
+/// through the engine (no run directory, no validation).
+template <class TrainableT, class TensorT>
+void engine_steps(TrainableT& trainable, const TensorT& x, int64_t steps) {
+  pae::train::EngineOptions eo;
+  eo.epochs = steps;
+  eo.batch_size = x.size(0);
+  eo.optimizers[""] = pae::train::OptimizerOptions{};
+  eo.quiet = true;
+  pae::train::TrainData data;
+  data.size = x.size(0);
+  data.batch = [&](const TensorT& idx) { return pae::nn::Batch{x.index_select(0, idx), {}}; };
+  pae::train::Engine(eo).fit(trainable, data);
+}
+
+/// A metrics.jsonl without its timing fields (they differ between any two runs).
+inline std::string metrics_without_timing(const std::string& path) {
+  std::istringstream in(pae::read_text(path));
+  std::string out, line;
+  while (std::getline(in, line)) {
+    for (const char* key : {", \"images_per_s\": ", ", \"seconds\": "}) {
+      const auto at = line.find(key);
+      EXPECT_NE(at, std::string::npos) << line;
+      if (at != std::string::npos) line.erase(at, line.find_first_of(",}", at + std::strlen(key)) - at);
+    }
+    out += line + "\n";
+  }
+  return out;
+}
 
 /// Runs `fn` and returns the message of the pae::Error it throws ("" if none).
 template <class Fn>

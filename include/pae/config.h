@@ -33,8 +33,12 @@ struct ModelOptions {
 struct TrainOptions {
   int64_t epochs = 10;
   int64_t batch_size = 128;
+  std::string optimizer = "adam";       ///< adam | adamw | sgd (every parameter group)
   double lr = 1e-3;
-  std::string lr_schedule = "constant";  ///< constant | cosine
+  double momentum = 0.9;                ///< sgd
+  std::string lr_schedule = "constant";  ///< constant | cosine | step
+  int64_t warmup_epochs = 0;            ///< linear warm-up before the schedule
+  std::string model_checkpoint = "best";  ///< the run's model, from which every output is made: best | last
   double weight_decay = 0.0;
   double grad_clip = 0.0;               ///< max gradient norm (0 = off)
   uint64_t seed = 0;

@@ -5,13 +5,13 @@
 #include <cmath>
 #include <random>
 
-#include "pae/models/dense.h"
+#include "pae/nn/dense.h"
 #include "pae/util/error.h"
 
 namespace pae::flows {
 
 namespace nn = torch::nn;
-using models::Dense;
+using pae::nn::Dense;
 
 // ---------------------------------------------------------------- composite and flow
 

@@ -17,14 +17,35 @@ std::map<std::string, torch::Tensor> AutoEncoder::scores(const torch::Tensor& x,
   return {{"recon_mse", (recon - x).pow(2).flatten(1).mean(1)}, {"latent_norm", z.norm(2, 1)}};
 }
 
-LossTerms AutoEncoder::train_step(const torch::Tensor& x, torch::optim::Optimizer& optimizer, double grad_clip) {
-  optimizer.zero_grad();
-  LossTerms out = loss(x);
-  out.loss.backward();
-  if (grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters(), grad_clip);
-  optimizer.step();
-  out.loss = out.loss.detach();
+void AutoEncoder::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) {
+  LossTerms out = loss(batch.x);
+  ctx.step("ae", out.loss);
+  for (const auto& [name, value] : out.terms) ctx.log(name, value);
+}
+
+pae::nn::Terms AutoEncoder::evaluate(const torch::Tensor& images, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  eval();
+  const auto device = parameters().front().device();
+  std::map<std::string, torch::Tensor> sums;
+  int64_t count = 0;
+  for (int64_t i = 0; i < images.size(0); i += batch_size) {
+    const auto x = images.slice(0, i, std::min(i + batch_size, images.size(0))).to(device);
+    for (const auto& [name, value] : loss(x).terms) {
+      auto it = sums.find(name);
+      if (it == sums.end()) it = sums.emplace(name, torch::zeros({}, value.options().dtype(torch::kFloat64))).first;
+      it->second += value.to(torch::kFloat64) * double(x.size(0));
+    }
+    count += x.size(0);
+  }
+  pae::nn::Terms out;
+  for (const auto& [name, sum] : sums) out[name] = sum.item<double>() / double(std::max<int64_t>(count, 1));
   return out;
+}
+
+std::string AutoEncoder::signature() const {
+  return options_.type + "/" + options_.arch + "/z" + std::to_string(options_.latent_dim) + "/" +
+         std::to_string(shape_.channels) + "x" + std::to_string(shape_.height) + "x" + std::to_string(shape_.width);
 }
 
 torch::Tensor AutoEncoder::sample_prior(int64_t n) {

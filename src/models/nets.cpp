@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
-#include "pae/models/dense.h"
+#include "pae/nn/dense.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
+
+using pae::nn::Dense;
 
 namespace nn = torch::nn;
 

@@ -18,6 +18,7 @@
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/train/flow_run.h"
 #include "pae/metrics/features.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/ood.h"
@@ -69,7 +70,7 @@ Loaded load(const std::string& ae_run, const std::string& flow_dir) {
   const auto& s = l.ae->image_shape();
   l.shape = {s.channels, s.height, s.width};
   if (!flow_dir.empty()) {
-    l.flow = pae::flows::load_latent_flow(flow_dir);
+    l.flow = pae::train::load_latent_flow(flow_dir);
     pae::eval::check_flow_matches(flow_dir, ae_run, l.flow->dim(), l.ae->latent_dim());
     l.flow->eval();
   }

@@ -9,6 +9,7 @@
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/train/flow_run.h"
 #include "pae/models/autoencoder.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
   // fit (the default, no subcommand)
   std::string config_path, latents, val_latents, test_latents, ae_run, run_dir;
   std::vector<std::string> overrides;
-  pae::flows::FlowRunOptions run;
+  pae::train::FlowRunOptions run;
   app.add_option("-c,--config", config_path, "flow config (flow + train sections)");
   app.add_option("--latents", latents, "training latents .npy [N,D]");
   app.add_option("--val-latents", val_latents, "validation latents (early stopping)");
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
       const std::string ae_dir = *sample ? s_ae : i_ae, flow_dir = *sample ? s_flow : i_flow;
       pae::Config ae_config;
       auto ae = pae::train::load_autoencoder(ae_dir, &ae_config);
-      auto flow = pae::flows::load_latent_flow(flow_dir);
+      auto flow = pae::train::load_latent_flow(flow_dir);
       pae::eval::check_flow_matches(flow_dir, ae_dir, flow->dim(), ae->latent_dim());
       const auto dtype = flow->parameters().front().scalar_type();
       if (*sample) {
@@ -100,9 +101,9 @@ int main(int argc, char** argv) {
     if (config_path.empty()) config_path = (pae::fs::path(run_dir) / "config.yml").string();
     pae::require(!latents.empty() || !ae_run.empty(), "give --latents FILE or --ae-run RUN");
     pae::require(latents.empty() || ae_run.empty(), "give --latents or --ae-run, not both");
-    pae::flows::LatentSources src;
+    pae::train::LatentSources src;
     if (!ae_run.empty()) {
-      src = pae::flows::latents_of_run(ae_run);
+      src = pae::train::latents_of_run(ae_run);
     } else {
       src = {latents, val_latents, test_latents};
     }
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
     spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
     run.run_dir = run_dir;
-    pae::flows::fit_latent_flow(config, src, run);
+    pae::train::fit_latent_flow(config, src, run);
     return 0;
   });
 }

@@ -4,7 +4,7 @@
 #include <torch/torch.h>
 
 #include "pae/config.h"
-#include "pae/metrics/features.h"
+#include "pae/train/classifier_run.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     run.run_dir = run_dir;
     run.device = config.train.device;
     if (config.model.type == "classifier")
-      pae::metrics::train_domain_classifier(config, run);
+      pae::train::train_classifier(config, run);
     else
       pae::train::train_autoencoder(config, run);
     return 0;

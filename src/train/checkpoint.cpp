@@ -11,6 +11,7 @@
 namespace pae::train {
 
 namespace {
+
 torch::Tensor string_tensor(const std::string& s) {
   return torch::from_blob(const_cast<char*>(s.data()), {int64_t(s.size())}, torch::kUInt8).clone();
 }
@@ -18,67 +19,107 @@ std::string tensor_string(const torch::Tensor& t) {
   auto c = t.contiguous();
   return std::string(static_cast<const char*>(c.data_ptr()), size_t(c.numel()));
 }
+
+// Each value is read into a fresh tensor: InputArchive::read into a defined tensor keeps that
+// tensor's dtype (a uint8 signature tensor reused for the epoch read it through one byte, and
+// the best value came back as 0).
+torch::Tensor read_tensor(torch::serialize::InputArchive& archive, const std::string& key) {
+  torch::Tensor t;
+  archive.read(key, t);
+  return t;
+}
+bool try_read(torch::serialize::InputArchive& archive, const std::string& key, torch::Tensor& out) {
+  torch::Tensor t;
+  if (!archive.try_read(key, t)) return false;
+  out = t;
+  return true;
+}
+
 }  // namespace
 
-void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const CheckpointState& state) {
+void save_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
+                     const CheckpointState& state, const ArchiveWriter& extra) {
   torch::serialize::OutputArchive archive, model_archive;
-  model.save(model_archive);
+  module.save(model_archive);
   archive.write("model", model_archive);
-  if (optimizer) {
+  for (const auto& [name, optimizer] : optimizers) {
     torch::serialize::OutputArchive opt_archive;
     optimizer->save(opt_archive);
-    archive.write("optimizer", opt_archive);
+    archive.write("optimizer." + name, opt_archive);
   }
   archive.write("epoch", torch::tensor(state.epoch, torch::kInt64));
-  archive.write("best_val", torch::tensor(state.best_val, torch::kFloat64));
+  archive.write("phase", torch::tensor(state.phase, torch::kInt64));
+  archive.write("epoch_in_phase", torch::tensor(state.epoch_in_phase, torch::kInt64));
+  archive.write("phase_stopped", torch::tensor(int64_t(state.phase_stopped), torch::kInt64));
+  archive.write("global_step", torch::tensor(state.global_step, torch::kInt64));
+  archive.write("best", torch::tensor(state.best, torch::kFloat64));
+  archive.write("best_epoch", torch::tensor(state.best_epoch, torch::kInt64));
+  archive.write("stale", torch::tensor(state.stale, torch::kInt64));
   archive.write("signature", string_tensor(state.model_signature));
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     archive.write("rng_cpu", gen.get_state());
   }
+  if (extra) {
+    torch::serialize::OutputArchive extra_archive;
+    extra(extra_archive);
+    archive.write("extra", extra_archive);
+  }
   atomic_write(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
 }
 
-CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                                const std::string& expected_signature) {
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
+                                const std::string& expected_signature, const ArchiveReader& extra) {
   require(fs::is_regular_file(path), "checkpoint not found: " + path);
   torch::serialize::InputArchive archive;
   try {
-    const auto params = model.parameters();
+    const auto params = module.parameters();
     archive.load_from(path, params.empty() ? torch::Device(torch::kCPU) : params.front().device());
   } catch (const c10::Error& e) {
-    throw Error("checkpoint " + path + " cannot be read (truncated or not a pae checkpoint): " + first_line(e.what_without_backtrace()));
+    throw Error("checkpoint " + path + " cannot be read (truncated or not a pae checkpoint): " +
+                first_line(e.what_without_backtrace()));
   }
   CheckpointState state;
   torch::Tensor t;
-  try {
-    archive.read("signature", t);
-    state.model_signature = tensor_string(t);
-  } catch (const c10::Error&) {
-    throw Error("checkpoint " + path + " is not a pae checkpoint (no model signature)");
-  }
+  require(try_read(archive, "signature", t), "checkpoint " + path + " is not a pae checkpoint (no model signature)");
+  state.model_signature = tensor_string(t);
   require(expected_signature.empty() || state.model_signature == expected_signature,
           "checkpoint " + path + " was written by model '" + state.model_signature + "', but the config builds '" +
               expected_signature + "'");
   try {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
-    model.load(model_archive);
-    if (optimizer) {
+    module.load(model_archive);
+    for (const auto& [name, optimizer] : optimizers) {
       torch::serialize::InputArchive opt_archive;
-      archive.read("optimizer", opt_archive);
+      // Checkpoints of single-optimizer runs before parameter groups stored "optimizer".
+      if (!archive.try_read("optimizer." + name, opt_archive)) archive.read("optimizer", opt_archive);
       optimizer->load(opt_archive);
     }
-    archive.read("epoch", t);
-    state.epoch = t.item<int64_t>();
-    archive.read("best_val", t);
-    state.best_val = t.item<double>();
-    archive.read("rng_cpu", t);
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(t);
+    state.epoch = read_tensor(archive, "epoch").item<int64_t>();
+    if (try_read(archive, "best", t)) {
+      state.best = t.item<double>();
+      state.phase = read_tensor(archive, "phase").item<int64_t>();
+      state.epoch_in_phase = read_tensor(archive, "epoch_in_phase").item<int64_t>();
+      state.phase_stopped = read_tensor(archive, "phase_stopped").item<int64_t>() != 0;
+      state.global_step = read_tensor(archive, "global_step").item<int64_t>();
+      state.best_epoch = read_tensor(archive, "best_epoch").item<int64_t>();
+      state.stale = read_tensor(archive, "stale").item<int64_t>();
+    } else {
+      state.epoch_in_phase = state.epoch;  // an older single-phase checkpoint
+    }
+    if (extra) {
+      torch::serialize::InputArchive extra_archive;
+      archive.read("extra", extra_archive);
+      extra(extra_archive);
+    }
+    if (!optimizers.empty()) {  // resuming training: the random stream continues too
+      t = read_tensor(archive, "rng_cpu");
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(t);
+    }
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path + " does not match the model: " + first_line(e.what_without_backtrace()));
   }

@@ -68,64 +68,49 @@ std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir
     shape = {test.images.size(1), test.images.size(2), test.images.size(3)};
   }
   auto model = models::build_autoencoder(config.model, shape);
-  load_checkpoint((dir / "checkpoints" / (which + ".pt")).string(), *model, nullptr,
-                  model_signature(config.model, shape.sizes()));
+  load_weights(run_dir, which.empty() ? config.train.model_checkpoint : which, *model);
   model->eval();
   if (config_out) *config_out = config;
   return model;
 }
 
-std::string model_signature(const ModelOptions& m, const std::vector<int64_t>& shape) {
-  std::string s = m.type + "/" + m.arch + "/z" + std::to_string(m.latent_dim) + "/";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s;
+OptimizerOptions optimizer_options(const TrainOptions& t) {
+  OptimizerOptions o;
+  o.name = t.optimizer;
+  o.lr = t.lr;
+  o.weight_decay = t.weight_decay;
+  o.momentum = t.momentum;
+  o.schedule = t.lr_schedule;
+  o.warmup_epochs = t.warmup_epochs;
+  o.decay_epoch = t.lr_decay_epoch;
+  o.decay = t.lr_decay;
+  o.grad_clip = t.grad_clip;
+  return o;
+}
+
+EngineOptions engine_options(const TrainOptions& t, const std::string& run_dir, c10::Device device, bool resume,
+                             bool quiet) {
+  EngineOptions e;
+  e.run_dir = run_dir;
+  e.device = device;
+  e.epochs = t.epochs;
+  e.batch_size = t.batch_size;
+  e.seed = t.seed;
+  e.optimizers[""] = optimizer_options(t);
+  e.patience = t.patience;
+  e.resume = resume;
+  e.quiet = quiet;
+  return e;
+}
+
+std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet) {
+  std::vector<std::shared_ptr<report::MetricsSink>> sinks;
+  sinks.push_back(std::make_shared<report::JsonLinesSink>((fs::path(run_dir) / "metrics.jsonl").string()));
+  if (!quiet) sinks.push_back(std::make_shared<report::LogSink>(epochs));
+  return sinks;
 }
 
 namespace {
-
-}  // namespace
-
-torch::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
-  std::mt19937_64 rng(seed * 1000003ULL + uint64_t(epoch));
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) perm[size_t(i)] = i;
-  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng() % uint64_t(i + 1))]);
-  return torch::tensor(perm, torch::kInt64);
-}
-
-namespace {
-
-/// Sums of batch-mean terms weighted by batch size, read back once per epoch.
-struct TermAccumulator {
-  std::vector<std::string> names;
-  std::vector<torch::Tensor> sums;
-  int64_t count = 0;
-  void add(const models::LossTerms& t, int64_t batch) {
-    if (names.empty())
-      for (const auto& kv : t.terms) {
-        names.push_back(kv.first);
-        sums.push_back(torch::zeros({}, kv.second.options().dtype(torch::kFloat64)));
-      }
-    for (size_t i = 0; i < t.terms.size(); ++i) sums[i] += t.terms[i].second.to(torch::kFloat64) * double(batch);
-    count += batch;
-  }
-  std::map<std::string, double> means() const {
-    std::map<std::string, double> out;
-    for (size_t i = 0; i < names.size(); ++i) out[names[i]] = sums[i].item<double>() / double(std::max<int64_t>(count, 1));
-    return out;
-  }
-};
-
-std::map<std::string, double> evaluate(AutoEncoder& model, const data::Dataset& d, int64_t batch, torch::Device device) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  TermAccumulator acc;
-  for (int64_t i = 0; i < d.size(); i += batch) {
-    auto x = d.images.slice(0, i, std::min(i + batch, d.size())).to(device);
-    acc.add(model.loss(x), x.size(0));
-  }
-  return acc.means();
-}
 
 torch::Tensor encode_all(AutoEncoder& model, const data::Dataset& d, int64_t batch, torch::Device device) {
   torch::NoGradGuard no_grad;
@@ -135,24 +120,6 @@ torch::Tensor encode_all(AutoEncoder& model, const data::Dataset& d, int64_t bat
     zs.push_back(model.encode(d.images.slice(0, i, std::min(i + batch, d.size())).to(device)).to(torch::kCPU));
   return torch::cat(zs);
 }
-
-}  // namespace
-
-void set_lr(torch::optim::Optimizer& opt, double lr) {
-  for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-}
-
-namespace {
-
-}  // namespace
-
-double scheduled_lr(const TrainOptions& t, int64_t epoch_index) {
-  if (t.lr_schedule == "cosine") return t.lr * 0.5 * (1 + std::cos(M_PI * double(epoch_index) / double(t.epochs)));
-  if (t.lr_schedule == "step" && t.lr_decay_epoch > 0 && epoch_index >= t.lr_decay_epoch) return t.lr * t.lr_decay;
-  return t.lr;
-}
-
-namespace {
 
 std::string format_terms(const std::map<std::string, double>& m) {
   std::string s;
@@ -179,7 +146,6 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   prepare_run_dir(options.run_dir, options.resume, options.force);
   log_to_file((run / "train.log").string());
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
-  ensure_dir(run / "checkpoints");
 
   seed_everything(t.seed);
   const models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
@@ -187,66 +153,27 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   model->to(device);
   int64_t n_params = 0;
   for (const auto& p : model->parameters()) n_params += p.numel();
-  spdlog::info("model {} ({} parameters) on {}", model_signature(config.model, shape.sizes()), n_params, device.str());
+  spdlog::info("model {} ({} parameters) on {}", model->signature(), n_params, device.str());
 
-  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
-  const std::string signature = model_signature(config.model, shape.sizes());
-  CheckpointState state;
-  state.model_signature = signature;
-  if (options.resume) {
-    state = load_checkpoint((run / "checkpoints" / "last.pt").string(), *model, &optimizer, signature);
-    spdlog::info("resumed from epoch {} (best validation loss {:.6g})", state.epoch, state.best_val);
-  }
+  TrainData data;
+  data.size = train.size();
+  data.batch = [&](const torch::Tensor& idx) {
+    return nn::Batch{data::augment(train.images.index_select(0, idx), config.data).to(device), {}};
+  };
+  if (has_val) data.validation = {val.images, val.labels};
+  data.eval_batch_size = t.eval_batch_size;
+  Engine engine(engine_options(t, options.run_dir, device, options.resume, options.quiet),
+                run_sinks(options.run_dir, t.epochs, options.quiet));
+  const auto fit = engine.fit(*model, data);
 
+  // Every output below comes from the run's model, the checkpoint later programs load.
   TrainSummary summary;
-  const int64_t n = train.size();
-  const int64_t batches = (n + t.batch_size - 1) / t.batch_size;
-  for (int64_t epoch = state.epoch + 1; epoch <= t.epochs; ++epoch) {
-    const double lr = scheduled_lr(t, epoch - 1);
-    set_lr(optimizer, lr);
-    model->train();
-    auto perm = epoch_permutation(n, t.seed, epoch);
-    TermAccumulator acc;
-    Progress progress(fmt::format("epoch {}/{}", epoch, t.epochs), batches, "img");
-    for (int64_t b = 0; b < batches; ++b) {
-      auto idx = perm.slice(0, b * t.batch_size, std::min((b + 1) * t.batch_size, n));
-      if (idx.size(0) < 2 && b > 0) break;  // a batch of one breaks batch norm: drop it
-      auto x = data::augment(train.images.index_select(0, idx), config.data).to(device);
-      auto terms = model->train_step(x, optimizer, t.grad_clip);
-      acc.add(terms, x.size(0));
-      if (!options.quiet)
-        progress.update(1, x.size(0), [&] { return fmt::format("loss {:.4g}", terms.loss.item<double>()); });
-    }
-    if (!options.quiet) progress.finish();
-    const double seconds = progress.elapsed_seconds();
-    const double rate = double(acc.count) / std::max(seconds, 1e-9);
-    auto train_terms = acc.means();
-    for (const auto& kv : train_terms)
-      require(std::isfinite(kv.second), fmt::format("training diverged at epoch {}: {} is {} (lower train.lr?)", epoch, kv.first, kv.second));
-    auto val_terms = has_val ? evaluate(*model, val, t.eval_batch_size, device) : std::map<std::string, double>{};
-    const double monitored = has_val ? val_terms.at("loss") : train_terms.at("loss");
-
-    JsonObject line;
-    line.add("epoch", epoch);
-    for (const auto& kv : train_terms) line.add("train_" + kv.first, kv.second);
-    for (const auto& kv : val_terms) line.add("val_" + kv.first, kv.second);
-    line.add("lr", lr).add("images_per_s", rate).add("seconds", seconds);
-    append_line(run / "metrics.jsonl", line.str());
-    spdlog::info("epoch {}/{}: train {} | val {} | {:.0f} img/s, {:.1f}s", epoch, t.epochs, format_terms(train_terms),
-                 format_terms(val_terms), rate, seconds);
-
-    state.epoch = epoch;
-    const bool best = monitored < state.best_val;
-    if (best) state.best_val = monitored;
-    save_checkpoint((run / "checkpoints" / "last.pt").string(), *model, &optimizer, state);
-    if (best) save_checkpoint((run / "checkpoints" / "best.pt").string(), *model, &optimizer, state);
-    summary.images_per_second = rate;
-  }
-  summary.epochs_completed = state.epoch;
-
-  // Final outputs from the last model.
-  summary.test_metrics = evaluate(*model, test, t.eval_batch_size, device);
-  spdlog::info("test: {}", format_terms(summary.test_metrics));
+  summary.epochs_completed = fit.state.epoch;
+  summary.images_per_second = fit.items_per_second;
+  summary.model_epoch = load_weights(options.run_dir, t.model_checkpoint, *model).epoch;
+  summary.test_metrics = model->evaluate(test.images, t.eval_batch_size);
+  spdlog::info("test ({} model, epoch {}): {}", t.model_checkpoint, summary.model_epoch,
+               format_terms(summary.test_metrics));
   {
     torch::NoGradGuard no_grad;
     model->eval();
@@ -275,7 +202,11 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   JsonObject test_json;
   for (const auto& kv : summary.test_metrics) test_json.add(kv.first, kv.second);
   JsonObject s;
-  s.add("epochs", summary.epochs_completed).add("images_per_s", summary.images_per_second).add("model", signature)
+  s.add("epochs", summary.epochs_completed)
+      .add("images_per_s", summary.images_per_second)
+      .add("model", model->signature())
+      .add("checkpoint", t.model_checkpoint)
+      .add("checkpoint_epoch", summary.model_epoch)
       .add("test", test_json);
   atomic_write_text(run / "summary.json", s.str() + "\n");
   spdlog::info("run written to {}", run.string());

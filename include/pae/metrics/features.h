@@ -11,7 +11,6 @@
 
 #include "pae/config.h"
 #include "pae/data/dataset.h"
-#include "pae/train/trainer.h"
 
 namespace pae::metrics {
 
@@ -33,10 +32,6 @@ struct DomainClassifierInfo {
   double test_accuracy = 0;
   int64_t epochs = 0, feature_dim = 128;
 };
-
-/// Trains the classifier of `config` (data section; train.epochs, lr, batch_size, weight_decay,
-/// seed, device) into options.run_dir. Refuses an existing run unless options.force.
-DomainClassifierInfo train_domain_classifier(const Config& config, const train::RunOptions& options);
 
 /// Loads a classifier that pae-train wrote into `dir` and re-measures its test accuracy.
 /// A missing or foreign directory is an error that says how to train one.

@@ -5,7 +5,6 @@
 // that the OoD evaluation can use.
 #pragma once
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
 
 #include <functional>
 #include <map>
@@ -16,6 +15,7 @@
 
 #include "pae/config.h"
 #include "pae/models/nets.h"
+#include "pae/nn/trainable.h"
 
 namespace pae::models {
 
@@ -25,7 +25,9 @@ struct LossTerms {
   std::vector<std::pair<std::string, torch::Tensor>> terms;  ///< scalars, detached
 };
 
-class AutoEncoder : public torch::nn::Module {
+/// An auto-encoder is a Trainable: the engine runs its train_step (one parameter group "ae"
+/// for the AE and the beta-VAE) and its validate (the loss terms on the validation set).
+class AutoEncoder : public torch::nn::Module, public pae::nn::Trainable {
  public:
   AutoEncoder(ModelOptions options, ImageShape shape) : options_(std::move(options)), shape_(shape) {}
 
@@ -47,11 +49,25 @@ class AutoEncoder : public torch::nn::Module {
   /// is given it receives encode(x), so callers that also need z do not encode twice.
   virtual std::map<std::string, torch::Tensor> scores(const torch::Tensor& x, torch::Tensor* latents = nullptr);
 
-  /// One optimisation step on a batch; returns the detached terms.
-  virtual LossTerms train_step(const torch::Tensor& x, torch::optim::Optimizer& optimizer, double grad_clip);
+  /// Mean loss terms over `images` (CPU or device), in evaluation mode without gradients,
+  /// batched by `batch_size`; each batch weighted by its size.
+  pae::nn::Terms evaluate(const torch::Tensor& images, int64_t batch_size);
 
   /// n decodes of codes drawn from N(0, I).
   torch::Tensor sample_prior(int64_t n);
+
+  // Trainable: one group "ae"; the step minimises loss(x) and logs its terms.
+  torch::nn::Module& module() override { return *this; }
+  std::vector<std::pair<std::string, std::vector<torch::Tensor>>> parameter_groups() override {
+    return {{"ae", parameters()}};
+  }
+  void train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) override;
+  pae::nn::Terms validate(const pae::nn::Batch& data, int64_t batch_size) override {
+    return evaluate(data.x, batch_size);
+  }
+  /// type/arch/z<latent>/CxHxW, checked when a checkpoint is loaded.
+  std::string signature() const override;
+  torch::Tensor sample(int64_t n) override { return sample_prior(n); }
 
   int64_t latent_dim() const { return options_.latent_dim; }
   const ImageShape& image_shape() const { return shape_; }

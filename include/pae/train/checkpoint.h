@@ -1,5 +1,10 @@
-// Checkpoints: model + optimizer + epoch + RNG state, written atomically.
+// Checkpoints: module, every parameter group's optimizer, the engine's progress, RNG state and
+// a trainable's own extra state, written atomically. A checkpoint is the run's commit point.
 #pragma once
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
 #include <string>
 
 namespace torch::optim {
@@ -8,23 +13,40 @@ class Optimizer;
 namespace torch::nn {
 class Module;
 }
+namespace torch::serialize {
+class OutputArchive;
+class InputArchive;
+}  // namespace torch::serialize
 
 namespace pae::train {
 
-/// Scalar progress stored beside the weights.
+/// The engine's progress, stored beside the weights; round-trips exactly.
 struct CheckpointState {
-  int64_t epoch = 0;          ///< epochs completed
-  double best_val = 1e300;    ///< best validation loss so far
-  std::string model_signature;  ///< model type/arch/latent/shape, checked on load
+  int64_t epoch = 0;           ///< epochs completed, over all phases
+  int64_t phase = 0;           ///< index of the phase in progress
+  int64_t epoch_in_phase = 0;  ///< epochs completed in that phase
+  bool phase_stopped = false;  ///< the phase ended early (patience)
+  int64_t global_step = 0;     ///< batches stepped so far
+  double best = std::numeric_limits<double>::infinity();  ///< best monitored value, as minimised
+  int64_t best_epoch = 0;
+  int64_t stale = 0;           ///< epochs since the monitored value last improved
+  std::string model_signature; ///< architecture, checked on load
 };
 
-/// Saves `model`, `optimizer` (may be null), `state` and LibTorch's CPU RNG state to `path`.
-void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const CheckpointState& state);
+/// Optimizers by parameter-group name (may be empty: weights only).
+using OptimizerMap = std::map<std::string, torch::optim::Optimizer*>;
+using ArchiveWriter = std::function<void(torch::serialize::OutputArchive&)>;
+using ArchiveReader = std::function<void(torch::serialize::InputArchive&)>;
 
-/// Loads into `model` (and `optimizer` when not null) and restores the RNG state. Errors name
-/// the file: unreadable, not a checkpoint, or written by a different model (signature).
-CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                                const std::string& expected_signature);
+/// Saves `module`, the optimizers, `state`, LibTorch's CPU RNG state and `extra`.
+void save_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
+                     const CheckpointState& state, const ArchiveWriter& extra = nullptr);
+
+/// Loads into `module` (and each optimizer of the map); with optimizers (a resume) it also
+/// restores the RNG state, without (weights only) it leaves the RNG alone. Errors name
+/// the file: unreadable, not a checkpoint, or written by another model (signature; an empty
+/// expected signature skips that check).
+CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
+                                const std::string& expected_signature, const ArchiveReader& extra = nullptr);
 
 }  // namespace pae::train

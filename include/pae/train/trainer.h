@@ -1,20 +1,19 @@
-// The training loop shared by every auto-encoder family, and run-directory conventions.
+// Runs of the auto-encoder family through the engine, and run-directory conventions.
 //
 // A run directory holds: config.yml (resolved), train.log, metrics.jsonl (one JSON object per
 // epoch), checkpoints/{last,best}.pt, recon.png, samples.png, summary.json and
-// latents/{train,val,test}.npy with {split}_labels.npy.
+// latents/{train,val,test}.npy with {split}_labels.npy. Every output after training (test
+// metrics, pictures, latents) is made from the run's model: the checkpoint named by
+// train.model_checkpoint (best by default), the same one later programs load.
 #pragma once
 #include <map>
 #include <memory>
 #include <string>
 
-#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "pae/config.h"
-
-namespace torch::optim {
-class Optimizer;
-}
+#include "pae/train/engine.h"
 
 namespace pae::train {
 
@@ -28,6 +27,7 @@ struct RunOptions {
 
 struct TrainSummary {
   int64_t epochs_completed = 0;
+  int64_t model_epoch = 0;                     ///< epoch of the run's model (best or last)
   double images_per_second = 0;               ///< training throughput of the last epoch
   std::map<std::string, double> test_metrics;  ///< e.g. "mse", "neg_elbo"
 };
@@ -38,6 +38,17 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force);
 
 /// Adds a log file sink to the default logger (idempotent per path).
 void log_to_file(const std::string& path);
+
+/// The optimizer and schedule of every parameter group, from the train section.
+OptimizerOptions optimizer_options(const TrainOptions& t);
+
+/// Engine options from the train section (epochs, batch, seed, optimizers, patience) for a run
+/// directory on `device`.
+EngineOptions engine_options(const TrainOptions& t, const std::string& run_dir, c10::Device device, bool resume,
+                             bool quiet);
+
+/// The default sinks of a run: metrics.jsonl in run_dir and, unless quiet, a log line per epoch.
+std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet);
 
 /// Trains config's auto-encoder into options.run_dir (see the header comment for its layout).
 TrainSummary train_autoencoder(const Config& config, const RunOptions& options);
@@ -50,21 +61,10 @@ class AutoEncoder;
 
 namespace pae::train {
 
-/// Rebuilds a trained auto-encoder from its run directory (config.yml + checkpoints/<which>.pt),
-/// in evaluation mode. Errors name the files.
+/// Rebuilds a trained auto-encoder from its run directory (config.yml + its model checkpoint:
+/// `which` = best | last, empty = the run's train.model_checkpoint), in evaluation mode.
+/// Errors name the files.
 std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir, Config* config_out = nullptr,
-                                                      const std::string& which = "best");
-
-/// Seeded per-epoch permutation of [0, n) (our own generator: the same on every LibTorch).
-at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
-
-/// Sets the learning rate of every parameter group of an Adam optimizer.
-void set_lr(torch::optim::Optimizer& optimizer, double lr);
-
-/// Learning rate of epoch `epoch_index` (0-based) under t.lr_schedule.
-double scheduled_lr(const TrainOptions& t, int64_t epoch_index);
-
-/// Signature stored in checkpoints: type, arch, latent size and image shape.
-std::string model_signature(const ModelOptions& model, const std::vector<int64_t>& image_shape);
+                                                      const std::string& which = "");
 
 }  // namespace pae::train

@@ -9,7 +9,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
-namespace pae::models {
+namespace pae::nn {
 
 /// y = x W^T + b, x:[B,in] -> y:[B,out]; parameters named weight [out,in] and bias [out] and
 /// initialised as torch::nn::Linear does.
@@ -23,4 +23,4 @@ class DenseImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Dense);
 
-}  // namespace pae::models
+}  // namespace pae::nn

@@ -1,11 +1,11 @@
-#include "pae/models/dense.h"
+#include "pae/nn/dense.h"
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
-namespace pae::models {
+namespace pae::nn {
 
 namespace {
 
@@ -37,10 +37,19 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
     const auto& w = saved[1];
     const auto g = grads[0].contiguous();
     at::Tensor gx, gw, gb;
+    if (torch::GradMode::is_enabled()) {
+      // create_graph: the gradient itself will be differentiated (Hessian-vector products,
+      // gradient penalties). The blocked products below write into buffers outside autograd,
+      // so here the same products run as plain, differentiable ops.
+      if (ctx->needs_input_grad(0)) gx = g.mm(w);
+      if (ctx->needs_input_grad(1)) gw = g.t().mm(x);
+      if (ctx->needs_input_grad(2)) gb = g.sum(0);
+      return {gx, gw, gb};
+    }
     if (ctx->needs_input_grad(0)) {
       gx = torch::empty_like(x);
       at::parallel_for(0, g.size(0), grain(g.size(0)), [&](int64_t lo, int64_t hi) {
-      torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
+        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
         auto out = gx.slice(0, lo, hi);
         torch::mm_out(out, g.slice(0, lo, hi), w);
       });
@@ -48,7 +57,7 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
     if (ctx->needs_input_grad(1)) {
       gw = torch::empty_like(w);
       at::parallel_for(0, w.size(0), grain(w.size(0)), [&](int64_t lo, int64_t hi) {
-      torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
+        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
         auto out = gw.slice(0, lo, hi);
         torch::mm_out(out, g.slice(1, lo, hi).t(), x);
       });
@@ -79,4 +88,4 @@ DenseImpl::DenseImpl(int64_t in_features, int64_t out_features) {
   bias.uniform_(-bound, bound);
 }
 
-}  // namespace pae::models
+}  // namespace pae::nn

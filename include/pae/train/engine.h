@@ -1,0 +1,83 @@
+// The one training loop: epochs x batches over the phases of a Trainable, one optimizer and
+// schedule per parameter group, validation, best/last checkpoints, early stopping, exact
+// resume, and metrics through sinks. Every trainer of the project (auto-encoders, flows on
+// latents, the domain classifier, the benchmarks) runs through Engine::fit.
+//
+// Files under options.run_dir (when not empty): checkpoints/last.pt after every epoch (the
+// commit point: a resumed run continues from it with the same model, optimizers, RNG, data
+// order, phase and early-stopping state) and checkpoints/best.pt whenever the monitored
+// quantity improves. Metrics sinks hear about an epoch before its checkpoint is written; on
+// resume they drop what they wrote after the checkpoint.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pae/nn/trainable.h"
+#include "pae/report/sinks.h"
+#include "pae/train/checkpoint.h"
+#include "pae/train/optim.h"
+
+namespace pae::train {
+
+/// The training set as the engine sees it: its size and how to make a batch from indices
+/// (selection, augmentation, transfer to the device).
+struct TrainData {
+  int64_t size = 0;
+  std::function<nn::Batch(const at::Tensor& indices)> batch;
+  nn::Batch validation;         ///< the whole validation set, on the CPU (x undefined: none)
+  int64_t eval_batch_size = 1000;
+};
+
+struct EngineOptions {
+  std::string run_dir;  ///< empty: no checkpoints (benchmarks)
+  c10::Device device = c10::Device(c10::kCPU);
+  int64_t epochs = 1;   ///< handed to Trainable::phases
+  int64_t batch_size = 128;
+  uint64_t seed = 0;    ///< data order: epoch_permutation(n, seed, epoch)
+  /// Optimizer and schedule per parameter group; the entry "" is the default of every group
+  /// without its own.
+  std::map<std::string, OptimizerOptions> optimizers;
+  int64_t patience = 0;  ///< end a phase after this many epochs without improvement (0 = off)
+  bool resume = false;   ///< continue from run_dir/checkpoints/last.pt
+  bool quiet = false;    ///< no progress bar
+  std::string unit = "img";                 ///< progress unit
+  std::string rate_key = "images_per_s";    ///< throughput's name in the metrics
+  bool drop_singleton_batch = true;         ///< skip a last batch of one (it breaks batch norm)
+};
+
+/// What a fit ended with.
+struct FitResult {
+  CheckpointState state;
+  report::EpochRecord last;  ///< the last epoch run in this call (epoch 0 if none)
+  double items_per_second = 0;
+};
+
+class Engine {
+ public:
+  Engine(EngineOptions options, std::vector<std::shared_ptr<report::MetricsSink>> sinks = {});
+  /// Trains `trainable` (already on options.device) on `data` through all its phases.
+  FitResult fit(nn::Trainable& trainable, const TrainData& data);
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  EngineOptions options_;
+  std::vector<std::shared_ptr<report::MetricsSink>> sinks_;
+};
+
+/// Seeded permutation of [0, n) for epoch `epoch` (our own generator: the same on every LibTorch).
+at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+/// Path of a run's checkpoint `which` ("best" | "last").
+std::string checkpoint_path(const std::string& run_dir, const std::string& which);
+
+/// Loads the weights of run_dir/checkpoints/<which>.pt into `trainable` (no optimizer, no RNG
+/// change); errors name the file. Used to make a run's outputs from its designated model.
+CheckpointState load_weights(const std::string& run_dir, const std::string& which, nn::Trainable& trainable);
+
+}  // namespace pae::train

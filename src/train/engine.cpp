@@ -1,0 +1,250 @@
+#include "pae/train/engine.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <random>
+
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+#include "pae/util/progress.h"
+
+namespace pae::train {
+
+at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
+  std::mt19937_64 rng(seed * 1000003ULL + uint64_t(epoch));
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[size_t(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng() % uint64_t(i + 1))]);
+  return torch::tensor(perm, torch::kInt64);
+}
+
+std::string checkpoint_path(const std::string& run_dir, const std::string& which) {
+  require(which == "best" || which == "last", "checkpoint '" + which + "': expected best or last");
+  return (fs::path(run_dir) / "checkpoints" / (which + ".pt")).string();
+}
+
+CheckpointState load_weights(const std::string& run_dir, const std::string& which, nn::Trainable& trainable) {
+  return load_checkpoint(checkpoint_path(run_dir, which), trainable.module(), {}, trainable.signature());
+}
+
+namespace {
+
+struct Group {
+  std::string name;
+  std::vector<at::Tensor> params;
+  OptimizerOptions options;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+};
+
+/// The engine's side of StepContext: steps named groups, sums named terms.
+class EngineContext : public nn::StepContext {
+ public:
+  EngineContext(std::vector<Group>& groups, c10::Device device) : groups_(groups), device_(device) {}
+
+  void step(const std::string& name, const at::Tensor& loss) override {
+    Group* g = nullptr;
+    for (auto& candidate : groups_)
+      if (candidate.name == name) g = &candidate;
+    if (!g) {
+      std::string names;
+      for (const auto& candidate : groups_) names += (names.empty() ? "" : ", ") + candidate.name;
+      throw std::logic_error("StepContext::step: no parameter group '" + name + "' (groups: " + names + ")");
+    }
+    g->optimizer->zero_grad();
+    loss.backward();
+    if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
+    g->optimizer->step();
+  }
+
+  void log(const std::string& term, const at::Tensor& value) override {
+    auto v = value.detach();
+    auto it = sums_.find(term);
+    if (it == sums_.end()) it = sums_.emplace(term, Sum{torch::zeros({}, v.options().dtype(torch::kFloat64)), 0}).first;
+    it->second.total += v.to(torch::kFloat64) * double(batch_size_);
+    it->second.count += batch_size_;
+    last_[term] = v;
+  }
+
+  const std::string& phase() const override { return phase_; }
+  int64_t phase_index() const override { return phase_index_; }
+  int64_t epoch() const override { return epoch_; }
+  int64_t global_step() const override { return global_step_; }
+  c10::Device device() const override { return device_; }
+
+  void begin_epoch(const std::string& phase, int64_t phase_index, int64_t epoch) {
+    phase_ = phase;
+    phase_index_ = phase_index;
+    epoch_ = epoch;
+    sums_.clear();
+    last_.clear();
+  }
+  void begin_batch(int64_t size, int64_t global_step) {
+    batch_size_ = size;
+    global_step_ = global_step;
+  }
+  /// Batch-size-weighted mean of each term over the batches that logged it (one sync each).
+  nn::Terms means() const {
+    nn::Terms out;
+    for (const auto& [name, s] : sums_) out[name] = s.total.item<double>() / double(std::max<int64_t>(s.count, 1));
+    return out;
+  }
+  /// "loss 0.0123" from the last batch (when a progress line is drawn).
+  std::string status() const {
+    if (last_.empty()) return "";
+    auto it = last_.find("loss");
+    if (it == last_.end()) it = last_.begin();
+    return fmt::format("{} {:.4g}", it->first, it->second.item<double>());
+  }
+
+ private:
+  struct Sum {
+    at::Tensor total;
+    int64_t count;
+  };
+  std::vector<Group>& groups_;
+  c10::Device device_;
+  std::string phase_;
+  int64_t phase_index_ = 0, epoch_ = 0, global_step_ = 0, batch_size_ = 0;
+  std::map<std::string, Sum> sums_;
+  std::map<std::string, at::Tensor> last_;
+};
+
+}  // namespace
+
+Engine::Engine(EngineOptions options, std::vector<std::shared_ptr<report::MetricsSink>> sinks)
+    : options_(std::move(options)), sinks_(std::move(sinks)) {}
+
+FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
+  const auto& o = options_;
+  require(data.size > 0, "training set is empty");
+  // Parameter groups and their optimizers.
+  std::vector<Group> groups;
+  for (auto& [name, params] : trainable.parameter_groups()) {
+    auto it = o.optimizers.find(name);
+    if (it == o.optimizers.end()) it = o.optimizers.find("");
+    if (it == o.optimizers.end()) throw std::logic_error("Engine: no optimizer options for group '" + name + "'");
+    Group g{name, params, it->second, nullptr};
+    g.optimizer = make_optimizer(g.options, g.params);
+    groups.push_back(std::move(g));
+  }
+  OptimizerMap optimizers;
+  for (auto& g : groups) optimizers[g.name] = g.optimizer.get();
+
+  const bool files = !o.run_dir.empty();
+  const std::string last_path = files ? checkpoint_path(o.run_dir, "last") : "";
+  const std::string best_path = files ? checkpoint_path(o.run_dir, "best") : "";
+  auto save_extra = [&](torch::serialize::OutputArchive& a) { trainable.save_state(a); };
+  auto load_extra = [&](torch::serialize::InputArchive& a) { trainable.load_state(a); };
+  CheckpointState state;
+  state.model_signature = trainable.signature();
+  if (o.resume) {
+    require(files, "resume needs a run directory");
+    state = load_checkpoint(last_path, trainable.module(), optimizers, trainable.signature(), load_extra);
+    for (auto& sink : sinks_) sink->on_resume(state.epoch);
+    spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", state.epoch, state.phase + 1,
+                 std::isfinite(state.best) ? fmt::format("{:.6g}", state.best) : "none", state.best_epoch);
+  }
+  if (files) ensure_dir(fs::path(o.run_dir) / "checkpoints");
+
+  const auto phases = trainable.phases(o.epochs);
+  int64_t total_epochs = 0;
+  for (const auto& p : phases) total_epochs += p.epochs;
+  const auto monitor = trainable.monitor();
+  EngineContext ctx(groups, o.device);
+  FitResult result;
+  const int64_t n = data.size, batches = (n + o.batch_size - 1) / o.batch_size;
+
+  while (state.phase < int64_t(phases.size())) {
+    const auto& phase = phases[size_t(state.phase)];
+    if (state.phase_stopped || state.epoch_in_phase >= phase.epochs) {
+      if (state.phase + 1 >= int64_t(phases.size())) break;
+      // The next phase starts afresh: its own best and patience.
+      ++state.phase;
+      state.epoch_in_phase = 0;
+      state.phase_stopped = false;
+      state.stale = 0;
+      state.best = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    const int64_t epoch = state.epoch + 1;
+    const std::string phase_label = phases.size() > 1 ? phase.name : "";
+    std::vector<std::pair<std::string, double>> lrs;
+    for (auto& g : groups) {
+      const double lr = scheduled_lr(g.options, state.epoch_in_phase, phase.epochs);
+      set_lr(*g.optimizer, lr);
+      lrs.emplace_back(groups.size() > 1 ? "lr_" + g.name : "lr", lr);
+    }
+    trainable.module().train();
+    ctx.begin_epoch(phase.name, state.phase, epoch);
+    const auto perm = epoch_permutation(n, o.seed, epoch);
+    Progress progress(fmt::format("epoch {}/{}", epoch, total_epochs), batches, o.unit);
+    int64_t items = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      const auto idx = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
+      if (o.drop_singleton_batch && idx.size(0) < 2 && b > 0) break;
+      const auto batch = data.batch(idx);
+      ctx.begin_batch(batch.size(), state.global_step);
+      trainable.train_step(batch, ctx);
+      ++state.global_step;
+      items += batch.size();
+      if (!o.quiet) progress.update(1, batch.size(), [&] { return ctx.status(); });
+    }
+    if (!o.quiet) progress.finish();
+    const double seconds = progress.elapsed_seconds();
+    const auto train_terms = ctx.means();
+    for (const auto& [name, v] : train_terms)
+      require(std::isfinite(v), fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)",
+                                            epoch, name, v));
+    const auto val_terms = data.validation.x.defined() ? trainable.validate(data.validation, data.eval_batch_size)
+                                                       : nn::Terms{};
+
+    double monitored;
+    if (val_terms.count(monitor.name)) {
+      monitored = val_terms.at(monitor.name);
+    } else if (train_terms.count(monitor.name)) {
+      monitored = train_terms.at(monitor.name);
+    } else {
+      throw std::logic_error("Engine: monitored term '" + monitor.name + "' was neither logged nor validated");
+    }
+    const double score = monitor.minimize ? monitored : -monitored;
+    const bool improved = score < state.best;
+    state.epoch = epoch;
+    ++state.epoch_in_phase;
+    if (improved) {
+      state.best = score;
+      state.best_epoch = epoch;
+      state.stale = 0;
+    } else {
+      ++state.stale;
+    }
+    if (o.patience > 0 && state.stale >= o.patience && state.epoch_in_phase < phase.epochs) {
+      state.phase_stopped = true;
+      spdlog::info("early stop{}: {} has not improved for {} epochs", phase_label.empty() ? "" : " of " + phase_label,
+                   monitor.name, state.stale);
+    }
+
+    report::EpochRecord record;
+    record.epoch = epoch;
+    record.phase = phase_label;
+    for (const auto& [k, v] : train_terms) record.values.emplace_back("train_" + k, v);
+    for (const auto& [k, v] : val_terms) record.values.emplace_back("val_" + k, v);
+    for (const auto& lr : lrs) record.values.push_back(lr);
+    result.items_per_second = double(items) / std::max(seconds, 1e-9);
+    record.values.emplace_back(o.rate_key, result.items_per_second);
+    record.values.emplace_back("seconds", seconds);
+    for (auto& sink : sinks_) sink->on_epoch(record);
+    // best before last: last.pt is the commit point, and an epoch re-run after a kill between
+    // the two writes the same best.pt again.
+    if (files) {
+      if (improved) save_checkpoint(best_path, trainable.module(), optimizers, state, save_extra);
+      save_checkpoint(last_path, trainable.module(), optimizers, state, save_extra);
+    }
+    result.last = record;
+  }
+  result.state = state;
+  return result;
+}
+
+}  // namespace pae::train

@@ -1,0 +1,134 @@
+#include "pae/train/flow_run.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "pae/data/npy.h"
+#include "pae/train/engine.h"
+#include "pae/train/trainer.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+#include "pae/util/json.h"
+#include "pae/util/runtime.h"
+
+namespace pae::train {
+
+LatentSources latents_of_run(const std::string& ae_run) {
+  const fs::path dir = fs::path(ae_run) / "latents";
+  require(fs::is_regular_file(dir / "train.npy"),
+          "--ae-run " + ae_run + ": " + (dir / "train.npy").string() + " not found (train the AE with pae-train first)");
+  LatentSources s;
+  s.train = (dir / "train.npy").string();
+  if (fs::is_regular_file(dir / "val.npy")) s.val = (dir / "val.npy").string();
+  if (fs::is_regular_file(dir / "test.npy")) s.test = (dir / "test.npy").string();
+  return s;
+}
+
+namespace {
+
+torch::Tensor load_latents(const std::string& path, int64_t dim, const std::string& what) {
+  auto z = data::read_npy(path);
+  require(z.dim() == 2, path + ": expected latents [N,D], got rank " + std::to_string(z.dim()));
+  require(z.size(0) > 0, path + ": the " + what + " latents are empty");
+  require(dim < 0 || z.size(1) == dim, path + ": " + std::to_string(z.size(1)) + "-dimensional latents, expected " +
+                                           std::to_string(dim) + " like the training latents");
+  z = z.to(torch::kFloat64);
+  require(torch::isfinite(z).all().item<bool>(), path + ": latents contain NaN or Inf");
+  return z;
+}
+
+torch::Dtype flow_dtype(const TrainOptions& t) { return t.dtype == "float64" ? torch::kFloat64 : torch::kFloat32; }
+
+}  // namespace
+
+FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, const FlowRunOptions& options) {
+  const auto& t = config.train;
+  const torch::Dtype dtype = flow_dtype(t);
+  auto train = load_latents(src.train, -1, "training");
+  const int64_t d = train.size(1);
+  torch::Tensor val = src.val.empty() ? torch::Tensor() : load_latents(src.val, d, "validation");
+  torch::Tensor test = src.test.empty() ? torch::Tensor() : load_latents(src.test, d, "test");
+  spdlog::info("latents: train {} x {}{}{}", train.size(0), d, val.defined() ? fmt::format(", val {}", val.size(0)) : "",
+               test.defined() ? fmt::format(", test {}", test.size(0)) : "");
+
+  const fs::path run(options.run_dir);
+  prepare_run_dir(options.run_dir, options.resume, options.force);
+  log_to_file((run / "flow.log").string());
+  if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
+  const std::string checksum = flows::latent_checksum(train);
+  atomic_write_text(run / "latents.json", JsonObject()
+                                              .add("train", fs::absolute(src.train).string())
+                                              .add("dim", d)
+                                              .add("checksum", checksum)
+                                              .str() + "\n");
+
+  seed_everything(t.seed);
+  auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
+  flow->to(dtype);
+  flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(dtype));
+  flow->set_training_noise(t.latent_noise);
+  int64_t n_params = 0;
+  for (const auto& p : flow->parameters()) n_params += p.numel();
+  spdlog::info("flow {} with {} layers, {} parameters", flow->signature(), config.flow.layers, n_params);
+
+  const auto train_t = train.to(dtype);
+  TrainData data;
+  data.size = train.size(0);
+  data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx), {}}; };
+  if (val.defined()) data.validation = {val, {}};
+  auto engine_opts = engine_options(t, options.run_dir, torch::kCPU, options.resume, options.quiet);
+  engine_opts.unit = "z";
+  engine_opts.rate_key = "samples_per_s";
+  engine_opts.drop_singleton_batch = false;
+  Engine engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet));
+  const auto fit = engine.fit(*flow, data);
+
+  FlowFitSummary summary;
+  summary.epochs = fit.state.epoch;
+  summary.samples_per_second = fit.items_per_second;
+  // Report with the run's model.
+  summary.model_epoch = load_weights(options.run_dir, t.model_checkpoint, *flow).epoch;
+  ensure_dir(run / "log_prob");
+  JsonObject flow_lp, gauss_lp;
+  std::vector<std::pair<std::string, torch::Tensor>> splits = {{"train", train}};
+  if (val.defined()) splits.emplace_back("val", val);
+  if (test.defined()) splits.emplace_back("test", test);
+  for (const auto& [name, z] : splits) {
+    torch::Tensor lp;
+    summary.mean_log_prob[name] = flow->mean_log_prob(z, &lp);
+    summary.gaussian_log_prob[name] = flows::gaussian_mean_log_prob(train, z);
+    data::write_npy((run / "log_prob" / (name + ".npy")).string(), lp);
+    flow_lp.add(name, summary.mean_log_prob[name]);
+    gauss_lp.add(name, summary.gaussian_log_prob[name]);
+    spdlog::info("{}: mean log p(z) {:.3f} nats (full-covariance Gaussian {:.3f})", name, summary.mean_log_prob[name],
+                 summary.gaussian_log_prob[name]);
+  }
+  atomic_write_text(run / "summary.json", JsonObject()
+                                              .add("epochs", summary.epochs)
+                                              .add("samples_per_s", summary.samples_per_second)
+                                              .add("flow", flow->signature())
+                                              .add("checkpoint", t.model_checkpoint)
+                                              .add("checkpoint_epoch", summary.model_epoch)
+                                              .add("mean_log_prob", flow_lp)
+                                              .add("gaussian_mean_log_prob", gauss_lp)
+                                              .str() + "\n");
+  return summary;
+}
+
+std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out,
+                                                    const std::string& which) {
+  const fs::path dir(flow_dir);
+  Config config = load_config((dir / "config.yml").string());
+  const std::string meta = read_text(dir / "latents.json");
+  const auto pos = meta.find("\"dim\": ");
+  require(pos != std::string::npos, (dir / "latents.json").string() + ": no \"dim\"");
+  const int64_t d = std::stoll(meta.substr(pos + 7));
+  auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
+  flow->to(flow_dtype(config.train));
+  load_weights(flow_dir, which.empty() ? config.train.model_checkpoint : which, *flow);
+  flow->eval();
+  if (config_out) *config_out = config;
+  return flow;
+}
+
+}  // namespace pae::train

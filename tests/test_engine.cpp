@@ -1,0 +1,310 @@
+// The training engine: parameter groups, phases, terms by name, resume, optimizers and
+// schedules, and the graph-safe threaded Dense layer.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "pae/nn/dense.h"
+#include "pae/report/sinks.h"
+#include "pae/train/engine.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+#include "test_util.h"
+
+using namespace pae;
+using pae::testing::error_of;
+using pae::testing::TempDir;
+
+namespace {
+
+/// Two parameter groups ("a": Adam, "b": plain SGD) and two phases ("warm": only "a" steps,
+/// "joint": both). Each step checks that stepping one group leaves the other untouched, logs
+/// terms whose set changes from step to step, and counts its steps in state that checkpoints
+/// must carry.
+class Toy : public torch::nn::Module, public nn::Trainable {
+ public:
+  explicit Toy(int64_t warm_epochs) : warm_(warm_epochs) {
+    a = register_parameter("a", torch::randn({3}));
+    b = register_parameter("b", torch::randn({3}));
+  }
+  torch::nn::Module& module() override { return *this; }
+  std::vector<std::pair<std::string, std::vector<torch::Tensor>>> parameter_groups() override {
+    return {{"a", {a}}, {"b", {b}}};
+  }
+  std::vector<nn::Phase> phases(int64_t epochs) const override { return {{"warm", warm_}, {"joint", epochs - warm_}}; }
+  torch::Tensor loss(const torch::Tensor& x) { return ((x.matmul(a) - x.matmul(b).pow(2)) - 1).pow(2).mean(); }
+
+  void train_step(const nn::Batch& batch, nn::StepContext& ctx) override {
+    if (crash_at_step >= 0 && ctx.global_step() == crash_at_step) throw std::runtime_error("killed");
+    phases_seen.push_back(ctx.phase());
+    const auto a0 = a.detach().clone(), b0 = b.detach().clone();
+    ctx.step("a", loss(batch.x));
+    const auto a1 = a.detach().clone();
+    if (!torch::equal(b.detach(), b0)) ++foreign_changes;
+    if (torch::equal(a1, a0)) ++missed_steps;
+    if (ctx.phase() == "joint") {
+      // Plain SGD: b must move by exactly -lr * dL/db at (a1, b0).
+      auto bb = b0.clone().requires_grad_(true);
+      auto l = ((batch.x.matmul(a1) - batch.x.matmul(bb).pow(2)) - 1).pow(2).mean();
+      const auto expected = b0 - 0.01 * torch::autograd::grad({l}, {bb})[0];
+      ctx.step("b", loss(batch.x));
+      if (!torch::equal(a.detach(), a1)) ++foreign_changes;
+      if (!torch::allclose(b.detach(), expected, 1e-6, 1e-7)) ++wrong_sgd_steps;
+    }
+    // A different set of terms from step to step: "even" on even steps, "odd" on odd ones
+    // (with the step's own value), "joint_only" in phase 2.
+    const double s = double(ctx.global_step());
+    ctx.log(ctx.global_step() % 2 == 0 ? "even" : "odd", torch::tensor(s, torch::kFloat64));
+    if (ctx.phase() == "joint") ctx.log("joint_only", torch::tensor(-s, torch::kFloat64));
+    ctx.log("loss", loss(batch.x));
+    ++steps_taken;
+  }
+  nn::Terms validate(const nn::Batch& data, int64_t) override {
+    torch::NoGradGuard g;
+    return {{"loss", loss(data.x).item<double>()}};
+  }
+  std::string signature() const override { return "toy"; }
+  void save_state(torch::serialize::OutputArchive& archive) override {
+    archive.write("steps_taken", torch::tensor(steps_taken, torch::kInt64));
+  }
+  void load_state(torch::serialize::InputArchive& archive) override {
+    torch::Tensor t;
+    archive.read("steps_taken", t);
+    steps_taken = t.item<int64_t>();
+  }
+
+  torch::Tensor a, b;
+  int64_t warm_;
+  int64_t crash_at_step = -1, steps_taken = 0, foreign_changes = 0, missed_steps = 0, wrong_sgd_steps = 0;
+  std::vector<std::string> phases_seen;
+};
+
+struct ToyRun {
+  std::shared_ptr<Toy> toy;
+  std::shared_ptr<report::MemorySink> sink;
+};
+
+train::TrainData toy_data() {
+  torch::manual_seed(3);
+  static const auto x = torch::randn({40, 3}) * 0.5;
+  train::TrainData d;
+  d.size = 30;  // batches of 8: 8, 8, 8, 6 (terms weighted by batch size)
+  d.batch = [](const torch::Tensor& idx) { return nn::Batch{x.index_select(0, idx), {}}; };
+  d.validation = {x.slice(0, 30), {}};
+  return d;
+}
+
+train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool resume) {
+  train::EngineOptions o;
+  o.run_dir = dir;
+  o.epochs = epochs;
+  o.batch_size = 8;
+  o.seed = 7;
+  o.resume = resume;
+  o.quiet = true;
+  o.optimizers["a"] = train::OptimizerOptions{};  // adam 1e-3
+  train::OptimizerOptions sgd;
+  sgd.name = "sgd";
+  sgd.lr = 0.01;
+  sgd.momentum = 0;
+  sgd.schedule = "constant";
+  o.optimizers["b"] = sgd;
+  return o;
+}
+
+/// A sink that "kills" the run once epoch `at`'s metrics are written, before its checkpoint.
+struct KillAfterMetrics : report::MetricsSink {
+  explicit KillAfterMetrics(int64_t epoch) : at(epoch) {}
+  void on_epoch(const report::EpochRecord& r) override {
+    if (r.epoch == at) throw std::runtime_error("killed after the metrics line");
+  }
+  int64_t at;
+};
+
+ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t crash_at_step = -1,
+               int64_t kill_after_metrics = -1) {
+  torch::manual_seed(11);
+  ToyRun r{std::make_shared<Toy>(3), std::make_shared<report::MemorySink>()};
+  r.toy->crash_at_step = crash_at_step;
+  train::Engine engine(toy_options(dir, epochs, resume),
+                       {r.sink, std::make_shared<report::JsonLinesSink>(dir + "/metrics.jsonl"),
+                        std::make_shared<KillAfterMetrics>(kill_after_metrics)});
+  engine.fit(*r.toy, toy_data());
+  return r;
+}
+
+
+}  // namespace
+
+TEST(Engine, EachOptimizerStepsOnlyItsGroupThroughBothPhases) {
+  TempDir tmp;
+  auto r = run_toy(tmp.file("run"), 6, false);
+  EXPECT_EQ(r.toy->steps_taken, 6 * 4);
+  EXPECT_EQ(r.toy->foreign_changes, 0);
+  EXPECT_EQ(r.toy->missed_steps, 0);
+  EXPECT_EQ(r.toy->wrong_sgd_steps, 0);
+  // 3 epochs of 4 batches in each phase, in order.
+  ASSERT_EQ(r.toy->phases_seen.size(), 24u);
+  EXPECT_EQ(r.toy->phases_seen[11], "warm");
+  EXPECT_EQ(r.toy->phases_seen[12], "joint");
+  // One record per epoch, named phases, one learning rate per group.
+  ASSERT_EQ(r.sink->records.size(), 6u);
+  EXPECT_EQ(r.sink->records[0].phase, "warm");
+  EXPECT_EQ(r.sink->records[5].phase, "joint");
+  EXPECT_DOUBLE_EQ(r.sink->records[0].get("lr_a"), 1e-3);
+  EXPECT_DOUBLE_EQ(r.sink->records[0].get("lr_b"), 0.01);
+}
+
+TEST(Engine, TermsAreKeyedByNameWhenStepsLogDifferentSets) {
+  TempDir tmp;
+  auto r = run_toy(tmp.file("run"), 6, false);
+  // Steps of epoch e are 4(e-1) .. 4(e-1)+3 with batch sizes 8, 8, 8, 6: "even" holds the
+  // even steps' numbers (weights 8, 8), "odd" the odd ones' (weights 8, 6).
+  for (int64_t e = 1; e <= 6; ++e) {
+    const double s0 = double(4 * (e - 1));
+    const auto& rec = r.sink->records[size_t(e - 1)];
+    EXPECT_DOUBLE_EQ(rec.get("train_even"), (8 * s0 + 8 * (s0 + 2)) / 16) << e;
+    EXPECT_DOUBLE_EQ(rec.get("train_odd"), (8 * (s0 + 1) + 6 * (s0 + 3)) / 14) << e;
+    const double joint = -(8 * s0 + 8 * (s0 + 1) + 8 * (s0 + 2) + 6 * (s0 + 3)) / 30;
+    if (e <= 3) {
+      EXPECT_TRUE(std::isnan(rec.get("train_joint_only"))) << e;
+    } else {
+      EXPECT_DOUBLE_EQ(rec.get("train_joint_only"), joint) << e;
+    }
+  }
+}
+
+TEST(Engine, ResumeAfterAKillMidPhaseTwoEqualsAnUninterruptedRun) {
+  TempDir tmp;
+  auto straight = run_toy(tmp.file("straight"), 6, false);
+  // Killed in epoch 5 (steps 16..19; step 18 is its third batch): epoch 4 is the last checkpoint.
+  EXPECT_THROW(run_toy(tmp.file("killed"), 6, false, 18), std::runtime_error);
+  auto resumed = run_toy(tmp.file("killed"), 6, true);
+  // The resumed run continued in phase 2 with the step count it had saved.
+  ASSERT_FALSE(resumed.toy->phases_seen.empty());
+  EXPECT_EQ(resumed.toy->phases_seen.front(), "joint");
+  EXPECT_EQ(resumed.toy->phases_seen.size(), 8u);
+  EXPECT_EQ(resumed.toy->steps_taken, 24);
+  EXPECT_TRUE(torch::equal(resumed.toy->a, straight.toy->a));
+  EXPECT_TRUE(torch::equal(resumed.toy->b, straight.toy->b));
+  // The metrics file keeps one line per epoch (lines of the killed epoch are not duplicated).
+  EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("killed/metrics.jsonl")),
+            pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+  // Killed between epoch 5's metrics line and its checkpoint: the line is dropped on resume
+  // and written again once, by the re-run epoch.
+  EXPECT_THROW(run_toy(tmp.file("late"), 6, false, -1, 5), std::runtime_error);
+  EXPECT_NE(read_text(tmp.file("late/metrics.jsonl")).find("\"epoch\": 5"), std::string::npos);
+  auto late = run_toy(tmp.file("late"), 6, true);
+  EXPECT_TRUE(torch::equal(late.toy->b, straight.toy->b));
+  EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("late/metrics.jsonl")),
+            pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+}
+
+TEST(Engine, PatienceEndsAPhaseAndIsRestoredOnResume) {
+  // A trainable whose validation never improves after its first epoch stops after
+  // 1 + patience epochs, and a resumed run does not start that phase again.
+  TempDir tmp;
+  auto o = toy_options(tmp.file("run"), 10, false);
+  o.patience = 2;
+  torch::manual_seed(11);
+  struct Flat : Toy {
+    using Toy::Toy;
+    std::vector<nn::Phase> phases(int64_t epochs) const override { return {{"only", epochs}}; }
+    nn::Terms validate(const nn::Batch&, int64_t) override { return {{"loss", 1.0}}; }
+  } flat(0);
+  auto sink = std::make_shared<report::MemorySink>();
+  train::Engine(o, {sink}).fit(flat, toy_data());
+  EXPECT_EQ(sink->records.size(), 3u);
+  o.resume = true;
+  const auto again = train::Engine(o, {sink}).fit(flat, toy_data());
+  EXPECT_EQ(again.state.epoch, 3);
+  EXPECT_TRUE(again.state.phase_stopped);
+  EXPECT_EQ(again.state.best_epoch, 1);
+}
+
+TEST(Optim, SchedulesFollowTheirClosedForms) {
+  train::OptimizerOptions o;
+  o.lr = 0.1;
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 7, 10), 0.1);
+  o.schedule = "cosine";
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 0, 10), 0.1);
+  EXPECT_NEAR(train::scheduled_lr(o, 5, 10), 0.05, 1e-15);
+  EXPECT_NEAR(train::scheduled_lr(o, 2, 10), 0.05 * (1 + std::cos(M_PI * 0.2)), 1e-15);
+  o.warmup_epochs = 3;  // 0.025, 0.05, 0.075, then cosine over the remaining 7 epochs
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 0, 10), 0.025);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 2, 10), 0.075);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 3, 10), 0.1);
+  EXPECT_NEAR(train::scheduled_lr(o, 5, 10), 0.05 * (1 + std::cos(M_PI * 2 / 7)), 1e-15);
+  o = {};
+  o.lr = 0.1;
+  o.schedule = "step";
+  o.decay_epoch = 4;
+  o.decay = 0.5;
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 3, 10), 0.1);
+  EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 4, 10), 0.05);
+  o.schedule = "exponential";
+  EXPECT_NE(error_of([&] { train::scheduled_lr(o, 4, 10); }).find("'exponential'"), std::string::npos);
+}
+
+TEST(Optim, EveryRegisteredOptimizerTakesItsLearningRate) {
+  for (const auto& name : train::optimizer_names()) {
+    train::OptimizerOptions o;
+    o.name = name;
+    o.lr = 0.25;
+    auto p = torch::ones({2}, torch::requires_grad());
+    auto opt = train::make_optimizer(o, {p});
+    EXPECT_DOUBLE_EQ(train::get_lr(*opt), 0.25) << name;
+    train::set_lr(*opt, 0.125);
+    EXPECT_DOUBLE_EQ(train::get_lr(*opt), 0.125) << name;
+    // One step on loss = sum(p): every optimizer moves p down.
+    p.sum().backward();
+    opt->step();
+    EXPECT_TRUE((p.detach() < 1).all().item<bool>()) << name;
+  }
+  train::OptimizerOptions bad;
+  bad.name = "lbfgs2";
+  const auto msg = error_of([&] { train::make_optimizer(bad, {torch::ones({1}, torch::requires_grad())}); });
+  EXPECT_NE(msg.find("'lbfgs2'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("adamw"), std::string::npos) << msg;
+}
+
+TEST(Dense, HessianVectorProductWithTwoThreadsMatchesTorchLinear) {
+  // The threaded Dense path (CPU, >1 thread, batch >= 32) must stay right when its gradient is
+  // differentiated again: compare H v through Dense layers with H v through torch::linear.
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  ASSERT_EQ(at::get_num_threads(), 2);
+  torch::manual_seed(4);
+  nn::Dense l1(6, 16), l2(16, 16), l3(16, 1);
+  auto x = torch::randn({48, 6}, torch::kFloat64);
+  for (auto* l : {&l1, &l2, &l3}) (*l)->to(torch::kFloat64);
+  std::vector<torch::Tensor> params;
+  for (auto* l : {&l1, &l2, &l3}) params.insert(params.end(), {(*l)->weight, (*l)->bias});
+  auto mlp = [&](bool threaded) {
+    auto layer = [&](nn::Dense& l, const torch::Tensor& h) {
+      return threaded ? l->forward(h) : torch::linear(h, l->weight, l->bias);
+    };
+    return layer(l3, torch::tanh(layer(l2, torch::tanh(layer(l1, x))))).pow(2).mean();
+  };
+  std::vector<torch::Tensor> v;
+  for (const auto& p : params) v.push_back(torch::randn_like(p));
+  auto hvp = [&](bool threaded) {
+    auto grads = torch::autograd::grad({mlp(threaded)}, params, {}, /*retain_graph=*/true, /*create_graph=*/true);
+    auto gv = torch::zeros({}, torch::kFloat64);
+    for (size_t i = 0; i < grads.size(); ++i) gv = gv + (grads[i] * v[i]).sum();
+    return std::make_pair(grads, torch::autograd::grad({gv}, params));
+  };
+  const auto [g_dense, h_dense] = hvp(true);
+  const auto [g_linear, h_linear] = hvp(false);
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(g_dense[i], g_linear[i], 1e-10, 1e-12)) << "gradient " << i;
+    EXPECT_TRUE(torch::allclose(h_dense[i], h_linear[i], 1e-10, 1e-12)) << "Hessian-vector product " << i;
+  }
+  // And the plain first-order threaded path (no graph) gives the same gradient.
+  auto first = torch::autograd::grad({mlp(true)}, params);
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::allclose(first[i], g_linear[i], 1e-10, 1e-12)) << i;
+  at::set_num_threads(before);
+}
