@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config ccache
           libtorch-dev libopenblas0-pthread libcli11-dev libyaml-cpp-dev libspdlog-dev
-          libstb-dev libgtest-dev zlib1g-dev dataset-fashion-mnist)
+          libstb-dev libgtest-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,11 +3,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "pae/config.h"
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
+#include "pae/eval/pae.h"
+#include "pae/eval/reports.h"
+#include "pae/metrics/ood.h"
 #include "pae/flows/latent_flow.h"
-#include "pae/metrics/features.h"
+#include "pae/eval/features.h"
 #include "pae/models/autoencoder.h"
 #include "pae/train/classifier_run.h"
 #include "pae/train/flow_run.h"
@@ -55,35 +60,85 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   fo.quiet = true;
   train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
 
-  Config loaded;
-  auto ae = train::load_autoencoder(ro.run_dir, &loaded);
-  auto flow = train::load_latent_flow(fo.run_dir);
-  eval::check_flow_matches(fo.run_dir, ro.run_dir, flow->dim(), ae->latent_dim());
+  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  const Config& loaded = pae.config();
   auto test = eval::load_set("npy:test", loaded, {1, 8, 8});
-  auto scores = eval::compute_scores(*ae, flow.get(), test.images, /*batch=*/7);
+  auto scores = pae.scores(test.images, /*batch=*/7);
   for (const char* k : {"recon_mse", "latent_norm", "neg_log_p_z"}) ASSERT_TRUE(scores.count(k)) << k;
   // The flow run's log p(z) of the test split was computed from the saved latents: the same
   // numbers must come out of encoder -> flow here.
   auto written = data::read_npy(fo.run_dir + "/log_prob/test.npy").to(torch::kFloat64);
   EXPECT_LT((scores.at("neg_log_p_z") + written).abs().max().item<double>(), 1e-3);
+  EXPECT_LT((pae.log_p_z(pae.encode(test.images)) - written).abs().max().item<double>(), 1e-3);
 
-  auto noise = eval::load_set("noise", loaded, {1, 8, 8}, 25);
-  EXPECT_EQ(noise.images.sizes(), (std::vector<int64_t>{25, 1, 8, 8}));
-  auto rows = eval::ood_table(scores, {{"noise", eval::compute_scores(*ae, flow.get(), noise.images)}});
-  ASSERT_EQ(rows.size(), 3u);
-  for (const auto& r : rows) {
-    EXPECT_EQ(r.n_in, 40);
-    EXPECT_EQ(r.n_out, 25);
-    EXPECT_GE(r.auroc, 0.0);
-    EXPECT_LE(r.auroc, 1.0);
+  // run_ood end to end: the in-distribution set defaults to the AE's own test split, every
+  // (set, score) row is the AUROC of the scores it writes, and ood.json holds those rows.
+  eval::OodOptions oo;
+  oo.ood = {"noise", "constant"};
+  oo.limit = 25;
+  const auto report = eval::run_ood(pae, oo);
+  EXPECT_EQ(report.in, "npy:test");
+  EXPECT_EQ(report.sizes.at("npy:test"), 25);
+  ASSERT_EQ(report.rows.size(), 6u);
+  report.write(pae, tmp.file("ood"));
+  const auto to_vec = [](const at::Tensor& t) {
+    const auto c = t.to(torch::kFloat64).contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  const auto in_scores = report.scores.at("npy:test");
+  EXPECT_TRUE(torch::allclose(in_scores.at("recon_mse"), scores.at("recon_mse").slice(0, 0, 25)));
+  const auto json = nlohmann::json::parse(read_text(tmp.file("ood/ood.json")));
+  ASSERT_EQ(json["results"].size(), 6u);
+  for (const auto& row : json["results"]) {
+    const std::string set = row["set"], score = row["score"];
+    const auto file = tmp.file("ood/scores/npy_test__" + score + ".npy");
+    const auto out_file = tmp.file("ood/scores/" + set + "__" + score + ".npy");
+    const double expected = metrics::roc_auc(to_vec(data::read_npy(file)), to_vec(data::read_npy(out_file)));
+    EXPECT_NEAR(row["auroc"].get<double>(), expected, 1e-6) << set << " " << score;  // .npy holds float32 scores
+    EXPECT_EQ(row["n_in"].get<int64_t>(), 25);
   }
-  EXPECT_NE(eval::ood_markdown(rows).find("| noise |"), std::string::npos);
+  EXPECT_NE(read_text(tmp.file("ood/ood.md")).find("| noise |"), std::string::npos);
+  EXPECT_TRUE(fs::exists(tmp.file("ood/roc_neg_log_p_z.svg")));
 
   // Another AE's flow: dimension mismatch, then a checksum mismatch.
   EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 5, 4); }).find("latent_dim 4"),
             std::string::npos);
   data::write_npy(ro.run_dir + "/latents/train.npy", torch::randn({80, 4}));
-  EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 4, 4); }).find("checksum differs"),
+  EXPECT_NE(error_of([&] { eval::Pae::load(ro.run_dir, fo.run_dir); }).find("checksum differs"), std::string::npos);
+}
+
+TEST(Eval, OodTableRowsAreComputedByHand) {
+  // in: 0 1 2 3; out: 2.5 3.5 and 0 (a tie with the in-distribution 0).
+  const std::map<std::string, at::Tensor> in = {{"s", torch::tensor({0.0, 1.0, 2.0, 3.0}, torch::kFloat64)}};
+  const auto rows = eval::ood_table(in, {{"far", {{"s", torch::tensor({2.5, 3.5}, torch::kFloat64)}}},
+                                         {"tied", {{"s", torch::tensor({0.0, 3.5}, torch::kFloat64)}}}});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].set, "far");
+  EXPECT_DOUBLE_EQ(rows[0].auroc, 7.0 / 8);  // 2.5 beats 3 of 4, 3.5 beats 4 of 4
+  // 95% TPR needs both OoD points flagged: threshold 2.5 flags in-distribution 3 only.
+  EXPECT_DOUBLE_EQ(rows[0].fpr_at_95_tpr, 0.25);
+  // Ranked: 3.5 (OoD), 3 (in), 2.5 (OoD): precision 1 at recall 1/2, 2/3 at recall 1.
+  EXPECT_DOUBLE_EQ(rows[0].average_precision, 0.5 * 1 + 0.5 * 2.0 / 3);
+  EXPECT_EQ(rows[0].n_in, 4);
+  EXPECT_EQ(rows[0].n_out, 2);
+  EXPECT_DOUBLE_EQ(rows[1].auroc, (0.5 + 4.0) / 8);  // 0 ties with one in-distribution 0
+  const auto md = eval::ood_markdown(rows);
+  EXPECT_NE(md.find("| far | 0.8750 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tied | 0.5625 |"), std::string::npos) << md;
+}
+
+TEST(Eval, UsersOwnImagesAreSets) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  data::write_npy(tmp.file("mine.npy"), torch::full({6, 1, 8, 8}, 0.25));
+  const auto set = eval::load_set("npy:" + tmp.file("mine.npy"), c, {1, 8, 8});
+  EXPECT_EQ(set.size(), 6);
+  EXPECT_TRUE(torch::equal(set.images, torch::full({6, 1, 8, 8}, 0.25)));
+  // "npy:test" still names the split of an AE trained on an npy dataset.
+  EXPECT_EQ(eval::load_set("npy:test", c, {1, 8, 8}).size(), 40);
+  EXPECT_NE(error_of([&] { eval::load_set("npy:" + tmp.file("none.npy"), c, {1, 8, 8}); }).find("none.npy"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { eval::load_set("folder:" + tmp.file("no-folder"), c, {1, 8, 8}); }).find("no-folder"),
             std::string::npos);
 }
 
@@ -118,7 +173,7 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   train::RunOptions ro;
   ro.run_dir = tmp.file("clf");
   ro.quiet = true;
-  EXPECT_NE(error_of([&] { metrics::domain_classifier(ro.run_dir); }).find("pae-train --config"), std::string::npos);
+  EXPECT_NE(error_of([&] { eval::domain_classifier(ro.run_dir); }).find("pae-train --config"), std::string::npos);
   const auto trained = train::train_classifier(c, ro);
   EXPECT_GT(trained.test_accuracy, 0.95);
   EXPECT_EQ(trained.dataset, "npy");
@@ -127,14 +182,14 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 4);
   EXPECT_NE(log.find("\"val_accuracy\""), std::string::npos);
 
-  metrics::DomainClassifierInfo info;
-  auto net = metrics::domain_classifier(ro.run_dir, &info, /*quiet=*/true);
+  eval::DomainClassifierInfo info;
+  auto net = eval::domain_classifier(ro.run_dir, &info, /*quiet=*/true);
   EXPECT_DOUBLE_EQ(info.test_accuracy, trained.test_accuracy);
   EXPECT_EQ(info.epochs, trained.model_epoch);
   EXPECT_EQ(trained.epochs, 4);
   auto f = net->features(images.slice(0, 0, 10));
   EXPECT_EQ(f.sizes(), (std::vector<int64_t>{10, 128}));
-  EXPECT_TRUE(torch::allclose(metrics::domain_classifier(ro.run_dir, nullptr, true)->features(images.slice(0, 0, 10)), f));
+  EXPECT_TRUE(torch::allclose(eval::domain_classifier(ro.run_dir, nullptr, true)->features(images.slice(0, 0, 10)), f));
   EXPECT_NE(net->describe().find("test accuracy"), std::string::npos);
 
   // An existing run is kept unless asked; a dataset without labels cannot train a classifier.

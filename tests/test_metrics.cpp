@@ -8,7 +8,7 @@
 #include <map>
 #include <random>
 
-#include "pae/metrics/features.h"
+#include "pae/eval/features.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/ood.h"
 #include "pae/metrics/parzen.h"
@@ -16,6 +16,7 @@
 #include "test_util.h"
 
 using namespace pae::metrics;
+using namespace pae::eval;
 
 namespace {
 

@@ -6,9 +6,7 @@
 #include <sstream>
 
 #include "pae/data/npy.h"
-#include "pae/flows/latent_flow.h"
 #include "pae/metrics/ood.h"
-#include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
@@ -35,8 +33,30 @@ data::Dataset load_set(const std::string& spec, const Config& ae_config, const s
   const auto colon = spec.find(':');
   data::DataOptions o = ae_config.data;
   o.name = spec.substr(0, colon);
-  const auto split = data::parse_split(colon == std::string::npos ? "test" : spec.substr(colon + 1));
-  if (o.name != ae_config.data.name) {
+  auto split = data::Split::kTest;
+  const std::string suffix = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  const bool is_split = suffix.empty() || suffix == "train" || suffix == "val" || suffix == "test";
+  const bool user_set = (o.name == "npy" || o.name == "folder") && !is_split;
+  if (user_set) {
+    // A user's own images: npy:PATH (an array [N,C,H,W] in [0, 1]) or folder:PATH (image files,
+    // resized and cropped to the AE's input). The whole file or folder is the set. ("npy:test"
+    // still names the test split of an AE trained on an npy dataset.)
+    const std::string path = suffix;
+    o = data::DataOptions{};
+    if (spec.rfind("npy:", 0) == 0) {
+      o.name = "npy";
+      o.path = path;
+    } else {
+      o.name = "image-folder";
+      o.root = path;
+      split = data::Split::kTrain;  // with val_size 0 the training split of a flat folder is all of it
+    }
+    o.val_size = 0;
+  } else {
+    require(o.name != "folder", "set '" + spec + "': expected folder:PATH");
+    split = data::parse_split(suffix.empty() ? "test" : suffix);
+  }
+  if (!user_set && o.name != ae_config.data.name) {
     o.root.clear();
     o.path.clear();
     o.labels_path.clear();
@@ -57,41 +77,6 @@ data::Dataset load_set(const std::string& spec, const Config& ae_config, const s
                                   " but the auto-encoder takes " + shape_text(image_shape));
   set.name = spec;
   return set;
-}
-
-std::map<std::string, at::Tensor> compute_scores(models::AutoEncoder& model, flows::LatentFlow* flow,
-                                                 const at::Tensor& images, int64_t batch) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  if (flow) flow->eval();
-  const auto device = model.parameters().front().device();
-  std::map<std::string, std::vector<at::Tensor>> parts;
-  for (int64_t i = 0; i < images.size(0); i += batch) {
-    const auto x = images.slice(0, i, i + batch).to(device);
-    torch::Tensor z;
-    for (auto& [name, s] : model.scores(x, &z)) parts[name].push_back(s.to(torch::kCPU, torch::kFloat64));
-    if (flow) {
-      const auto dtype = flow->parameters().front().scalar_type();
-      parts["neg_log_p_z"].push_back(-flow->log_prob(z.to(dtype)).to(torch::kCPU, torch::kFloat64));
-    }
-  }
-  std::map<std::string, at::Tensor> out;
-  for (auto& [name, p] : parts) out[name] = torch::cat(p);
-  return out;
-}
-
-void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim) {
-  require(flow_dim == ae_dim, "flow " + flow_dir + " models " + std::to_string(flow_dim) +
-                                  "-dimensional latents but auto-encoder " + ae_run + " has latent_dim " +
-                                  std::to_string(ae_dim));
-  const auto train = fs::path(ae_run) / "latents" / "train.npy";
-  const std::string meta = read_text(fs::path(flow_dir) / "latents.json");
-  if (fs::is_regular_file(train)) {
-    const std::string sum = flows::latent_checksum(data::read_npy(train.string()));
-    require(meta.find(sum) != std::string::npos, "flow " + flow_dir + " was fitted on other latents than " +
-                                                     train.string() +
-                                                     " (checksum differs): refit it with pae-flow --ae-run " + ae_run);
-  }
 }
 
 std::vector<OodResult> ood_table(const std::map<std::string, at::Tensor>& in_scores,

@@ -7,11 +7,8 @@
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/data/npy.h"
-#include "pae/eval/evaluate.h"
-#include "pae/flows/latent_flow.h"
+#include "pae/eval/pae.h"
 #include "pae/train/flow_run.h"
-#include "pae/models/autoencoder.h"
-#include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/image.h"
@@ -63,35 +60,24 @@ int main(int argc, char** argv) {
     pae::warn_if_slow_blas();
     if (*sample || *interp) {
       pae::configure_threads({});
-      torch::NoGradGuard no_grad;
-      const std::string ae_dir = *sample ? s_ae : i_ae, flow_dir = *sample ? s_flow : i_flow;
-      pae::Config ae_config;
-      auto ae = pae::train::load_autoencoder(ae_dir, &ae_config);
-      auto flow = pae::train::load_latent_flow(flow_dir);
-      pae::eval::check_flow_matches(flow_dir, ae_dir, flow->dim(), ae->latent_dim());
-      const auto dtype = flow->parameters().front().scalar_type();
+      auto pae = pae::eval::Pae::load(*sample ? s_ae : i_ae, *sample ? s_flow : i_flow);
       if (*sample) {
         torch::manual_seed(0);
-        auto z = flow->sample(s_n, s_temperature).to(torch::kFloat32);
-        auto x = ae->decode(z);
-        if (s_out.empty()) s_out = (pae::fs::path(flow_dir) / fmt::format("samples_T{}", s_temperature)).string();
+        auto z = pae.sample_latents(s_n, s_temperature);
+        auto x = pae.decode(z);
+        if (s_out.empty()) s_out = (pae::fs::path(s_flow) / fmt::format("samples_T{}", s_temperature)).string();
         pae::save_image_grid(x, 8, s_out + ".png");
         pae::data::write_npy(s_out + ".npy", x);
         pae::data::write_npy(s_out + "_latents.npy", z);
-        auto prior = ae->sample_prior(s_n);
-        pae::save_image_grid(prior, 8, s_out + "_prior.png");
+        pae::save_image_grid(pae.sample_prior(s_n), 8, s_out + "_prior.png");
         spdlog::info("wrote {0}.png, {0}.npy (PAE samples), {0}_latents.npy (their latents) and {0}_prior.png (decoded N(0, I) codes)", s_out);
       } else {
-        auto test = pae::data::load_dataset(ae_config.data, pae::data::Split::kTest);
+        auto test = pae::data::load_dataset(pae.config().data, pae::data::Split::kTest);
         pae::require(i_a >= 0 && i_a < test.size() && i_b >= 0 && i_b < test.size(),
                      "--a/--b: test image indices must lie in [0, " + std::to_string(test.size()) + ")");
-        auto x = torch::stack({test.images[i_a], test.images[i_b]});
-        auto u = flow->to_gaussian(ae->encode(x).to(dtype));
-        auto t = torch::linspace(0, 1, i_steps, u.options()).unsqueeze(1);
-        auto path = u[0].unsqueeze(0) * (1 - t) + u[1].unsqueeze(0) * t;
-        auto strip = ae->decode(flow->from_gaussian(path).to(torch::kFloat32));
-        strip = torch::cat({x.slice(0, 0, 1), strip, x.slice(0, 1, 2)});
-        if (i_out.empty()) i_out = (pae::fs::path(flow_dir) / fmt::format("interpolation_{}_{}.png", i_a, i_b)).string();
+        auto strip = pae.interpolate(test.images[i_a], test.images[i_b], i_steps);
+        strip = torch::cat({test.images.slice(0, i_a, i_a + 1), strip, test.images.slice(0, i_b, i_b + 1)});
+        if (i_out.empty()) i_out = (pae::fs::path(i_flow) / fmt::format("interpolation_{}_{}.png", i_a, i_b)).string();
         pae::save_image_grid(strip, strip.size(0), i_out);
         spdlog::info("wrote {} (test image {}, {} steps in the flow's Gaussian space, test image {})", i_out, i_a, i_steps, i_b);
       }

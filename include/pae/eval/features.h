@@ -12,7 +12,7 @@
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 
-namespace pae::metrics {
+namespace pae::eval {
 
 /// images:[N,C,H,W] in [0,1] -> features:[N,F] (float32, CPU), batched, without gradients.
 class FeatureExtractor {
@@ -56,4 +56,4 @@ std::shared_ptr<FeatureExtractor> inception_v3(const std::string& weights, Incep
 /// batch-norm running statistics), in pytorch-fid's naming.
 std::vector<std::pair<std::string, std::vector<int64_t>>> inception_v3_tensor_shapes();
 
-}  // namespace pae::metrics
+}  // namespace pae::eval

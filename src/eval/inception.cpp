@@ -5,10 +5,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "pae/metrics/features.h"
+#include "pae/eval/features.h"
 #include "pae/util/error.h"
 
-namespace pae::metrics {
+namespace pae::eval {
 
 namespace {
 
@@ -253,4 +253,4 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> inception_v3_tensor_sh
   return out;
 }
 
-}  // namespace pae::metrics
+}  // namespace pae::eval

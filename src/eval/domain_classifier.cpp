@@ -1,13 +1,13 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "pae/metrics/features.h"
+#include "pae/eval/features.h"
 #include "pae/models/classifier.h"
 #include "pae/train/engine.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
-namespace pae::metrics {
+namespace pae::eval {
 
 namespace {
 
@@ -67,4 +67,4 @@ std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, Doma
   return std::make_shared<DomainFeatures>(net, what);
 }
 
-}  // namespace pae::metrics
+}  // namespace pae::eval

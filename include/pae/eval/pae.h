@@ -1,0 +1,73 @@
+// The Pae bundle: an auto-encoder run plus, optionally, a flow run fitted on its latents,
+// checked to belong together, with encode / decode / log p(z) / sample / interpolate in one
+// place. Every evaluation (eval/reports.h) and the sampling programs take one.
+//
+// Precision: the AE works in float32; the flow may be float64 (train.dtype). Latents cross
+// over inside these functions, so callers never convert.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pae/config.h"
+
+namespace pae::models {
+class AutoEncoder;
+}
+namespace pae::flows {
+class LatentFlow;
+}
+
+namespace pae::eval {
+
+class Pae {
+ public:
+  /// Loads RUN's model checkpoint (config train.model_checkpoint) and, when flow_run is not
+  /// empty, FLOW's; refuses a flow fitted on other latents (dimension, then the checksum of
+  /// RUN/latents/train.npy recorded in FLOW/latents.json). Errors name the directories.
+  static Pae load(const std::string& ae_run, const std::string& flow_run = "");
+  /// A bundle of models already in memory (tests, library users).
+  Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentFlow> flow, Config config);
+
+  models::AutoEncoder& ae() { return *ae_; }
+  flows::LatentFlow* flow() { return flow_.get(); }
+  bool has_flow() const { return flow_ != nullptr; }
+  const Config& config() const { return config_; }  ///< the AE run's config
+  const std::string& ae_run() const { return ae_run_; }
+  const std::string& flow_run() const { return flow_run_; }
+  /// [C,H,W] of the AE's input.
+  std::vector<int64_t> image_shape() const;
+
+  /// Batched, without gradients, in evaluation mode; inputs on the CPU, outputs on the CPU.
+  at::Tensor encode(const at::Tensor& x);       ///< x:[N,C,H,W] -> z:[N,D] float32
+  at::Tensor decode(const at::Tensor& z);       ///< z:[N,D] -> x:[N,C,H,W] in [0, 1]
+  at::Tensor reconstruct(const at::Tensor& x);  ///< decode(encode(x))
+  at::Tensor log_p_z(const at::Tensor& z);      ///< z:[N,D] -> log p(z):[N] float64 (needs a flow)
+  /// n latents from the flow at `temperature` (float32), or from N(0, I) without a flow.
+  at::Tensor sample_latents(int64_t n, double temperature = 1.0);
+  /// n images: decode(sample_latents(n, temperature)).
+  at::Tensor sample(int64_t n, double temperature = 1.0);
+  /// n decodes of N(0, I) codes (the prior the plain AE never trained for).
+  at::Tensor sample_prior(int64_t n);
+  /// `steps` images on the straight line between a and b ([C,H,W] each) in the flow's Gaussian
+  /// space (in latent space without a flow), endpoints included.
+  at::Tensor interpolate(const at::Tensor& a, const at::Tensor& b, int64_t steps);
+  /// Per-sample scores, higher = more anomalous, each [N] float64: the model family's own plus
+  /// "neg_log_p_z" with a flow.
+  std::map<std::string, at::Tensor> scores(const at::Tensor& images, int64_t batch = 500);
+
+ private:
+  std::shared_ptr<models::AutoEncoder> ae_;
+  std::shared_ptr<flows::LatentFlow> flow_;
+  Config config_;
+  std::string ae_run_, flow_run_;
+};
+
+/// Refuses a flow fitted on another auto-encoder's latents: dimension, then the checksum of
+/// RUN/latents/train.npy recorded in FLOW/latents.json.
+void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim);
+
+}  // namespace pae::eval

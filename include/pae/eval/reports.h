@@ -1,0 +1,134 @@
+// One function per evaluation: options in, report struct out; the report serialises itself
+// to JSON (with the protocol it used) and writes its files. pae-eval only parses flags.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "pae/eval/evaluate.h"
+#include "pae/eval/features.h"
+#include "pae/eval/pae.h"
+#include "pae/metrics/fid.h"
+#include "pae/metrics/parzen.h"
+
+namespace pae::eval {
+
+/// The path of report `name` in `out_dir` (created): refuses to replace an existing report
+/// unless `force`.
+std::string prepare_report(const std::string& out_dir, const std::string& name, bool force);
+
+// ---------------------------------------------------------------- OoD detection
+
+struct OodOptions {
+  std::string in;                   ///< in-distribution set; empty: the AE's own dataset, test split
+  std::vector<std::string> ood;     ///< OoD sets: name[:split], npy:PATH, folder:PATH, noise, ...
+  std::vector<std::string> scores;  ///< empty: every score the model and flow define
+  int64_t limit = 0;                ///< first N images of each set (0 = all)
+};
+
+struct OodReport {
+  std::string in;
+  std::vector<std::string> sets;                                     ///< OoD sets, in order
+  std::map<std::string, int64_t> sizes;                              ///< images per set (in included)
+  std::map<std::string, std::map<std::string, at::Tensor>> scores;   ///< set -> score -> [N] float64
+  std::vector<OodResult> rows;
+  double seconds_load = 0, seconds_scores = 0, seconds_total = 0;
+  int64_t limit = 0;
+  nlohmann::json to_json(const Pae& pae) const;
+  /// ood.json, ood.md (the AUROC table), roc_<score>.svg, scores/<set>__<score>.npy.
+  void write(const Pae& pae, const std::string& out_dir) const;
+};
+
+/// Scores every image of the in-distribution set and of every OoD set; every set is loaded
+/// (and checked) before any scoring starts.
+OodReport run_ood(Pae& pae, const OodOptions& options);
+
+// ---------------------------------------------------------------- reconstruction
+
+struct ReconReport {
+  std::string set;
+  int64_t images = 0;
+  double mse = 0;                          ///< per pixel, pixels in [0, 1]
+  std::map<std::string, double> per_image; ///< p05, p25, median, p75, p95, max
+  at::Tensor per_image_mse;                ///< [N] float64
+  nlohmann::json to_json(const Pae& pae) const;
+};
+
+ReconReport run_recon(Pae& pae, const std::string& split, int64_t limit = 0);
+
+// ---------------------------------------------------------------- Parzen window
+
+struct ParzenOptions {
+  int64_t samples = 10000, val = 1000, limit = 0;
+  double sigma_min = 0.05, sigma_max = 1.0;
+  int64_t sigma_steps = 20;
+};
+
+struct ParzenReport {
+  std::string generator, test_set;
+  int64_t samples = 0, validation_images = 0, test_images = 0;
+  metrics::ParzenResult result;
+  nlohmann::json to_json(const Pae& pae) const;
+};
+
+/// The AAE paper's protocol: a Gaussian Parzen window on generated images (PAE samples with a
+/// flow, decoded N(0, I) codes without), sigma chosen on validation images, test mean and SE.
+ParzenReport run_parzen(Pae& pae, const ParzenOptions& options);
+
+// ---------------------------------------------------------------- Fréchet distance
+
+/// A generated image set for FID, by name: recon | flow | prior | data | npy:FILE.
+struct GeneratedSet {
+  at::Tensor images;
+  std::string what;  ///< how it was made, for the report
+};
+struct GenerateOptions {
+  int64_t n = 10000;
+  std::string recon_split = "train";  ///< split reconstructed for "recon" (and used for "data")
+  double temperature = 1.0;           ///< of PAE samples ("flow")
+};
+using SetGenerator = std::function<GeneratedSet(Pae&, const GenerateOptions&, const std::string& argument)>;
+/// Explicit registry of generated sets (names; "npy" takes FILE after the colon).
+const std::map<std::string, SetGenerator>& generated_sets();
+GeneratedSet generate_set(const std::string& spec, Pae& pae, const GenerateOptions& options);
+
+struct ExtractorOptions {
+  std::string classifier_dir;      ///< domain: default runs/classifiers/<dataset>
+  std::string inception_weights;   ///< inception: converted pytorch-fid weights
+  std::string protocol = "pae";    ///< inception preprocessing: pae | plain
+};
+using ExtractorFactory = std::function<std::shared_ptr<FeatureExtractor>(const Pae&, const ExtractorOptions&)>;
+/// Explicit registry of feature extractors: domain | inception.
+const std::map<std::string, ExtractorFactory>& extractors();
+std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const Pae& pae, const ExtractorOptions& options);
+
+struct FidOptions {
+  std::vector<std::string> sets;  ///< empty: recon, prior (and flow with a flow)
+  std::string ref = "test";
+  std::string extractor = "domain";
+  ExtractorOptions extractor_options;
+  GenerateOptions generate;
+  int64_t min_samples = 1000;
+};
+
+struct FidRow {
+  std::string set, what;
+  metrics::FrechetParts parts;
+  int64_t samples = 0;
+};
+struct FidReport {
+  std::string extractor, reference;
+  int64_t reference_samples = 0;
+  std::vector<FidRow> rows;
+  nlohmann::json to_json(const Pae& pae) const;
+  std::string markdown() const;
+};
+
+FidReport run_fid(Pae& pae, const FidOptions& options);
+
+}  // namespace pae::eval

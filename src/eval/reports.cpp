@@ -1,0 +1,337 @@
+#include "pae/eval/reports.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "pae/data/npy.h"
+#include "pae/metrics/ood.h"
+#include "pae/models/autoencoder.h"
+#include "pae/util/error.h"
+#include "pae/util/fs.h"
+
+namespace pae::eval {
+
+using nlohmann::json;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+std::string file_safe(std::string s) {
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  return s;
+}
+
+std::vector<double> to_vector(const at::Tensor& t) {
+  const auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+
+/// The runs a report was made from.
+json runs_of(const Pae& pae) { return {{"ae_run", pae.ae_run()}, {"flow", pae.flow_run()}}; }
+
+}  // namespace
+
+std::string prepare_report(const std::string& out_dir, const std::string& name, bool force) {
+  ensure_dir(out_dir);
+  const auto path = fs::path(out_dir) / name;
+  require(force || !fs::exists(path), path.string() + " exists: pass --force to replace it, or -o another directory");
+  return path.string();
+}
+
+// ---------------------------------------------------------------- OoD
+
+OodReport run_ood(Pae& pae, const OodOptions& o) {
+  const double t0 = now();
+  OodReport r;
+  r.limit = o.limit;
+  r.in = o.in.empty() ? pae.config().data.name + ":test" : o.in;
+  require(!o.ood.empty(), "--ood: no OoD set given (e.g. --ood mnist:test,noise)");
+  const auto shape = pae.image_shape();
+  auto in = load_set(r.in, pae.config(), shape, o.limit);
+  r.sizes[r.in] = in.size();
+  std::vector<data::Dataset> sets;
+  for (const auto& spec : o.ood) {
+    sets.push_back(load_set(spec, pae.config(), shape, o.limit));
+    r.sizes[spec] = sets.back().size();
+    r.sets.push_back(spec);
+  }
+  auto select = [&](std::map<std::string, at::Tensor> all, const std::string& set) {
+    if (o.scores.empty()) return all;
+    std::map<std::string, at::Tensor> keep;
+    for (const auto& w : o.scores) {
+      auto it = all.find(w);
+      std::string names;
+      for (auto& [k, v] : all) names += (names.empty() ? "" : ", ") + k;
+      require(it != all.end(), "--scores: no score '" + w + "' for " + set + " (available: " + names + ")");
+      keep[w] = it->second;
+    }
+    return keep;
+  };
+  // Unknown score names fail before the long work.
+  if (!o.scores.empty()) select(pae.scores(in.images.slice(0, 0, 2)), r.in);
+  const double t_load = now();
+  r.scores[r.in] = select(pae.scores(in.images), r.in);
+  std::map<std::string, std::map<std::string, at::Tensor>> out_scores;
+  for (const auto& set : sets) out_scores[set.name] = r.scores[set.name] = select(pae.scores(set.images), set.name);
+  const double t_scores = now();
+  r.rows = ood_table(r.scores[r.in], out_scores);
+  r.seconds_load = t_load - t0;
+  r.seconds_scores = t_scores - t_load;
+  r.seconds_total = now() - t0;
+  return r;
+}
+
+json OodReport::to_json(const Pae& pae) const {
+  json protocol = runs_of(pae);
+  protocol.update({{"in", in},
+                   {"positive_class", "OoD (higher score = more anomalous)"},
+                   {"auroc", "Mann-Whitney U / (n_in n_out), ties count one half"},
+                   {"average_precision", "sum over distinct thresholds of recall step x precision"},
+                   {"fpr_at_tpr", 0.95},
+                   {"limit_per_set", limit}});
+  json results = json::array();
+  for (const auto& row : rows)
+    results.push_back({{"set", row.set},
+                       {"score", row.score},
+                       {"auroc", row.auroc},
+                       {"average_precision", row.average_precision},
+                       {"fpr_at_95_tpr", row.fpr_at_95_tpr},
+                       {"n_in", row.n_in},
+                       {"n_out", row.n_out}});
+  return {{"protocol", protocol},
+          {"sizes", sizes},
+          {"seconds", {{"load", seconds_load}, {"scores", seconds_scores}, {"total", seconds_total}}},
+          {"results", results}};
+}
+
+void OodReport::write(const Pae& pae, const std::string& out_dir) const {
+  const fs::path out(out_dir);
+  ensure_dir(out / "scores");
+  for (const auto& [set, by_score] : scores)
+    for (const auto& [name, s] : by_score)
+      data::write_npy((out / "scores" / (file_safe(set) + "__" + name + ".npy")).string(), s.to(torch::kFloat32));
+  for (const auto& [name, s] : scores.at(in)) {
+    std::vector<metrics::RocSeries> series;
+    const auto a = to_vector(s);
+    for (const auto& set : sets) {
+      const auto b = to_vector(scores.at(set).at(name));
+      char label[160];
+      std::snprintf(label, sizeof(label), "%s (AUROC %.4f)", set.c_str(), metrics::roc_auc(a, b));
+      series.push_back({label, metrics::roc_curve(a, b)});
+    }
+    atomic_write_text(out / ("roc_" + name + ".svg"), metrics::roc_svg(series, "in: " + in + ", score: " + name));
+  }
+  atomic_write_text(out / "ood.md", ood_markdown(rows));
+  atomic_write_text(out / "ood.json", to_json(pae).dump(1) + "\n");
+}
+
+// ---------------------------------------------------------------- reconstruction
+
+ReconReport run_recon(Pae& pae, const std::string& split, int64_t limit) {
+  ReconReport r;
+  const auto set = load_set(pae.config().data.name + ":" + split, pae.config(), pae.image_shape(), limit);
+  r.set = set.name;
+  r.images = set.size();
+  r.per_image_mse = pae.scores(set.images).at("recon_mse");
+  const auto q = torch::quantile(r.per_image_mse, torch::tensor({0.05, 0.25, 0.5, 0.75, 0.95}, torch::kFloat64));
+  const char* names[] = {"p05", "p25", "median", "p75", "p95"};
+  for (int i = 0; i < 5; ++i) r.per_image[names[i]] = q[i].item<double>();
+  r.per_image["max"] = r.per_image_mse.max().item<double>();
+  r.mse = r.per_image_mse.mean().item<double>();
+  return r;
+}
+
+json ReconReport::to_json(const Pae& pae) const {
+  json j = runs_of(pae);
+  j.update({{"set", set},
+            {"images", images},
+            {"mse_per_pixel", mse},
+            {"pixel_scale", "[0, 1] (the same MSE as x/255 - 0.5)"},
+            {"per_image_mse", per_image}});
+  return j;
+}
+
+// ---------------------------------------------------------------- Parzen
+
+ParzenReport run_parzen(Pae& pae, const ParzenOptions& o) {
+  torch::manual_seed(0);
+  ParzenReport r;
+  r.generator = pae.has_flow() ? "PAE: flow -> decoder" : "decoder on N(0, I) codes";
+  r.samples = o.samples;
+  const auto centres = (pae.has_flow() ? pae.sample(o.samples) : pae.sample_prior(o.samples)).flatten(1);
+  const auto& name = pae.config().data.name;
+  const auto val = load_set(name + ":val", pae.config(), pae.image_shape(), o.val);
+  const auto test = load_set(name + ":test", pae.config(), pae.image_shape(), o.limit);
+  r.test_set = test.name;
+  r.validation_images = val.size();
+  r.test_images = test.size();
+  r.result = metrics::parzen_evaluate(centres, val.images.flatten(1), test.images.flatten(1),
+                                      metrics::log_grid(o.sigma_min, o.sigma_max, o.sigma_steps));
+  return r;
+}
+
+json ParzenReport::to_json(const Pae& pae) const {
+  json grid = json::array();
+  for (const auto& [sigma, ll] : result.validation) grid.push_back({{"sigma", sigma}, {"val_log_likelihood", ll}});
+  json j = runs_of(pae);
+  j.update({{"generator", generator},
+            {"samples", samples},
+            {"validation_images", validation_images},
+            {"test_images", test_images},
+            {"pixel_scale", "[0, 1]"},
+            {"sigma", result.sigma},
+            {"test_log_likelihood", result.mean},
+            {"standard_error", result.std_error},
+            {"sigma_grid", grid}});
+  return j;
+}
+
+// ---------------------------------------------------------------- FID
+
+const std::map<std::string, SetGenerator>& generated_sets() {
+  static const std::map<std::string, SetGenerator> registry = {
+      {"recon",
+       [](Pae& pae, const GenerateOptions& o, const std::string&) {
+         const auto set = load_set(pae.config().data.name + ":" + o.recon_split, pae.config(), pae.image_shape(), o.n);
+         return GeneratedSet{pae.reconstruct(set.images), "reconstructions of the first " +
+                                                              std::to_string(set.size()) + " " + o.recon_split +
+                                                              " images"};
+       }},
+      {"data",
+       [](Pae& pae, const GenerateOptions& o, const std::string&) {
+         const auto set = load_set(pae.config().data.name + ":" + o.recon_split, pae.config(), pae.image_shape(), o.n);
+         return GeneratedSet{set.images, "the first " + std::to_string(set.size()) + " " + o.recon_split +
+                                             " images (real data: the floor)"};
+       }},
+      {"flow",
+       [](Pae& pae, const GenerateOptions& o, const std::string&) {
+         require(pae.has_flow(), "--sets flow needs --flow FLOW_DIR");
+         return GeneratedSet{pae.sample(o.n, o.temperature),
+                             "PAE samples: N(0, T^2 I) -> flow -> decoder, T = " + std::to_string(o.temperature)};
+       }},
+      {"prior",
+       [](Pae& pae, const GenerateOptions& o, const std::string&) {
+         return GeneratedSet{pae.sample_prior(o.n), "decoded N(0, I) codes"};
+       }},
+      {"npy",
+       [](Pae& pae, const GenerateOptions& o, const std::string& file) {
+         require(!file.empty(), "--sets npy:FILE: no file given");
+         auto x = data::read_npy(file).to(torch::kFloat32);
+         const auto shape = pae.image_shape();
+         require(x.dim() == 4 && std::vector<int64_t>(x.sizes().begin() + 1, x.sizes().end()) == shape,
+                 file + ": expected images [N," + std::to_string(shape[0]) + "," + std::to_string(shape[1]) + "," +
+                     std::to_string(shape[2]) + "] in [0, 1]");
+         return GeneratedSet{x.slice(0, 0, o.n), "images from " + file};
+       }},
+  };
+  return registry;
+}
+
+GeneratedSet generate_set(const std::string& spec, Pae& pae, const GenerateOptions& options) {
+  const auto colon = spec.find(':');
+  const auto name = spec.substr(0, colon);
+  const auto& registry = generated_sets();
+  auto it = registry.find(name);
+  if (it == registry.end()) {
+    std::string names;
+    for (const auto& [k, v] : registry) names += (names.empty() ? "" : ", ") + k + (k == "npy" ? ":FILE" : "");
+    throw Error("--sets: unknown set '" + spec + "' (expected " + names + ")");
+  }
+  torch::manual_seed(0);
+  return it->second(pae, options, colon == std::string::npos ? "" : spec.substr(colon + 1));
+}
+
+const std::map<std::string, ExtractorFactory>& extractors() {
+  static const std::map<std::string, ExtractorFactory> registry = {
+      {"domain",
+       [](const Pae& pae, const ExtractorOptions& o) {
+         const auto& dataset = pae.config().data.name;
+         const auto dir = o.classifier_dir.empty() ? "runs/classifiers/" + dataset : o.classifier_dir;
+         DomainClassifierInfo info;
+         auto extractor = domain_classifier(dir, &info);
+         require(info.dataset == dataset, "domain classifier " + dir + " was trained on " + info.dataset +
+                                              " but auto-encoder " + pae.ae_run() + " on " + dataset +
+                                              ": pass --classifier DIR of a " + dataset + " classifier");
+         return extractor;
+       }},
+      {"inception",
+       [](const Pae&, const ExtractorOptions& o) {
+         require(!o.inception_weights.empty(),
+                 "--extractor inception needs --inception-weights FILE "
+                 "(scripts/fetch_inception.sh converts pytorch-fid's weights)");
+         return inception_v3(o.inception_weights,
+                             o.protocol == "pae" ? InceptionProtocol::kPerImageMinMax : InceptionProtocol::kPlain);
+       }},
+  };
+  return registry;
+}
+
+std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const Pae& pae,
+                                                 const ExtractorOptions& options) {
+  auto it = extractors().find(name);
+  require(it != extractors().end(), "--extractor '" + name + "': unknown (expected domain or inception)");
+  return it->second(pae, options);
+}
+
+FidReport run_fid(Pae& pae, const FidOptions& o) {
+  auto names = o.sets;
+  if (names.empty()) names = pae.has_flow() ? std::vector<std::string>{"recon", "flow", "prior"}
+                                            : std::vector<std::string>{"recon", "prior"};
+  // Every name is checked, and the extractor built, before any long work.
+  for (const auto& name : names) {
+    const auto registered = generated_sets().count(name.substr(0, name.find(':')));
+    require(registered, "--sets: unknown set '" + name + "' (expected recon, flow, prior, data or npy:FILE)");
+    require(name != "flow" || pae.has_flow(), "--sets flow needs --flow FLOW_DIR");
+  }
+  auto extractor = make_extractor(o.extractor, pae, o.extractor_options);
+  FidReport r;
+  r.extractor = extractor->describe();
+  const auto ref = load_set(pae.config().data.name + ":" + o.ref, pae.config(), pae.image_shape(), o.generate.n);
+  r.reference = ref.name;
+  const auto ref_stats = metrics::gaussian_stats(extractor->features(ref.images), o.min_samples);
+  r.reference_samples = ref_stats.count;
+  for (const auto& name : names) {
+    const auto set = generate_set(name, pae, o.generate);
+    const auto stats = metrics::gaussian_stats(extractor->features(set.images), o.min_samples);
+    r.rows.push_back({name, set.what, metrics::frechet_parts(stats, ref_stats), stats.count});
+    spdlog::info("FID {}: {:.3f} ({} samples; {})", name, r.rows.back().parts.total(), stats.count, set.what);
+  }
+  return r;
+}
+
+json FidReport::to_json(const Pae& pae) const {
+  json results = json::object();
+  for (const auto& row : rows)
+    results[row.set] = {{"fid", row.parts.total()},   {"mean_term", row.parts.mean_term},
+                        {"cov_term", row.parts.cov_term}, {"spread", row.parts.spread},
+                        {"samples", row.samples},     {"what", row.what}};
+  json j = runs_of(pae);
+  j.update({{"extractor", extractor},
+            {"reference", {{"set", reference}, {"samples", reference_samples}}},
+            {"distance",
+             "||mu1-mu2||^2 (mean_term) + Tr S1 + Tr S2 - 2 sum sqrt eig(sqrt(S1) S2 sqrt(S1)) (cov_term), "
+             "float64; spread = Tr S1 / Tr S_ref"},
+            {"results", results}});
+  return j;
+}
+
+std::string FidReport::markdown() const {
+  std::string table =
+      "| set | FID | mean term | covariance term | spread (Tr S / Tr S_ref) | samples | what |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const auto& row : rows) {
+    char line[640];
+    std::snprintf(line, sizeof(line), "| %s | %.3f | %.3f | %.3f | %.3f | %lld | %s |\n", row.set.c_str(),
+                  row.parts.total(), row.parts.mean_term, row.parts.cov_term, row.parts.spread,
+                  static_cast<long long>(row.samples), row.what.c_str());
+    table += line;
+  }
+  return table;
+}
+
+}  // namespace pae::eval
