@@ -60,6 +60,20 @@ void visit_fields(Config& c, Visitor& v) {
   v("permutation", f.permutation); v("actnorm", f.actnorm); v("batch_norm", f.batch_norm); v("seed", f.seed);
 }
 
+/// Which families use a `model` key: a key given that the chosen model does not use is an
+/// error, and the resolved config leaves it out. Empty: the key applies to every family.
+/// "" as the reason means it applies.
+std::string unused_model_key(const ModelOptions& m, const std::string& key) {
+  if (key == "type") return "";
+  if (m.type == "classifier") return "the classifier has a fixed architecture";
+  if ((key == "beta" || key == "sigma") && m.type != "vae") return "it applies to model.type vae";
+  if (key == "sigma" && m.recon_loss != "gaussian") return "it applies to recon_loss gaussian";
+  if (key == "hidden" && m.arch != "mlp") return "it applies to arch mlp";
+  if ((key == "channels" || key == "kernel" || key == "batch_norm") && m.arch != "conv")
+    return "it applies to arch conv";
+  return "";
+}
+
 /// Lists the keys of each section (for unknown-key errors).
 struct KeyLister {
   std::map<std::string, std::vector<std::string>> keys;
@@ -114,14 +128,18 @@ struct Parser {
 /// Writes every field, defaults included.
 struct Emitter {
   YAML::Emitter& out;
+  const ModelOptions& model;
   bool open = false;
+  std::string current;
   void section(const std::string& s) {
     if (open) out << YAML::EndMap;
     out << YAML::Key << s << YAML::Value << YAML::BeginMap;
     open = true;
+    current = s;
   }
   template <class T>
   void operator()(const std::string& key, T& field) {
+    if (current == "model" && !unused_model_key(model, key).empty()) return;
     out << YAML::Key << key << YAML::Value;
     if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
       out << YAML::Flow << field;
@@ -211,7 +229,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 std::string to_yaml(const Config& config) {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  Emitter emitter{out};
+  Emitter emitter{out, config.model};
   visit_fields(const_cast<Config&>(config), emitter);
   emitter.close();
   out << YAML::EndMap;
@@ -236,6 +254,13 @@ void validate(const Config& c) {
   check(d.shift >= 0, "data.shift", "an integer >= 0", std::to_string(d.shift));
   check(d.synthetic_size > 0, "data.synthetic_size", "a positive integer", std::to_string(d.synthetic_size));
   check(in(m.arch, {"mlp", "conv"}), "model.arch", "mlp or conv", "'" + m.arch + "'");
+  for (const auto& [key, where] : c.locations) {
+    if (key.rfind("model.", 0) != 0) continue;
+    const auto why = unused_model_key(m, key.substr(6));
+    if (!why.empty())
+      throw Error(where + ": key '" + key + "' is not used by model.type '" + m.type + "' (arch '" + m.arch +
+                  "'): " + why + "; remove it");
+  }
   check(m.latent_dim > 0, "model.latent_dim", "a positive integer", std::to_string(m.latent_dim));
   for (auto h : m.hidden) check(h > 0, "model.hidden", "positive widths", std::to_string(h));
   for (auto ch : m.channels) check(ch > 0, "model.channels", "positive widths", std::to_string(ch));

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "pae/config.h"
+#include "pae/flows/flow.h"
 #include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "test_util.h"
@@ -62,7 +63,7 @@ TEST(Config, WrongTypeAndRangeErrors) {
 }
 
 TEST(Config, SetOverridesAnyKey) {
-  Config c = parse_config("train:\n  epochs: 10\n", "c.yml", {"train.epochs=3", "model.hidden=[64, 32]", "data.name=mnist"});
+  Config c = parse_config("train:\n  epochs: 10\n", "c.yml", {"train.epochs=3", "model.arch=mlp", "model.hidden=[64, 32]", "data.name=mnist"});
   EXPECT_EQ(c.train.epochs, 3);
   EXPECT_EQ(c.model.hidden, (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(c.data.name, "mnist");
@@ -73,11 +74,31 @@ TEST(Config, SetOverridesAnyKey) {
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {
-  Config c = parse_config("model:\n  type: vae\n  hidden: [10, 20]\ntrain:\n  lr: 0.005\n  seed: 42\n", "c.yml");
+  Config c = parse_config("model:\n  type: vae\n  arch: mlp\n  hidden: [10, 20]\ntrain:\n  lr: 0.005\n  seed: 42\n", "c.yml");
   Config back = parse_config(to_yaml(c), "resolved.yml");
   EXPECT_EQ(to_yaml(back), to_yaml(c));
   EXPECT_EQ(back.model.type, "vae");
   EXPECT_EQ(back.model.hidden, (std::vector<int64_t>{10, 20}));
   EXPECT_DOUBLE_EQ(back.train.lr, 0.005);
   EXPECT_EQ(back.train.seed, 42u);
+}
+
+TEST(Config, KeysTheChosenModelDoesNotUseAreErrors) {
+  // model.beta means nothing to a plain AE: silently ignoring it would train something else
+  // than the user believes.
+  auto msg = error_of([] { parse_config("model:\n  type: ae\n  beta: 4\n", "c.yml"); });
+  EXPECT_NE(msg.find("c.yml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'model.beta'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vae"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("model:\n  arch: conv\n  hidden: [64]\n", "c.yml"); });
+  EXPECT_NE(msg.find("'model.hidden'"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("", "c.yml", {"model.type=vae", "model.sigma=0.2"}); });
+  EXPECT_NE(msg.find("recon_loss gaussian"), std::string::npos) << msg;
+  EXPECT_NE(error_of([] { parse_config("model:\n  type: classifier\n  latent_dim: 8\n", "c.yml"); }), "");
+  // The resolved config of a run leaves such keys out, so it parses back.
+  Config ae = parse_config("model:\n  type: ae\n", "c.yml");
+  EXPECT_EQ(to_yaml(ae).find("beta"), std::string::npos);
+  EXPECT_EQ(to_yaml(parse_config(to_yaml(ae), "resolved.yml")), to_yaml(ae));
+  Config vae = parse_config("model:\n  type: vae\n  recon_loss: gaussian\n  sigma: 0.2\n", "c.yml");
+  EXPECT_DOUBLE_EQ(parse_config(to_yaml(vae), "resolved.yml").model.sigma, 0.2);
 }

@@ -13,7 +13,8 @@
 #include <utility>
 #include <vector>
 
-#include "pae/config.h"
+#include "pae/data/dataset.h"
+#include "pae/models/options.h"
 #include "pae/models/nets.h"
 #include "pae/nn/trainable.h"
 

@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "pae/config.h"
+#include "pae/data/dataset.h"
+#include "pae/models/options.h"
 
 namespace pae::models {
 
