@@ -163,8 +163,13 @@ TEST(ImageFolder, ReadsClassesResizesAndCrops) {
 
 TEST(Datasets, RegistryListsNamesForUnknownDataset) {
   auto msg = error_of([] { DatasetRegistry::instance().get("fashion_mnist"); });
-  for (const char* name : {"fashion-mnist", "mnist", "cifar10", "image-folder", "npy", "noise", "constant", "constant-gray"})
-    EXPECT_NE(msg.find(name), std::string::npos) << name << " missing from: " << msg;
+  EXPECT_NE(msg.find("'fashion_mnist'"), std::string::npos) << msg;
+  // Exactly the registered names, each listed as a whole entry (not found inside "fashion_mnist").
+  EXPECT_EQ(pae::testing::listed_names(msg), DatasetRegistry::instance().names()) << msg;
+  for (const char* name : {"fashion-mnist", "mnist", "cifar10", "image-folder", "npy", "noise", "constant", "constant-gray"}) {
+    const auto names = pae::testing::listed_names(msg);
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name << " missing from: " << msg;
+  }
 }
 
 TEST(Datasets, MissingDatasetListsEveryPathTried) {
@@ -265,12 +270,43 @@ TEST(Datasets, AugmentationKeepsRangeAndShape) {
   o.dequantize = true;
   o.hflip = true;
   o.shift = 2;
-  auto x = torch::rand({8, 1, 10, 10});
+  // Images on the 8-bit grid, as the datasets hold them.
+  torch::manual_seed(2);
+  auto x = torch::randint(0, 256, {64, 1, 10, 10}).to(torch::kFloat32) / 255;
   auto y = augment(x, o);
   EXPECT_EQ(y.sizes(), x.sizes());
   EXPECT_GE(y.min().item<float>(), 0.0f);
   EXPECT_LE(y.max().item<float>(), 1.0f);
-  EXPECT_FALSE(torch::equal(x, y));
+  // Each output is its input flipped or not, shifted by at most 2 pixels (zeros shifted in),
+  // dequantized: (255 v + u) / 256 with u in [0, 1), where v is the moved pixel (0 outside).
+  int flipped = 0, shifted = 0;
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    bool explained = false;
+    for (bool flip : {false, true}) {
+      auto base = flip ? x[i].flip({2}) : x[i];
+      auto padded = torch::constant_pad_nd(base, {2, 2, 2, 2}, 0.0);
+      for (int64_t dy = 0; dy <= 4 && !explained; ++dy) {
+        for (int64_t dx = 0; dx <= 4 && !explained; ++dx) {
+          auto v = padded.slice(1, dy, dy + 10).slice(2, dx, dx + 10);
+          auto u = y[i] * 256 - v * 255;
+          if ((u > -1e-3).all().item<bool>() && (u < 1 + 1e-3).all().item<bool>()) {
+            explained = true;
+            flipped += flip;
+            shifted += (dy != 2 || dx != 2);
+          }
+        }
+      }
+    }
+    EXPECT_TRUE(explained) << "image " << i << " is not a flipped/shifted/dequantized copy of its input";
+  }
+  // Random choices really vary over 64 images (chance of failing: below 1e-15 each).
+  EXPECT_GT(flipped, 0);
+  EXPECT_LT(flipped, 64);
+  EXPECT_GT(shifted, 0);
+  // Noise in place of the images is caught.
+  auto noise = torch::rand_like(x);
+  auto u = noise[0] * 256 - x[0] * 255;
+  EXPECT_FALSE((u > -1e-3).all().item<bool>() && (u < 1 + 1e-3).all().item<bool>());
 }
 
 TEST(Datasets, MnistTestSetFromPaeDataDir) {

@@ -88,7 +88,8 @@ TEST(Models, ScoresArePerSample) {
 TEST(Models, UnknownTypeListsRegisteredNames) {
   auto o = small("nae2", "mlp");
   auto msg = pae::testing::error_of([&] { build_autoencoder(o, {1, 8, 8}); });
-  EXPECT_NE(msg.find("ae"), std::string::npos);
-  EXPECT_NE(msg.find("vae"), std::string::npos);
-  EXPECT_NE(msg.find("nae2"), std::string::npos);
+  EXPECT_NE(msg.find("'nae2'"), std::string::npos) << msg;
+  // The registered names as whole entries of the list ("ae" is also inside "nae2").
+  EXPECT_EQ(pae::testing::listed_names(msg), AutoEncoderRegistry::instance().names()) << msg;
+  EXPECT_EQ(pae::testing::listed_names(msg), (std::vector<std::string>{"ae", "vae"})) << msg;
 }

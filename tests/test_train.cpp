@@ -62,7 +62,7 @@ TEST(Train, WritesTheRunDirectory) {
   EXPECT_EQ(summary.epochs_completed, 2);
   EXPECT_TRUE(summary.test_metrics.count("mse"));
   for (const char* f : {"config.yml", "train.log", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
-                        "recon.png", "samples.png", "summary.json", "latents/train.npy", "latents/val.npy",
+                        "recon.png", "samples.png", "summary.json", "model.json", "latents/train.npy", "latents/val.npy",
                         "latents/test.npy", "latents/test_labels.npy"})
     EXPECT_TRUE(std::filesystem::exists(tmp.path() / "run" / f)) << f;
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <cstring>
 #include <sstream>
@@ -58,6 +59,20 @@ inline std::string metrics_without_timing(const std::string& path) {
       if (at != std::string::npos) line.erase(at, line.find_first_of(",}", at + std::strlen(key)) - at);
     }
     out += line + "\n";
+  }
+  return out;
+}
+
+/// The names listed after "valid names: " in a registry error (comma-separated), so that a test
+/// cannot pass by finding a name inside the bad name the message repeats.
+inline std::vector<std::string> listed_names(const std::string& message) {
+  std::vector<std::string> out;
+  const auto at = message.find("valid names: ");
+  if (at == std::string::npos) return out;
+  std::stringstream ss(message.substr(at + 13));
+  for (std::string item; std::getline(ss, item, ',');) {
+    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
+    out.push_back(item);
   }
   return out;
 }

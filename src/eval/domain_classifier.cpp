@@ -1,6 +1,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "pae/eval/features.h"
 #include "pae/models/classifier.h"
 #include "pae/train/engine.h"
@@ -50,11 +52,14 @@ std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, Doma
   const Config config = load_config((run / "config.yml").string());
   const auto weights = fs::path(train::checkpoint_path(dir, config.train.model_checkpoint));
   const auto test = test_split(config.data);
-  const std::string meta = read_text(run / "classifier.json");
-  const auto at = meta.find("\"classes\": ");
-  require(at != std::string::npos, (run / "classifier.json").string() + ": no \"classes\" entry; retrain it");
+  int64_t classes = 0;
+  try {
+    classes = nlohmann::json::parse(read_text(run / "classifier.json")).at("classes").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error((run / "classifier.json").string() + ": no integer \"classes\" entry (" + e.what() + "); retrain it");
+  }
   auto net = std::make_shared<models::Classifier>(config.data.name, test.images.size(1), test.images.size(2),
-                                                  test.images.size(3), std::stoll(meta.substr(at + 11)));
+                                                  test.images.size(3), classes);
   const auto state = train::load_weights(dir, config.train.model_checkpoint, *net);
   DomainClassifierInfo result{config.data.name, net->accuracy(test.images, test.labels), state.epoch, 128};
   if (!quiet) spdlog::info("domain classifier {}: test accuracy {:.4f}", weights.string(), result.test_accuracy);

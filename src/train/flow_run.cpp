@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include "pae/data/npy.h"
 #include "pae/train/engine.h"
 #include "pae/train/trainer.h"
@@ -119,10 +121,14 @@ std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir,
                                                     const std::string& which) {
   const fs::path dir(flow_dir);
   Config config = load_config((dir / "config.yml").string());
-  const std::string meta = read_text(dir / "latents.json");
-  const auto pos = meta.find("\"dim\": ");
-  require(pos != std::string::npos, (dir / "latents.json").string() + ": no \"dim\"");
-  const int64_t d = std::stoll(meta.substr(pos + 7));
+  const auto meta_path = (dir / "latents.json").string();
+  int64_t d = 0;
+  try {
+    d = nlohmann::json::parse(read_text(meta_path)).at("dim").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(meta_path + ": expected a JSON object with an integer \"dim\" (" + e.what() + ")");
+  }
+  require(d > 0, meta_path + ": \"dim\" must be positive");
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(flow_dtype(config.train));
   load_weights(flow_dir, which.empty() ? config.train.model_checkpoint : which, *flow);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 
@@ -34,7 +35,7 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
   } else if (non_empty) {
     require(force, "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
     // Remove only what a run writes; anything else the user put there stays.
-    for (const char* name : {"config.yml", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
+    for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
                              "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
                              "classifier.pt", "classifier.json"}) {
       std::error_code ec;
@@ -62,10 +63,23 @@ std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir
   const fs::path dir(run_dir);
   require(fs::is_directory(dir), "auto-encoder run directory not found: " + run_dir);
   Config config = load_config((dir / "config.yml").string());
-  auto shape = models::known_image_shape(config.data);
-  if (shape.channels == 0) {
-    const auto test = data::load_dataset(config.data, data::Split::kTest);
-    shape = {test.images.size(1), test.images.size(2), test.images.size(3)};
+  // The image shape the run recorded (model.json); runs made before it existed derive it.
+  models::ImageShape shape{0, 0, 0};
+  if (fs::is_regular_file(dir / "model.json")) {
+    const auto path = (dir / "model.json").string();
+    try {
+      const auto s = nlohmann::json::parse(read_text(path)).at("image_shape").get<std::vector<int64_t>>();
+      require(s.size() == 3, path + ": image_shape must be [C, H, W]");
+      shape = {s[0], s[1], s[2]};
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path + ": " + e.what());
+    }
+  } else {
+    shape = models::known_image_shape(config.data);
+    if (shape.channels == 0) {
+      const auto test = data::load_dataset(config.data, data::Split::kTest);
+      shape = {test.images.size(1), test.images.size(2), test.images.size(3)};
+    }
   }
   auto model = models::build_autoencoder(config.model, shape);
   load_weights(run_dir, which.empty() ? config.train.model_checkpoint : which, *model);
@@ -154,6 +168,13 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   int64_t n_params = 0;
   for (const auto& p : model->parameters()) n_params += p.numel();
   spdlog::info("model {} ({} parameters) on {}", model->signature(), n_params, device.str());
+  // What later programs need to rebuild the model without re-deriving it from the dataset.
+  atomic_write_text(run / "model.json", nlohmann::json{{"signature", model->signature()},
+                                                       {"image_shape", shape.sizes()},
+                                                       {"latent_dim", model->latent_dim()},
+                                                       {"checkpoint", t.model_checkpoint}}
+                                                .dump() +
+                                            "\n");
 
   TrainData data;
   data.size = train.size();
