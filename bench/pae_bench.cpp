@@ -4,10 +4,10 @@
 //   pae-bench nsf|realnvp     flow fitting samples/s: 8 layers, 2x256 MLP conditioners, dim 32,
 //                             batch 256, 8 bins, tail bound 3, reverse permutations
 //   pae-bench toy             NSF on a 2-D ring; test log-likelihood vs the analytic density
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 
 #include "pae/config.h"
@@ -36,8 +36,8 @@ double gemm_gflops(int64_t n, int reps) {
 }
 
 /// Runs the engine (no run directory) for `epochs` epochs and returns the best epoch's rate.
-double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& data, const pae::train::OptimizerOptions& opt,
-                   int64_t epochs, int64_t batch, report::MemorySink& sink) {
+double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& data,
+                   const pae::train::OptimizerOptions& opt, int64_t epochs, int64_t batch, report::MemorySink& sink) {
   pae::train::EngineOptions eo;
   eo.epochs = std::max<int64_t>(epochs, 1);
   eo.batch_size = batch;
@@ -98,9 +98,17 @@ int bench_flow(const std::string& type, int64_t epochs, double peak) {
   opt.lr = 1e-3;
   report::MemorySink sink;
   const double best = engine_rate(flow, tensor_data(data), opt, epochs, bs, sink);
-  std::printf("%s\n", pae::JsonObject().add("flow", type).add("samples_per_s", best).add("layers", int64_t(8))
-                          .add("hidden", int64_t(256)).add("dim", d).add("batch", bs)
-                          .add("final_train_nll", sink.records.back().get("train_nll")).add("gemm_gflops", peak).str().c_str());
+  std::printf("%s\n", pae::JsonObject()
+                          .add("flow", type)
+                          .add("samples_per_s", best)
+                          .add("layers", int64_t(8))
+                          .add("hidden", int64_t(256))
+                          .add("dim", d)
+                          .add("batch", bs)
+                          .add("final_train_nll", sink.records.back().get("train_nll"))
+                          .add("gemm_gflops", peak)
+                          .str()
+                          .c_str());
   return 0;
 }
 
@@ -136,8 +144,13 @@ int bench_toy(int64_t epochs) {
   torch::NoGradGuard g;
   const double model = flow.flow().log_prob(test).mean().item<double>();
   const double exact = log_density(test).mean().item<double>();
-  std::printf("%s\n", pae::JsonObject().add("toy", "ring").add("test_log_likelihood", model).add("analytic", exact)
-                          .add("gap_nats", exact - model).str().c_str());
+  std::printf("%s\n", pae::JsonObject()
+                          .add("toy", "ring")
+                          .add("test_log_likelihood", model)
+                          .add("analytic", exact)
+                          .add("gap_nats", exact - model)
+                          .str()
+                          .c_str());
   return 0;
 }
 
@@ -162,7 +175,12 @@ int main(int argc, char** argv) {
     const auto ts = pae::configure_threads({threads, blas_threads});
     const double peak = gemm_gflops(1024, 20);
     if (what == "gemm") {
-      std::printf("%s\n", pae::JsonObject().add("gemm_gflops", peak).add("threads", ts.intra_op).add("blas_threads", ts.blas).str().c_str());
+      std::printf("%s\n", pae::JsonObject()
+                              .add("gemm_gflops", peak)
+                              .add("threads", ts.intra_op)
+                              .add("blas_threads", ts.blas)
+                              .str()
+                              .c_str());
       return 0;
     }
     if (what == "nsf" || what == "realnvp") return bench_flow(what, epochs, peak);
@@ -180,8 +198,12 @@ int main(int argc, char** argv) {
     report::MemorySink sink;
     const double best = engine_rate(*model, tensor_data(train.images), opt, epochs, config.train.batch_size, sink);
     pae::JsonObject out;
-    out.add("model", what).add("images_per_s", best).add("threads", ts.intra_op).add("blas_threads", ts.blas)
-        .add("blas_core", pae::blas_info().core).add("gemm_gflops", peak);
+    out.add("model", what)
+        .add("images_per_s", best)
+        .add("threads", ts.intra_op)
+        .add("blas_threads", ts.blas)
+        .add("blas_core", pae::blas_info().core)
+        .add("gemm_gflops", peak);
     if (config.model.arch == "mlp") {
       // Training FLOPs per image from the Linear layers: forward, grad-input and grad-weight
       // GEMMs (2 FLOPs per multiply-add each), except the first layer's grad-input, which

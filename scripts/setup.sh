@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pae needs from Debian's packages. Idempotent; run as root or with sudo.
 set -euo pipefail
-packages=(build-essential cmake ninja-build pkg-config ccache
+packages=(build-essential cmake ninja-build pkg-config ccache clang-format
           libtorch-dev libopenblas0-pthread libcli11-dev libyaml-cpp-dev libspdlog-dev
           libstb-dev libgtest-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist)
 missing=()

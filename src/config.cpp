@@ -32,32 +32,75 @@ template <class Visitor>
 void visit_fields(Config& c, Visitor& v) {
   auto& d = c.data;
   v.section("data");
-  v("name", d.name); v("root", d.root); v("path", d.path); v("labels_path", d.labels_path);
-  v("val_size", d.val_size); v("split_seed", d.split_seed); v("subset", d.subset);
-  v("classes", d.classes); v("holdout_classes", d.holdout_classes); v("channels", d.channels);
-  v("image_size", d.image_size); v("invert", d.invert); v("synthetic_size", d.synthetic_size);
-  v("dequantize", d.dequantize); v("hflip", d.hflip); v("shift", d.shift);
+  v("name", d.name);
+  v("root", d.root);
+  v("path", d.path);
+  v("labels_path", d.labels_path);
+  v("val_size", d.val_size);
+  v("split_seed", d.split_seed);
+  v("subset", d.subset);
+  v("classes", d.classes);
+  v("holdout_classes", d.holdout_classes);
+  v("channels", d.channels);
+  v("image_size", d.image_size);
+  v("invert", d.invert);
+  v("synthetic_size", d.synthetic_size);
+  v("dequantize", d.dequantize);
+  v("hflip", d.hflip);
+  v("shift", d.shift);
   auto& m = c.model;
   v.section("model");
-  v("type", m.type); v("arch", m.arch); v("latent_dim", m.latent_dim); v("hidden", m.hidden);
-  v("channels", m.channels); v("kernel", m.kernel); v("batch_norm", m.batch_norm);
-  v("activation", m.activation); v("recon_loss", m.recon_loss); v("beta", m.beta); v("sigma", m.sigma);
+  v("type", m.type);
+  v("arch", m.arch);
+  v("latent_dim", m.latent_dim);
+  v("hidden", m.hidden);
+  v("channels", m.channels);
+  v("kernel", m.kernel);
+  v("batch_norm", m.batch_norm);
+  v("activation", m.activation);
+  v("recon_loss", m.recon_loss);
+  v("beta", m.beta);
+  v("sigma", m.sigma);
   auto& t = c.train;
   v.section("train");
-  v("epochs", t.epochs); v("batch_size", t.batch_size); v("optimizer", t.optimizer); v("lr", t.lr);
-  v("momentum", t.momentum); v("lr_schedule", t.lr_schedule); v("warmup_epochs", t.warmup_epochs);
+  v("epochs", t.epochs);
+  v("batch_size", t.batch_size);
+  v("optimizer", t.optimizer);
+  v("lr", t.lr);
+  v("momentum", t.momentum);
+  v("lr_schedule", t.lr_schedule);
+  v("warmup_epochs", t.warmup_epochs);
   v("model_checkpoint", t.model_checkpoint);
-  v("weight_decay", t.weight_decay); v("grad_clip", t.grad_clip); v("seed", t.seed);
-  v("threads", t.threads); v("blas_threads", t.blas_threads); v("device", t.device);
-  v("eval_batch_size", t.eval_batch_size); v("num_samples", t.num_samples); v("save_latents", t.save_latents);
-  v("latent_noise", t.latent_noise); v("patience", t.patience); v("lr_decay_epoch", t.lr_decay_epoch);
-  v("lr_decay", t.lr_decay); v("dtype", t.dtype);
+  v("weight_decay", t.weight_decay);
+  v("grad_clip", t.grad_clip);
+  v("seed", t.seed);
+  v("threads", t.threads);
+  v("blas_threads", t.blas_threads);
+  v("device", t.device);
+  v("eval_batch_size", t.eval_batch_size);
+  v("num_samples", t.num_samples);
+  v("save_latents", t.save_latents);
+  v("latent_noise", t.latent_noise);
+  v("patience", t.patience);
+  v("lr_decay_epoch", t.lr_decay_epoch);
+  v("lr_decay", t.lr_decay);
+  v("dtype", t.dtype);
   auto& f = c.flow;
   v.section("flow");
-  v("type", f.type); v("layers", f.layers); v("hidden", f.hidden); v("hidden_layers", f.hidden_layers);
-  v("conditioner", f.conditioner); v("bins", f.bins); v("tail_bound", f.tail_bound);
-  v("min_bin_width", f.min_bin_width); v("min_bin_height", f.min_bin_height); v("min_derivative", f.min_derivative);
-  v("permutation", f.permutation); v("actnorm", f.actnorm); v("batch_norm", f.batch_norm); v("seed", f.seed);
+  v("type", f.type);
+  v("layers", f.layers);
+  v("hidden", f.hidden);
+  v("hidden_layers", f.hidden_layers);
+  v("conditioner", f.conditioner);
+  v("bins", f.bins);
+  v("tail_bound", f.tail_bound);
+  v("min_bin_width", f.min_bin_width);
+  v("min_bin_height", f.min_bin_height);
+  v("min_derivative", f.min_derivative);
+  v("permutation", f.permutation);
+  v("actnorm", f.actnorm);
+  v("batch_norm", f.batch_norm);
+  v("seed", f.seed);
 }
 
 /// Which families use a `model` key: a key given that the chosen model does not use is an
@@ -80,7 +123,9 @@ struct KeyLister {
   std::string current;
   void section(const std::string& s) { current = s; }
   template <class T>
-  void operator()(const std::string& key, T&) { keys[current].push_back(key); }
+  void operator()(const std::string& key, T&) {
+    keys[current].push_back(key);
+  }
 };
 
 /// Reads present keys from the YAML tree into the typed fields.
@@ -102,8 +147,8 @@ struct Parser {
     try {
       field = convert<T>(value);
     } catch (const YAML::Exception&) {
-      throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&field) +
-                  ", got " + describe(value));
+      throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&field) + ", got " +
+                  describe(value));
     }
   }
   template <class T>
@@ -180,7 +225,8 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   for (const auto& sec : root) {
     const std::string s = sec.first.as<std::string>();
     const std::string line = source + ":" + std::to_string(sec.first.Mark().line + 1);
-    if (!lister.keys.count(s)) throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow");
+    if (!lister.keys.count(s))
+      throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow");
     if (sec.second.IsNull()) continue;
     require(sec.second.IsMap(), line + ": section '" + s + "' must be a mapping of keys");
     const auto& valid = lister.keys[s];
@@ -241,7 +287,8 @@ void validate(const Config& c) {
     if (!ok) throw Error(c.where(key) + ": key '" + key + "': expected " + expected + ", got " + got);
   };
   auto in = [](const std::string& v, std::initializer_list<const char*> options) {
-    for (const char* o : options) if (v == o) return true;
+    for (const char* o : options)
+      if (v == o) return true;
     return false;
   };
   const auto& d = c.data;
@@ -249,7 +296,8 @@ void validate(const Config& c) {
   const auto& t = c.train;
   check(d.val_size >= 0, "data.val_size", "an integer >= 0", std::to_string(d.val_size));
   check(d.subset >= 0, "data.subset", "an integer >= 0 (0 = all)", std::to_string(d.subset));
-  check(d.channels == 0 || d.channels == 1 || d.channels == 3, "data.channels", "0, 1 or 3", std::to_string(d.channels));
+  check(d.channels == 0 || d.channels == 1 || d.channels == 3, "data.channels", "0, 1 or 3",
+        std::to_string(d.channels));
   check(d.image_size >= 0, "data.image_size", "an integer >= 0", std::to_string(d.image_size));
   check(d.shift >= 0, "data.shift", "an integer >= 0", std::to_string(d.shift));
   check(d.synthetic_size > 0, "data.synthetic_size", "a positive integer", std::to_string(d.synthetic_size));
@@ -266,18 +314,22 @@ void validate(const Config& c) {
   for (auto ch : m.channels) check(ch > 0, "model.channels", "positive widths", std::to_string(ch));
   check(!m.channels.empty() || m.arch != "conv", "model.channels", "at least one conv width", "[]");
   check(m.kernel >= 2, "model.kernel", "a kernel size >= 2", std::to_string(m.kernel));
-  check(in(m.activation, {"relu", "leaky_relu", "elu", "silu"}), "model.activation", "relu, leaky_relu, elu or silu", "'" + m.activation + "'");
-  check(in(m.recon_loss, {"mse", "bce", "bernoulli", "gaussian"}), "model.recon_loss", "mse, bce, bernoulli or gaussian", "'" + m.recon_loss + "'");
+  check(in(m.activation, {"relu", "leaky_relu", "elu", "silu"}), "model.activation", "relu, leaky_relu, elu or silu",
+        "'" + m.activation + "'");
+  check(in(m.recon_loss, {"mse", "bce", "bernoulli", "gaussian"}), "model.recon_loss",
+        "mse, bce, bernoulli or gaussian", "'" + m.recon_loss + "'");
   check(m.beta >= 0, "model.beta", "a number >= 0", std::to_string(m.beta));
   check(m.sigma > 0, "model.sigma", "a positive number", std::to_string(m.sigma));
   check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
   check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));
-  check(in(t.lr_schedule, {"constant", "cosine", "step"}), "train.lr_schedule", "constant, cosine or step", "'" + t.lr_schedule + "'");
+  check(in(t.lr_schedule, {"constant", "cosine", "step"}), "train.lr_schedule", "constant, cosine or step",
+        "'" + t.lr_schedule + "'");
   check(in(t.optimizer, {"adam", "adamw", "sgd"}), "train.optimizer", "adam, adamw or sgd", "'" + t.optimizer + "'");
   check(t.momentum >= 0 && t.momentum < 1, "train.momentum", "a number in [0, 1)", std::to_string(t.momentum));
   check(t.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", std::to_string(t.warmup_epochs));
-  check(in(t.model_checkpoint, {"best", "last"}), "train.model_checkpoint", "best or last", "'" + t.model_checkpoint + "'");
+  check(in(t.model_checkpoint, {"best", "last"}), "train.model_checkpoint", "best or last",
+        "'" + t.model_checkpoint + "'");
   check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
   check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
   check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
@@ -291,10 +343,14 @@ void validate(const Config& c) {
   check(in(f.conditioner, {"mlp", "resnet"}), "flow.conditioner", "mlp or resnet", "'" + f.conditioner + "'");
   check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
   check(f.tail_bound > 0, "flow.tail_bound", "a positive number", std::to_string(f.tail_bound));
-  check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins", std::to_string(f.min_bin_width));
-  check(f.min_bin_height > 0 && f.min_bin_height * double(f.bins) < 1, "flow.min_bin_height", "0 < height < 1/bins", std::to_string(f.min_bin_height));
-  check(f.min_derivative > 0 && f.min_derivative < 1, "flow.min_derivative", "a number in (0, 1)", std::to_string(f.min_derivative));
-  check(in(f.permutation, {"reverse", "random", "lu"}), "flow.permutation", "reverse, random or lu", "'" + f.permutation + "'");
+  check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins",
+        std::to_string(f.min_bin_width));
+  check(f.min_bin_height > 0 && f.min_bin_height * double(f.bins) < 1, "flow.min_bin_height", "0 < height < 1/bins",
+        std::to_string(f.min_bin_height));
+  check(f.min_derivative > 0 && f.min_derivative < 1, "flow.min_derivative", "a number in (0, 1)",
+        std::to_string(f.min_derivative));
+  check(in(f.permutation, {"reverse", "random", "lu"}), "flow.permutation", "reverse, random or lu",
+        "'" + f.permutation + "'");
   check(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", std::to_string(t.weight_decay));
   check(t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 = off)", std::to_string(t.grad_clip));
   check(t.threads >= 0, "train.threads", "an integer >= 0 (0 = all cores)", std::to_string(t.threads));

@@ -1,5 +1,5 @@
 // Precompiled header: the heavy, stable includes shared by every translation unit.
 #pragma once
-#include <torch/torch.h>
 #include <spdlog/spdlog.h>
+#include <torch/torch.h>
 #include <yaml-cpp/yaml.h>

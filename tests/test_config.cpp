@@ -63,7 +63,8 @@ TEST(Config, WrongTypeAndRangeErrors) {
 }
 
 TEST(Config, SetOverridesAnyKey) {
-  Config c = parse_config("train:\n  epochs: 10\n", "c.yml", {"train.epochs=3", "model.arch=mlp", "model.hidden=[64, 32]", "data.name=mnist"});
+  Config c = parse_config("train:\n  epochs: 10\n", "c.yml",
+                          {"train.epochs=3", "model.arch=mlp", "model.hidden=[64, 32]", "data.name=mnist"});
   EXPECT_EQ(c.train.epochs, 3);
   EXPECT_EQ(c.model.hidden, (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(c.data.name, "mnist");
@@ -74,7 +75,8 @@ TEST(Config, SetOverridesAnyKey) {
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {
-  Config c = parse_config("model:\n  type: vae\n  arch: mlp\n  hidden: [10, 20]\ntrain:\n  lr: 0.005\n  seed: 42\n", "c.yml");
+  Config c =
+      parse_config("model:\n  type: vae\n  arch: mlp\n  hidden: [10, 20]\ntrain:\n  lr: 0.005\n  seed: 42\n", "c.yml");
   Config back = parse_config(to_yaml(c), "resolved.yml");
   EXPECT_EQ(to_yaml(back), to_yaml(c));
   EXPECT_EQ(back.model.type, "vae");

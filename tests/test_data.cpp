@@ -85,10 +85,12 @@ TEST(Idx, TruncatedAndCorruptFilesGiveClearErrors) {
 
 TEST(Npy, RoundTripEveryDtype) {
   TempDir tmp;
-  std::vector<torch::Tensor> tensors = {
-      torch::randn({3, 4}), torch::randn({2, 1, 5}, torch::kFloat64),
-      torch::randint(0, 256, {7}, torch::kLong).to(torch::kUInt8), torch::randint(-1000, 1000, {2, 3}, torch::kLong),
-      torch::randint(-5, 5, {4}, torch::kLong).to(torch::kInt32), torch::randn({6, 2, 2, 2}).gt(0)};
+  std::vector<torch::Tensor> tensors = {torch::randn({3, 4}),
+                                        torch::randn({2, 1, 5}, torch::kFloat64),
+                                        torch::randint(0, 256, {7}, torch::kLong).to(torch::kUInt8),
+                                        torch::randint(-1000, 1000, {2, 3}, torch::kLong),
+                                        torch::randint(-5, 5, {4}, torch::kLong).to(torch::kInt32),
+                                        torch::randn({6, 2, 2, 2}).gt(0)};
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto path = tmp.file("t" + std::to_string(i) + ".npy");
     write_npy(path, tensors[i]);
@@ -166,7 +168,8 @@ TEST(Datasets, RegistryListsNamesForUnknownDataset) {
   EXPECT_NE(msg.find("'fashion_mnist'"), std::string::npos) << msg;
   // Exactly the registered names, each listed as a whole entry (not found inside "fashion_mnist").
   EXPECT_EQ(pae::testing::listed_names(msg), DatasetRegistry::instance().names()) << msg;
-  for (const char* name : {"fashion-mnist", "mnist", "cifar10", "image-folder", "npy", "noise", "constant", "constant-gray"}) {
+  for (const char* name :
+       {"fashion-mnist", "mnist", "cifar10", "image-folder", "npy", "noise", "constant", "constant-gray"}) {
     const auto names = pae::testing::listed_names(msg);
     EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name << " missing from: " << msg;
   }
@@ -227,7 +230,10 @@ TEST(Datasets, RootsResolveThroughPaeDataDir) {
   DataOptions o;
   o.name = "mnist";
   EXPECT_EQ(load_dataset(o, Split::kTest).size(), 10);
-  if (old) setenv("PAE_DATA_DIR", saved.c_str(), 1); else unsetenv("PAE_DATA_DIR");
+  if (old)
+    setenv("PAE_DATA_DIR", saved.c_str(), 1);
+  else
+    unsetenv("PAE_DATA_DIR");
 }
 
 TEST(Datasets, SyntheticSetsAreSeededAndShaped) {
@@ -241,8 +247,8 @@ TEST(Datasets, SyntheticSetsAreSeededAndShaped) {
   o.name = "constant";
   o.channels = 3;
   auto c = load_dataset(o, Split::kTest).images;
-  EXPECT_TRUE(torch::allclose(c.amax({2, 3}), c.amin({2, 3})));      // constant per channel
-  EXPECT_FALSE(torch::allclose(c.select(1, 0), c.select(1, 1)));     // colours differ
+  EXPECT_TRUE(torch::allclose(c.amax({2, 3}), c.amin({2, 3})));   // constant per channel
+  EXPECT_FALSE(torch::allclose(c.select(1, 0), c.select(1, 1)));  // colours differ
   o.name = "constant-gray";
   auto g = load_dataset(o, Split::kTest).images;
   EXPECT_TRUE(torch::allclose(g.select(1, 0), g.select(1, 2)));
@@ -311,7 +317,8 @@ TEST(Datasets, AugmentationKeepsRangeAndShape) {
 
 TEST(Datasets, MnistTestSetFromPaeDataDir) {
   const char* dir = std::getenv("PAE_DATA_DIR");
-  if (dir == nullptr) GTEST_SKIP() << "PAE_DATA_DIR is not set (.ci/run and scripts/test.sh set it to the shared MNIST test set)";
+  if (dir == nullptr)
+    GTEST_SKIP() << "PAE_DATA_DIR is not set (.ci/run and scripts/test.sh set it to the shared MNIST test set)";
   DataOptions o;
   o.name = "mnist";
   auto d = load_dataset(o, Split::kTest);

@@ -136,7 +136,6 @@ ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t cras
   return r;
 }
 
-
 }  // namespace
 
 TEST(Engine, EachOptimizerStepsOnlyItsGroupThroughBothPhases) {

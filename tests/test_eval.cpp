@@ -8,11 +8,11 @@
 #include "pae/config.h"
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
+#include "pae/eval/features.h"
 #include "pae/eval/pae.h"
 #include "pae/eval/reports.h"
-#include "pae/metrics/ood.h"
 #include "pae/flows/latent_flow.h"
-#include "pae/eval/features.h"
+#include "pae/metrics/ood.h"
 #include "pae/models/autoencoder.h"
 #include "pae/train/classifier_run.h"
 #include "pae/train/flow_run.h"
@@ -136,9 +136,13 @@ TEST(Eval, UsersOwnImagesAreSets) {
   EXPECT_TRUE(torch::equal(set.images, torch::full({6, 1, 8, 8}, 0.25)));
   // "npy:test" still names the split of an AE trained on an npy dataset.
   EXPECT_EQ(eval::load_set("npy:test", c, {1, 8, 8}).size(), 40);
-  EXPECT_NE(error_of([&] { eval::load_set("npy:" + tmp.file("none.npy"), c, {1, 8, 8}); }).find("none.npy"),
+  EXPECT_NE(error_of([&] {
+              eval::load_set("npy:" + tmp.file("none.npy"), c, {1, 8, 8});
+            }).find("none.npy"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { eval::load_set("folder:" + tmp.file("no-folder"), c, {1, 8, 8}); }).find("no-folder"),
+  EXPECT_NE(error_of([&] {
+              eval::load_set("folder:" + tmp.file("no-folder"), c, {1, 8, 8});
+            }).find("no-folder"),
             std::string::npos);
 }
 

@@ -7,8 +7,8 @@
 #include "pae/data/npy.h"
 #include "pae/flows/flow.h"
 #include "pae/flows/latent_flow.h"
-#include "pae/train/flow_run.h"
 #include "pae/flows/spline.h"
+#include "pae/train/flow_run.h"
 #include "pae/util/error.h"
 #include "test_util.h"
 
@@ -288,7 +288,7 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
       "flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 10\n  lr: 3.0e-3\n  batch_size: 100\n",
       "t.yml");
   auto summary = pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
-                                 {tmp.file("flow"), false, false, true});
+                                             {tmp.file("flow"), false, false, true});
   EXPECT_EQ(summary.epochs, 10);
   EXPECT_GT(summary.mean_log_prob.at("test"), summary.gaussian_log_prob.at("test") - 0.3);
   for (const char* f : {"config.yml", "metrics.jsonl", "latents.json", "summary.json", "checkpoints/best.pt",
@@ -304,7 +304,8 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   // Latents of another dimension are refused with the file named.
   pae::data::write_npy(tmp.file("bad_val.npy"), torch::randn({10, 4}));
   auto msg = pae::testing::error_of([&] {
-    pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("bad_val.npy"), ""}, {tmp.file("flow2"), false, false, true});
+    pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("bad_val.npy"), ""},
+                                {tmp.file("flow2"), false, false, true});
   });
   EXPECT_NE(msg.find("bad_val.npy"), std::string::npos) << msg;
 }

@@ -62,8 +62,8 @@ TEST(Train, WritesTheRunDirectory) {
   EXPECT_EQ(summary.epochs_completed, 2);
   EXPECT_TRUE(summary.test_metrics.count("mse"));
   for (const char* f : {"config.yml", "train.log", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
-                        "recon.png", "samples.png", "summary.json", "model.json", "latents/train.npy", "latents/val.npy",
-                        "latents/test.npy", "latents/test_labels.npy"})
+                        "recon.png", "samples.png", "summary.json", "model.json", "latents/train.npy",
+                        "latents/val.npy", "latents/test.npy", "latents/test_labels.npy"})
     EXPECT_TRUE(std::filesystem::exists(tmp.path() / "run" / f)) << f;
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
   EXPECT_EQ(data::read_npy(tmp.file("run/latents/train.npy")).sizes(), (std::vector<int64_t>{80, 3}));
@@ -111,7 +111,6 @@ namespace {
 
 std::string bytes(const std::string& path) { return read_text(path); }
 
-
 }  // namespace
 
 TEST(Train, RunResumedAfterEveryEpochEndsLikeAnUninterruptedRun) {
@@ -134,7 +133,8 @@ TEST(Train, RunResumedAfterEveryEpochEndsLikeAnUninterruptedRun) {
   for (const char* f : {"latents/train.npy", "latents/val.npy", "latents/test.npy"})
     EXPECT_TRUE(bytes(tmp.file(std::string("straight/") + f)) == bytes(tmp.file(std::string("resumed/") + f))) << f;
   EXPECT_EQ(count_lines(tmp.file("resumed/metrics.jsonl")), 260);
-  EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("resumed/metrics.jsonl")), pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+  EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("resumed/metrics.jsonl")),
+            pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
   // Checkpoints: the same weights and the same progress (optimizer state is keyed by tensor
   // addresses in the file, so the bytes differ; the next test compares it by training on).
   for (const char* which : {"best", "last"}) {
@@ -149,12 +149,16 @@ TEST(Train, RunResumedAfterEveryEpochEndsLikeAnUninterruptedRun) {
     const auto pa = a->parameters(), pb = b->parameters();
     for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << which << " parameter " << i;
   }
-  EXPECT_EQ(train::load_weights(tmp.file("resumed"), "last", *models::build_autoencoder(c.model, {1, 8, 8})).epoch, 260);
+  EXPECT_EQ(train::load_weights(tmp.file("resumed"), "last", *models::build_autoencoder(c.model, {1, 8, 8})).epoch,
+            260);
   // Optimizer state and RNG: one more epoch from each last.pt ends in the same place.
   c.train.epochs = 261;
-  for (const char* run : {"straight", "resumed"}) train::train_autoencoder(c, {tmp.file(run), "cpu", true, false, true});
-  auto a = params_of(tmp.file("straight/checkpoints/last.pt"), c), b = params_of(tmp.file("resumed/checkpoints/last.pt"), c);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "after one more epoch, parameter " << i;
+  for (const char* run : {"straight", "resumed"})
+    train::train_autoencoder(c, {tmp.file(run), "cpu", true, false, true});
+  auto a = params_of(tmp.file("straight/checkpoints/last.pt"), c),
+       b = params_of(tmp.file("resumed/checkpoints/last.pt"), c);
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << "after one more epoch, parameter " << i;
 }
 
 TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {

@@ -2,13 +2,12 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <cstring>
-#include <sstream>
 
 #include "pae/train/engine.h"
 #include "pae/util/fs.h"

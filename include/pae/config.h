@@ -21,7 +21,7 @@ struct Config {
   ModelOptions model;
   TrainOptions train;
   flows::FlowOptions flow;  ///< the `flow` section (pae-flow)
-  std::string source;  ///< file it was read from
+  std::string source;       ///< file it was read from
   /// "file:line" (or "--set") of every key given, e.g. locations["train.epochs"].
   std::map<std::string, std::string> locations;
 

@@ -24,9 +24,12 @@ Split parse_split(const std::string& text) {
 
 std::string to_string(Split split) {
   switch (split) {
-    case Split::kTrain: return "train";
-    case Split::kVal: return "val";
-    case Split::kTest: return "test";
+    case Split::kTrain:
+      return "train";
+    case Split::kVal:
+      return "val";
+    case Split::kTest:
+      return "test";
   }
   return "?";
 }
@@ -43,11 +46,9 @@ std::vector<std::string> candidate_roots(const std::string& name, const std::str
   return roots;
 }
 
-std::pair<std::vector<int64_t>, std::vector<int64_t>> carve_train_val(int64_t n, int64_t val_size,
-                                                                      uint64_t seed) {
-  require(val_size >= 0 && val_size < n, "data.val_size " + std::to_string(val_size) +
-                                             ": expected 0 <= val_size < " + std::to_string(n) +
-                                             " (the training split's size)");
+std::pair<std::vector<int64_t>, std::vector<int64_t>> carve_train_val(int64_t n, int64_t val_size, uint64_t seed) {
+  require(val_size >= 0 && val_size < n, "data.val_size " + std::to_string(val_size) + ": expected 0 <= val_size < " +
+                                             std::to_string(n) + " (the training split's size)");
   std::vector<int64_t> perm(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) perm[size_t(i)] = i;
   // Our own Fisher-Yates on mt19937_64: the same carve on every LibTorch version and device.
@@ -70,8 +71,8 @@ const char* kHowToObtain =
     "binary files into ./data/<name> or set data.root or PAE_DATA_DIR";
 
 /// Finds `file` (or `file`.gz) in the first candidate root that has it.
-std::string find_file(const std::string& name, const std::string& config_root,
-                      const std::vector<std::string>& files, Split split) {
+std::string find_file(const std::string& name, const std::string& config_root, const std::vector<std::string>& files,
+                      Split split) {
   std::ostringstream tried;
   for (const auto& root : candidate_roots(name, config_root)) {
     for (const auto& f : files) {
@@ -80,8 +81,8 @@ std::string find_file(const std::string& name, const std::string& config_root,
       tried << (tried.tellp() > 0 ? ", " : "") << p.string();
     }
   }
-  throw Error("dataset '" + name + "' split '" + to_string(split) + "' not found; tried " +
-              tried.str() + ". To obtain it: " + kHowToObtain);
+  throw Error("dataset '" + name + "' split '" + to_string(split) + "' not found; tried " + tried.str() +
+              ". To obtain it: " + kHowToObtain);
 }
 
 Dataset index(const Dataset& d, const std::vector<int64_t>& idx) {
@@ -100,11 +101,14 @@ Dataset carve(Dataset pool, const DataOptions& o, Split split) {
 
 Dataset load_idx_family(const std::string& name, const DataOptions& o, Split split) {
   const std::string prefix = split == Split::kTest ? "t10k" : "train";
-  const auto images_path = find_file(name, o.root, {prefix + "-images-idx3-ubyte.gz", prefix + "-images-idx3-ubyte"}, split);
-  const auto labels_path = find_file(name, o.root, {prefix + "-labels-idx1-ubyte.gz", prefix + "-labels-idx1-ubyte"}, split);
+  const auto images_path =
+      find_file(name, o.root, {prefix + "-images-idx3-ubyte.gz", prefix + "-images-idx3-ubyte"}, split);
+  const auto labels_path =
+      find_file(name, o.root, {prefix + "-labels-idx1-ubyte.gz", prefix + "-labels-idx1-ubyte"}, split);
   auto images = read_idx(images_path);
   auto labels = read_idx(labels_path);
-  require(images.dim() == 3, images_path + ": expected an [N,H,W] image file, got rank " + std::to_string(images.dim()));
+  require(images.dim() == 3,
+          images_path + ": expected an [N,H,W] image file, got rank " + std::to_string(images.dim()));
   require(labels.dim() == 1 && labels.size(0) == images.size(0),
           labels_path + ": expected " + std::to_string(images.size(0)) + " labels to match " + images_path);
   Dataset pool{images.unsqueeze(1).to(torch::kFloat).div_(255.0), labels.to(torch::kInt64), name, split};
@@ -168,14 +172,16 @@ Dataset load_npy(const DataOptions& o, Split split) {
 Dataset read_npy_split(const DataOptions& o, Split split) {
   const std::string path = with_split(o.path, split);
   auto x = read_npy(path);
-  require(x.dim() == 3 || x.dim() == 4, path + ": expected images [N,H,W] or [N,C,H,W], got rank " + std::to_string(x.dim()));
+  require(x.dim() == 3 || x.dim() == 4,
+          path + ": expected images [N,H,W] or [N,C,H,W], got rank " + std::to_string(x.dim()));
   if (x.dim() == 3) x = x.unsqueeze(1);
   if (x.scalar_type() == torch::kUInt8) {
     x = x.to(torch::kFloat).div_(255.0);
   } else {
     x = x.to(torch::kFloat);
     const double lo = x.min().item<double>(), hi = x.max().item<double>();
-    require(lo >= 0.0 && hi <= 1.0, path + ": float images must lie in [0,1], found [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    require(lo >= 0.0 && hi <= 1.0,
+            path + ": float images must lie in [0,1], found [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
   torch::Tensor y = torch::zeros({x.size(0)}, torch::kInt64);
   if (!o.labels_path.empty()) {
@@ -185,7 +191,6 @@ Dataset read_npy_split(const DataOptions& o, Split split) {
   }
   return Dataset{x, y, "npy", split};
 }
-
 
 /// Synthetic sets of the NAE paper, generated from a seed (different per split).
 Dataset load_synthetic(const std::string& kind, const DataOptions& o, Split split) {
@@ -251,7 +256,8 @@ Dataset load_dataset(const DataOptions& options, Split split) {
     auto keep = torch::ones({d.size()}, torch::kBool);
     if (!options.classes.empty()) keep = torch::isin(d.labels, torch::tensor(options.classes, torch::kInt64));
     if (!options.holdout_classes.empty())
-      keep = keep.logical_and(torch::isin(d.labels, torch::tensor(options.holdout_classes, torch::kInt64)).logical_not());
+      keep =
+          keep.logical_and(torch::isin(d.labels, torch::tensor(options.holdout_classes, torch::kInt64)).logical_not());
     auto idx = keep.nonzero().reshape({-1});
     d.images = d.images.index_select(0, idx);
     d.labels = d.labels.index_select(0, idx);

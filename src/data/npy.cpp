@@ -76,14 +76,14 @@ at::Tensor read_npy(const std::string& path) {
                                "' (expected float32, float64, uint8, int32, int64 or bool, "
                                "little-endian)");
   require(std::regex_search(header, m, fortran_re), path + ": .npy header has no 'fortran_order'");
-  require(m[1].str() == "False", path + ": Fortran-order arrays are not supported; save with "
-                                        "np.ascontiguousarray");
+  require(m[1].str() == "False", path +
+                                     ": Fortran-order arrays are not supported; save with "
+                                     "np.ascontiguousarray");
   require(std::regex_search(header, m, shape_re), path + ": .npy header has no 'shape'");
   std::vector<int64_t> shape;
   const std::string dims = m[1].str();
   static const std::regex int_re("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), int_re); it != std::sregex_iterator();
-       ++it)
+  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), int_re); it != std::sregex_iterator(); ++it)
     shape.push_back(std::stoll(it->str()));
 
   int64_t numel = 1;
@@ -91,8 +91,8 @@ at::Tensor read_npy(const std::string& path) {
   auto tensor = torch::empty(shape, torch::TensorOptions().dtype(code->dtype));
   const auto bytes = static_cast<std::streamsize>(numel * code->size);
   in.read(static_cast<char*>(tensor.data_ptr()), bytes);
-  require(in.gcount() == bytes, path + ": truncated: expected " + std::to_string(bytes) +
-                                    " data bytes, found " + std::to_string(in.gcount()));
+  require(in.gcount() == bytes, path + ": truncated: expected " + std::to_string(bytes) + " data bytes, found " +
+                                    std::to_string(in.gcount()));
   return tensor;
 }
 
@@ -101,9 +101,11 @@ void write_npy(const std::string& path, const at::Tensor& tensor) {
   TORCH_CHECK(code != nullptr, "write_npy: unsupported dtype ", tensor.scalar_type());
   auto t = tensor.detach().to(torch::kCPU).contiguous();
   std::string shape = "(";
-  for (int64_t i = 0; i < t.dim(); ++i) shape += std::to_string(t.size(i)) + (t.dim() == 1 ? "," : i + 1 < t.dim() ? ", " : "");
+  for (int64_t i = 0; i < t.dim(); ++i)
+    shape += std::to_string(t.size(i)) + (t.dim() == 1 ? "," : i + 1 < t.dim() ? ", " : "");
   shape += ")";
-  std::string header = std::string("{'descr': '") + code->descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  std::string header =
+      std::string("{'descr': '") + code->descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   // Pad so that magic + len + header is a multiple of 64 bytes, ending in '\n'.
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');

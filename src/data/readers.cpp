@@ -59,13 +59,32 @@ at::Tensor read_idx(const std::string& path) {
   torch::Dtype dtype;
   size_t elem = 0;
   switch (type) {
-    case 0x08: dtype = torch::kUInt8; elem = 1; break;
-    case 0x09: dtype = torch::kInt8; elem = 1; break;
-    case 0x0B: dtype = torch::kInt16; elem = 2; break;
-    case 0x0C: dtype = torch::kInt32; elem = 4; break;
-    case 0x0D: dtype = torch::kFloat32; elem = 4; break;
-    case 0x0E: dtype = torch::kFloat64; elem = 8; break;
-    default: throw Error(path + ": not an IDX file (unknown element type 0x" + std::to_string(type) + ")");
+    case 0x08:
+      dtype = torch::kUInt8;
+      elem = 1;
+      break;
+    case 0x09:
+      dtype = torch::kInt8;
+      elem = 1;
+      break;
+    case 0x0B:
+      dtype = torch::kInt16;
+      elem = 2;
+      break;
+    case 0x0C:
+      dtype = torch::kInt32;
+      elem = 4;
+      break;
+    case 0x0D:
+      dtype = torch::kFloat32;
+      elem = 4;
+      break;
+    case 0x0E:
+      dtype = torch::kFloat64;
+      elem = 8;
+      break;
+    default:
+      throw Error(path + ": not an IDX file (unknown element type 0x" + std::to_string(type) + ")");
   }
   require(rank >= 1 && rank <= 4, path + ": not an IDX file (rank " + std::to_string(rank) + ")");
   require(bytes.size() >= 4 + 4 * size_t(rank), path + ": truncated IDX header");
@@ -78,8 +97,7 @@ at::Tensor read_idx(const std::string& path) {
   const size_t offset = 4 + 4 * size_t(rank);
   const size_t expected = offset + size_t(numel) * elem;
   require(bytes.size() == expected, path + ": truncated or oversized IDX data: header promises " +
-                                        std::to_string(expected) + " bytes, file has " +
-                                        std::to_string(bytes.size()));
+                                        std::to_string(expected) + " bytes, file has " + std::to_string(bytes.size()));
   auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
   std::memcpy(t.data_ptr(), p + offset, size_t(numel) * elem);
   if (elem > 1) {  // IDX is big-endian
@@ -95,8 +113,7 @@ void write_idx(const std::string& path, const at::Tensor& tensor, bool gzip) {
   std::string bytes = {0, 0, 0x08, static_cast<char>(t.dim())};
   for (int64_t i = 0; i < t.dim(); ++i) {
     const auto d = static_cast<uint32_t>(t.size(i));
-    bytes += {static_cast<char>(d >> 24), static_cast<char>(d >> 16), static_cast<char>(d >> 8),
-              static_cast<char>(d)};
+    bytes += {static_cast<char>(d >> 24), static_cast<char>(d >> 16), static_cast<char>(d >> 8), static_cast<char>(d)};
   }
   bytes.append(static_cast<const char*>(t.data_ptr()), size_t(t.numel()));
   atomic_write(path, [&](const fs::path& tmp) {
@@ -115,9 +132,9 @@ void write_idx(const std::string& path, const at::Tensor& tensor, bool gzip) {
 std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path) {
   constexpr size_t kRecord = 1 + 3 * 32 * 32;
   const std::string bytes = read_maybe_gzip(path);
-  require(!bytes.empty() && bytes.size() % kRecord == 0,
-          path + ": not a CIFAR-10 binary batch (size " + std::to_string(bytes.size()) +
-              " is not a multiple of 3073-byte records)");
+  require(!bytes.empty() && bytes.size() % kRecord == 0, path + ": not a CIFAR-10 binary batch (size " +
+                                                             std::to_string(bytes.size()) +
+                                                             " is not a multiple of 3073-byte records)");
   const int64_t n = int64_t(bytes.size() / kRecord);
   auto raw = torch::from_blob(const_cast<char*>(bytes.data()), {n, int64_t(kRecord)}, torch::kUInt8);
   auto labels = raw.select(1, 0).to(torch::kInt64);
@@ -126,8 +143,7 @@ std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path) {
   return {images, labels};
 }
 
-std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root,
-                                                    const ImageFolderOptions& options) {
+std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root, const ImageFolderOptions& options) {
   require(fs::is_directory(root), "image folder not found: " + root);
   require(options.channels == 1 || options.channels == 3,
           "image folder: channels must be 1 or 3, got " + std::to_string(options.channels));

@@ -15,7 +15,8 @@ namespace {
 
 class DomainFeatures : public FeatureExtractor {
  public:
-  DomainFeatures(std::shared_ptr<models::Classifier> net, std::string what) : net_(std::move(net)), what_(std::move(what)) {}
+  DomainFeatures(std::shared_ptr<models::Classifier> net, std::string what)
+      : net_(std::move(net)), what_(std::move(what)) {}
   at::Tensor features(const at::Tensor& images) override {
     torch::NoGradGuard no_grad;
     net_->eval();
@@ -65,10 +66,10 @@ std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, Doma
   if (!quiet) spdlog::info("domain classifier {}: test accuracy {:.4f}", weights.string(), result.test_accuracy);
   if (info) *info = result;
   char what[512];
-  std::snprintf(what, sizeof(what),
-                "domain classifier %s (%s, %lld epochs, test accuracy %.4f), 128-d penultimate features, pixels in [0, 1]",
-                weights.string().c_str(), config.data.name.c_str(), static_cast<long long>(state.epoch),
-                result.test_accuracy);
+  std::snprintf(
+      what, sizeof(what),
+      "domain classifier %s (%s, %lld epochs, test accuracy %.4f), 128-d penultimate features, pixels in [0, 1]",
+      weights.string().c_str(), config.data.name.c_str(), static_cast<long long>(state.epoch), result.test_accuracy);
   return std::make_shared<DomainFeatures>(net, what);
 }
 

@@ -198,9 +198,8 @@ const std::map<std::string, SetGenerator>& generated_sets() {
       {"recon",
        [](Pae& pae, const GenerateOptions& o, const std::string&) {
          const auto set = load_set(pae.config().data.name + ":" + o.recon_split, pae.config(), pae.image_shape(), o.n);
-         return GeneratedSet{pae.reconstruct(set.images), "reconstructions of the first " +
-                                                              std::to_string(set.size()) + " " + o.recon_split +
-                                                              " images"};
+         return GeneratedSet{pae.reconstruct(set.images), "reconstructions of the first " + std::to_string(set.size()) +
+                                                              " " + o.recon_split + " images"};
        }},
       {"data",
        [](Pae& pae, const GenerateOptions& o, const std::string&) {
@@ -280,8 +279,9 @@ std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const 
 
 FidReport run_fid(Pae& pae, const FidOptions& o) {
   auto names = o.sets;
-  if (names.empty()) names = pae.has_flow() ? std::vector<std::string>{"recon", "flow", "prior"}
-                                            : std::vector<std::string>{"recon", "prior"};
+  if (names.empty())
+    names = pae.has_flow() ? std::vector<std::string>{"recon", "flow", "prior"}
+                           : std::vector<std::string>{"recon", "prior"};
   // Every name is checked, and the extractor built, before any long work.
   for (const auto& name : names) {
     const auto registered = generated_sets().count(name.substr(0, name.find(':')));
@@ -307,9 +307,9 @@ FidReport run_fid(Pae& pae, const FidOptions& o) {
 json FidReport::to_json(const Pae& pae) const {
   json results = json::object();
   for (const auto& row : rows)
-    results[row.set] = {{"fid", row.parts.total()},   {"mean_term", row.parts.mean_term},
+    results[row.set] = {{"fid", row.parts.total()},       {"mean_term", row.parts.mean_term},
                         {"cov_term", row.parts.cov_term}, {"spread", row.parts.spread},
-                        {"samples", row.samples},     {"what", row.what}};
+                        {"samples", row.samples},         {"what", row.what}};
   json j = runs_of(pae);
   j.update({{"extractor", extractor},
             {"reference", {{"set", reference}, {"samples", reference_samples}}},

@@ -5,7 +5,6 @@
 
 #include <cmath>
 
-
 namespace pae::flows {
 
 LatentFlow::LatentFlow(int64_t dim, const FlowOptions& options) : type_(options.type) {

@@ -18,11 +18,16 @@ std::string ImageShape::str() const {
 namespace {
 
 void push_activation(nn::Sequential& seq, const std::string& name) {
-  if (name == "relu") seq->push_back(nn::ReLU());
-  else if (name == "leaky_relu") seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
-  else if (name == "elu") seq->push_back(nn::ELU());
-  else if (name == "silu") seq->push_back(nn::SiLU());
-  else throw Error("model.activation '" + name + "': expected relu, leaky_relu, elu or silu");
+  if (name == "relu")
+    seq->push_back(nn::ReLU());
+  else if (name == "leaky_relu")
+    seq->push_back(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)));
+  else if (name == "elu")
+    seq->push_back(nn::ELU());
+  else if (name == "silu")
+    seq->push_back(nn::SiLU());
+  else
+    throw Error("model.activation '" + name + "': expected relu, leaky_relu, elu or silu");
 }
 
 int64_t conv_pad(int64_t k) { return (k - 1) / 2; }
@@ -33,8 +38,8 @@ std::vector<int64_t> conv_sizes(int64_t in, const ModelOptions& o) {
   std::vector<int64_t> sizes{in};
   for (size_t i = 0; i < o.channels.size(); ++i) {
     sizes.push_back(conv_out(sizes.back(), o.kernel));
-    require(sizes.back() >= 1, "model.channels: " + std::to_string(o.channels.size()) +
-                                   " stride-2 convs shrink a " + std::to_string(in) + "-pixel image to nothing");
+    require(sizes.back() >= 1, "model.channels: " + std::to_string(o.channels.size()) + " stride-2 convs shrink a " +
+                                   std::to_string(in) + "-pixel image to nothing");
   }
   return sizes;
 }
@@ -58,7 +63,8 @@ nn::Sequential make_encoder(const ModelOptions& o, const ImageShape& s, int64_t 
   const auto hs = conv_sizes(s.height, o), ws = conv_sizes(s.width, o);
   int64_t in = s.channels;
   for (auto ch : o.channels) {
-    seq->push_back(nn::Conv2d(nn::Conv2dOptions(in, ch, o.kernel).stride(2).padding(conv_pad(o.kernel)).bias(!o.batch_norm)));
+    seq->push_back(
+        nn::Conv2d(nn::Conv2dOptions(in, ch, o.kernel).stride(2).padding(conv_pad(o.kernel)).bias(!o.batch_norm)));
     if (o.batch_norm) seq->push_back(nn::BatchNorm2d(ch));
     push_activation(seq, o.activation);
     in = ch;
@@ -115,9 +121,11 @@ ImageShape known_image_shape(const data::DataOptions& d) {
   if (d.name == "fashion-mnist" || d.name == "mnist") return {1, 28, 28};
   if (d.name == "cifar10") return {3, 32, 32};
   if (d.name == "noise" || d.name == "constant" || d.name == "constant-gray")
-    return {d.channels > 0 ? d.channels : 1, d.image_size > 0 ? d.image_size : 28, d.image_size > 0 ? d.image_size : 28};
+    return {d.channels > 0 ? d.channels : 1, d.image_size > 0 ? d.image_size : 28,
+            d.image_size > 0 ? d.image_size : 28};
   if (d.name == "image-folder")
-    return {d.channels > 0 ? d.channels : 3, d.image_size > 0 ? d.image_size : 64, d.image_size > 0 ? d.image_size : 64};
+    return {d.channels > 0 ? d.channels : 3, d.image_size > 0 ? d.image_size : 64,
+            d.image_size > 0 ? d.image_size : 64};
   return {0, 0, 0};
 }
 

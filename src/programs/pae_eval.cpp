@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   auto* fid = app.add_subcommand("fid", "Fréchet distance of generated sets to a reference split");
   common(fid, true);
   fid->add_option("--sets", fid_sets, "comma-separated: recon, flow, prior, data, npy:FILE (default recon,flow,prior)");
-  fid->add_option("--ref", fo.ref, "reference split of the AE's dataset")->check(CLI::IsMember({"train", "val", "test"}));
+  fid->add_option("--ref", fo.ref, "reference split of the AE's dataset")
+      ->check(CLI::IsMember({"train", "val", "test"}));
   fid->add_option("--recon-split", fo.generate.recon_split, "split reconstructed for 'recon' (and used for 'data')")
       ->check(CLI::IsMember({"train", "val", "test"}));
   fid->add_option("--n", fo.generate.n, "samples per set (and reference images)")->check(CLI::PositiveNumber);
@@ -79,7 +80,8 @@ int main(int argc, char** argv) {
   fid->add_option("--classifier", fo.extractor_options.classifier_dir,
                   "domain classifier run of pae-train (default runs/classifiers/<dataset>)");
   fid->add_option("--inception-weights", fo.extractor_options.inception_weights, "converted pytorch-fid weights");
-  fid->add_option("--protocol", fo.extractor_options.protocol, "inception preprocessing: pae (per-image min-max) | plain")
+  fid->add_option("--protocol", fo.extractor_options.protocol,
+                  "inception preprocessing: pae (per-image min-max) | plain")
       ->check(CLI::IsMember({"pae", "plain"}));
   try {
     app.parse(argc, argv);
@@ -102,9 +104,10 @@ int main(int argc, char** argv) {
       const auto report = pae::eval::run_ood(pae, oo);
       report.write(pae, out);
       std::printf("%s", pae::eval::ood_markdown(report.rows).c_str());
-      spdlog::info("OoD: {} in-distribution + {} OoD sets scored in {:.1f} s (total {:.1f} s); wrote {}, ood.md, "
-                   "roc_*.svg, scores/", report.sizes.at(report.in), report.sets.size(), report.seconds_scores,
-                   report.seconds_total, report_path);
+      spdlog::info(
+          "OoD: {} in-distribution + {} OoD sets scored in {:.1f} s (total {:.1f} s); wrote {}, ood.md, "
+          "roc_*.svg, scores/",
+          report.sizes.at(report.in), report.sets.size(), report.seconds_scores, report.seconds_total, report_path);
     } else if (*recon) {
       const auto report_path = pae::eval::prepare_report(out, "recon_" + split + ".json", force);
       const auto r = pae::eval::run_recon(pae, split, limit);
@@ -130,9 +133,10 @@ int main(int argc, char** argv) {
       po.limit = limit;
       const auto r = pae::eval::run_parzen(pae, po);
       pae::atomic_write_text(report_path, r.to_json(pae).dump(1) + "\n");
-      std::printf("Parzen log-likelihood on %s: %.2f +- %.2f (sigma %.4g chosen on %lld validation images, %lld samples)\n",
-                  r.test_set.c_str(), r.result.mean, r.result.std_error, r.result.sigma,
-                  static_cast<long long>(r.validation_images), static_cast<long long>(r.samples));
+      std::printf(
+          "Parzen log-likelihood on %s: %.2f +- %.2f (sigma %.4g chosen on %lld validation images, %lld samples)\n",
+          r.test_set.c_str(), r.result.mean, r.result.std_error, r.result.sigma,
+          static_cast<long long>(r.validation_images), static_cast<long long>(r.samples));
       spdlog::info("wrote {}", report_path);
     }
     return 0;

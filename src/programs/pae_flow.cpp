@@ -1,8 +1,9 @@
 // pae-flow: fits a normalizing flow on an auto-encoder's latents (the PAE's second stage),
 // samples through the whole PAE and interpolates in the flow's Gaussian space.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 
 #include "pae/config.h"
 #include "pae/data/dataset.h"
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
   std::string s_ae, s_flow, s_out;
   int64_t s_n = 64;
   double s_temperature = 1.0;
-  auto* sample = app.add_subcommand("sample", "PAE samples: noise -> flow -> decoder (PNG grid, images and latents as .npy)");
+  auto* sample =
+      app.add_subcommand("sample", "PAE samples: noise -> flow -> decoder (PNG grid, images and latents as .npy)");
   sample->add_option("--ae-run", s_ae, "auto-encoder run directory")->required();
   sample->add_option("--flow", s_flow, "flow run directory")->required();
   sample->add_option("--n", s_n, "number of samples")->check(CLI::Range(int64_t(1), int64_t(100000)));
@@ -44,7 +46,8 @@ int main(int argc, char** argv) {
 
   std::string i_ae, i_flow, i_out;
   int64_t i_a = 0, i_b = 1, i_steps = 10;
-  auto* interp = app.add_subcommand("interpolate", "interpolate two test images in the flow's Gaussian space (PNG strip)");
+  auto* interp =
+      app.add_subcommand("interpolate", "interpolate two test images in the flow's Gaussian space (PNG strip)");
   interp->add_option("--ae-run", i_ae, "auto-encoder run directory")->required();
   interp->add_option("--flow", i_flow, "flow run directory")->required();
   interp->add_option("--a", i_a, "index of the first test image");
@@ -70,7 +73,10 @@ int main(int argc, char** argv) {
         pae::data::write_npy(s_out + ".npy", x);
         pae::data::write_npy(s_out + "_latents.npy", z);
         pae::save_image_grid(pae.sample_prior(s_n), 8, s_out + "_prior.png");
-        spdlog::info("wrote {0}.png, {0}.npy (PAE samples), {0}_latents.npy (their latents) and {0}_prior.png (decoded N(0, I) codes)", s_out);
+        spdlog::info(
+            "wrote {0}.png, {0}.npy (PAE samples), {0}_latents.npy (their latents) and {0}_prior.png (decoded N(0, I) "
+            "codes)",
+            s_out);
       } else {
         auto test = pae::data::load_dataset(pae.config().data, pae::data::Split::kTest);
         pae::require(i_a >= 0 && i_a < test.size() && i_b >= 0 && i_b < test.size(),
@@ -79,11 +85,13 @@ int main(int argc, char** argv) {
         strip = torch::cat({test.images.slice(0, i_a, i_a + 1), strip, test.images.slice(0, i_b, i_b + 1)});
         if (i_out.empty()) i_out = (pae::fs::path(i_flow) / fmt::format("interpolation_{}_{}.png", i_a, i_b)).string();
         pae::save_image_grid(strip, strip.size(0), i_out);
-        spdlog::info("wrote {} (test image {}, {} steps in the flow's Gaussian space, test image {})", i_out, i_a, i_steps, i_b);
+        spdlog::info("wrote {} (test image {}, {} steps in the flow's Gaussian space, test image {})", i_out, i_a,
+                     i_steps, i_b);
       }
       return 0;
     }
-    pae::require(!config_path.empty() || (run.resume && !run_dir.empty()), "--config is required (or --resume with --run-dir)");
+    pae::require(!config_path.empty() || (run.resume && !run_dir.empty()),
+                 "--config is required (or --resume with --run-dir)");
     if (config_path.empty()) config_path = (pae::fs::path(run_dir) / "config.yml").string();
     pae::require(!latents.empty() || !ae_run.empty(), "give --latents FILE or --ae-run RUN");
     pae::require(latents.empty() || ae_run.empty(), "give --latents or --ae-run, not both");
@@ -99,7 +107,8 @@ int main(int argc, char** argv) {
       run_dir = (base / ("flow_" + pae::fs::path(config_path).stem().string())).string();
     }
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
-    spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
+    spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op,
+                 threads.blas);
     run.run_dir = run_dir;
     pae::train::fit_latent_flow(config, src, run);
     return 0;

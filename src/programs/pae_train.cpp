@@ -1,7 +1,8 @@
 // pae-train: trains an auto-encoder-family model from a YAML config into a run directory.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 
 #include "pae/config.h"
 #include "pae/train/classifier_run.h"
@@ -11,7 +12,8 @@
 #include "pae/util/runtime.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"pae-train: train an auto-encoder (ae, vae) or the domain classifier of FID (classifier) from a YAML config"};
+  CLI::App app{
+      "pae-train: train an auto-encoder (ae, vae) or the domain classifier of FID (classifier) from a YAML config"};
   std::string config_path, run_dir, device;
   std::vector<std::string> overrides;
   std::string seed;
@@ -40,7 +42,8 @@ int main(int argc, char** argv) {
     if (run_dir.empty()) run_dir = (pae::fs::path("runs") / pae::fs::path(config_path).stem()).string();
     pae::Config config = pae::load_config(config_path, overrides);
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
-    spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op, threads.blas);
+    spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op,
+                 threads.blas);
     run.run_dir = run_dir;
     run.device = config.train.device;
     if (config.model.type == "classifier")

@@ -77,8 +77,8 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& modu
     const auto params = module.parameters();
     archive.load_from(path, params.empty() ? torch::Device(torch::kCPU) : params.front().device());
   } catch (const c10::Error& e) {
-    throw Error("checkpoint " + path + " cannot be read (truncated or not a pae checkpoint): " +
-                first_line(e.what_without_backtrace()));
+    throw Error("checkpoint " + path +
+                " cannot be read (truncated or not a pae checkpoint): " + first_line(e.what_without_backtrace()));
   }
   CheckpointState state;
   torch::Tensor t;

@@ -40,7 +40,8 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   TrainData data;
   data.size = train_set.size();
   data.batch = [&](const torch::Tensor& idx) {
-    return nn::Batch{train_set.images.index_select(0, idx).to(device), train_set.labels.index_select(0, idx).to(device)};
+    return nn::Batch{train_set.images.index_select(0, idx).to(device),
+                     train_set.labels.index_select(0, idx).to(device)};
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
@@ -52,16 +53,16 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   ClassifierSummary summary{config.data.name, classes, net->accuracy(test.images, test.labels, t.eval_batch_size),
                             fit.state.epoch, model_epoch};
   atomic_write_text(run / "classifier.json", JsonObject()
-                                                 .add("dataset", summary.dataset)
-                                                 .add("classes", classes)
-                                                 .add("test_accuracy", summary.test_accuracy)
-                                                 .add("test_images", test.size())
-                                                 .add("epochs", summary.epochs)
-                                                 .add("checkpoint_epoch", summary.model_epoch)
-                                                 .add("checkpoint", t.model_checkpoint)
-                                                 .add("feature_dim", int64_t(128))
-                                                 .str() +
-                                             "\n");
+                                                     .add("dataset", summary.dataset)
+                                                     .add("classes", classes)
+                                                     .add("test_accuracy", summary.test_accuracy)
+                                                     .add("test_images", test.size())
+                                                     .add("epochs", summary.epochs)
+                                                     .add("checkpoint_epoch", summary.model_epoch)
+                                                     .add("checkpoint", t.model_checkpoint)
+                                                     .add("feature_dim", int64_t(128))
+                                                     .str() +
+                                                 "\n");
   if (!options.quiet)
     spdlog::info("domain classifier: test accuracy {:.4f} on {} {} test images; written to {}", summary.test_accuracy,
                  test.size(), config.data.name, run.string());

@@ -195,10 +195,10 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     const double seconds = progress.elapsed_seconds();
     const auto train_terms = ctx.means();
     for (const auto& [name, v] : train_terms)
-      require(std::isfinite(v), fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)",
-                                            epoch, name, v));
-    const auto val_terms = data.validation.x.defined() ? trainable.validate(data.validation, data.eval_batch_size)
-                                                       : nn::Terms{};
+      require(std::isfinite(v),
+              fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)", epoch, name, v));
+    const auto val_terms =
+        data.validation.x.defined() ? trainable.validate(data.validation, data.eval_batch_size) : nn::Terms{};
 
     double monitored;
     if (val_terms.count(monitor.name)) {

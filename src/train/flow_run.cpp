@@ -17,8 +17,8 @@ namespace pae::train {
 
 LatentSources latents_of_run(const std::string& ae_run) {
   const fs::path dir = fs::path(ae_run) / "latents";
-  require(fs::is_regular_file(dir / "train.npy"),
-          "--ae-run " + ae_run + ": " + (dir / "train.npy").string() + " not found (train the AE with pae-train first)");
+  require(fs::is_regular_file(dir / "train.npy"), "--ae-run " + ae_run + ": " + (dir / "train.npy").string() +
+                                                      " not found (train the AE with pae-train first)");
   LatentSources s;
   s.train = (dir / "train.npy").string();
   if (fs::is_regular_file(dir / "val.npy")) s.val = (dir / "val.npy").string();
@@ -50,7 +50,8 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   const int64_t d = train.size(1);
   torch::Tensor val = src.val.empty() ? torch::Tensor() : load_latents(src.val, d, "validation");
   torch::Tensor test = src.test.empty() ? torch::Tensor() : load_latents(src.test, d, "test");
-  spdlog::info("latents: train {} x {}{}{}", train.size(0), d, val.defined() ? fmt::format(", val {}", val.size(0)) : "",
+  spdlog::info("latents: train {} x {}{}{}", train.size(0), d,
+               val.defined() ? fmt::format(", val {}", val.size(0)) : "",
                test.defined() ? fmt::format(", test {}", test.size(0)) : "");
 
   const fs::path run(options.run_dir);
@@ -58,11 +59,9 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   log_to_file((run / "flow.log").string());
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
   const std::string checksum = flows::latent_checksum(train);
-  atomic_write_text(run / "latents.json", JsonObject()
-                                              .add("train", fs::absolute(src.train).string())
-                                              .add("dim", d)
-                                              .add("checksum", checksum)
-                                              .str() + "\n");
+  atomic_write_text(
+      run / "latents.json",
+      JsonObject().add("train", fs::absolute(src.train).string()).add("dim", d).add("checksum", checksum).str() + "\n");
 
   seed_everything(t.seed);
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
@@ -106,14 +105,15 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
                  summary.gaussian_log_prob[name]);
   }
   atomic_write_text(run / "summary.json", JsonObject()
-                                              .add("epochs", summary.epochs)
-                                              .add("samples_per_s", summary.samples_per_second)
-                                              .add("flow", flow->signature())
-                                              .add("checkpoint", t.model_checkpoint)
-                                              .add("checkpoint_epoch", summary.model_epoch)
-                                              .add("mean_log_prob", flow_lp)
-                                              .add("gaussian_mean_log_prob", gauss_lp)
-                                              .str() + "\n");
+                                                  .add("epochs", summary.epochs)
+                                                  .add("samples_per_s", summary.samples_per_second)
+                                                  .add("flow", flow->signature())
+                                                  .add("checkpoint", t.model_checkpoint)
+                                                  .add("checkpoint_epoch", summary.model_epoch)
+                                                  .add("mean_log_prob", flow_lp)
+                                                  .add("gaussian_mean_log_prob", gauss_lp)
+                                                  .str() +
+                                              "\n");
   return summary;
 }
 

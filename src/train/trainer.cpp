@@ -35,9 +35,9 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
   } else if (non_empty) {
     require(force, "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
     // Remove only what a run writes; anything else the user put there stays.
-    for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
-                             "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
-                             "classifier.pt", "classifier.json"}) {
+    for (const char* name :
+         {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
+          "latents.json", "log_prob", "recon.png", "samples.png", "summary.json", "classifier.pt", "classifier.json"}) {
       std::error_code ec;
       fs::remove_all(p / name, ec);
       require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());

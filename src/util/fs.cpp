@@ -14,8 +14,7 @@ namespace {
 fs::path temp_sibling(const fs::path& path) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return path.parent_path() /
-         ("." + path.filename().string() + ".tmp" + std::to_string(::getpid()) + "_" +
-          std::to_string(rng() % 1000000));
+         ("." + path.filename().string() + ".tmp" + std::to_string(::getpid()) + "_" + std::to_string(rng() % 1000000));
 }
 }  // namespace
 

@@ -27,8 +27,8 @@ void save_image_grid(const at::Tensor& images, int64_t ncol, const std::string& 
   }
   auto bytes = grid.mul(255).round_().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
   atomic_write(path, [&](const fs::path& tmp) {
-    const int ok = stbi_write_png(tmp.c_str(), static_cast<int>(gw), static_cast<int>(gh), 3,
-                                  bytes.data_ptr<uint8_t>(), static_cast<int>(gw * 3));
+    const int ok = stbi_write_png(tmp.c_str(), static_cast<int>(gw), static_cast<int>(gh), 3, bytes.data_ptr<uint8_t>(),
+                                  static_cast<int>(gw * 3));
     require(ok != 0, "cannot write PNG " + path);
   });
 }

@@ -37,17 +37,17 @@ void Progress::update(int64_t steps, int64_t items, const std::function<std::str
     const int filled = total_ > 0 ? static_cast<int>(width * done_ / total_) : width;
     std::string bar(filled, '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%s [%s] %lld/%lld %.0f %s/s ETA %.0fs %s\033[K", label_.c_str(),
-                 bar.c_str(), static_cast<long long>(done_), static_cast<long long>(total_),
-                 rate(), unit_.c_str(), eta, status ? status().c_str() : "");
+    std::fprintf(stderr, "\r%s [%s] %lld/%lld %.0f %s/s ETA %.0fs %s\033[K", label_.c_str(), bar.c_str(),
+                 static_cast<long long>(done_), static_cast<long long>(total_), rate(), unit_.c_str(), eta,
+                 status ? status().c_str() : "");
     std::fflush(stderr);
   } else {
     // Plain lines at every 10% so that logs stay readable.
     const int decile = total_ > 0 ? static_cast<int>(10 * done_ / total_) : 10;
     if (decile > last_decile_ && decile < 10) {
       last_decile_ = decile;
-      spdlog::info("{} {}% ({}/{}) {:.0f} {}/s ETA {:.0f}s {}", label_, decile * 10, done_, total_,
-                   rate(), unit_, eta, status ? status() : std::string());
+      spdlog::info("{} {}% ({}/{}) {:.0f} {}/s ETA {:.0f}s {}", label_, decile * 10, done_, total_, rate(), unit_, eta,
+                   status ? status() : std::string());
     }
   }
 }

@@ -1,18 +1,16 @@
 #include "pae/util/runtime.h"
 
 #include <dlfcn.h>
-#include <sched.h>
-
 #include <malloc.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <regex>
-
-#include <spdlog/spdlog.h>
-#include <torch/torch.h>
 
 #include "pae/util/error.h"
 
@@ -50,13 +48,15 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   if (!info.is_openblas || info.core.empty()) return;
   std::string core = info.core;
   std::transform(core.begin(), core.end(), core.begin(), ::tolower);
-  static const char* kFallbacks[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
-                                     "coppermine", "northwood", "banias", "unknown"};
+  static const char* kFallbacks[] = {"prescott", "core2",      "penryn",    "dunnington", "nehalem", "atom",
+                                     "katmai",   "coppermine", "northwood", "banias",     "unknown"};
   bool fallback = false;
   for (const char* f : kFallbacks) fallback = fallback || core == f;
   if (!fallback) return;
   __builtin_cpu_init();
-  const char* want = __builtin_cpu_supports("avx512f") ? "SkylakeX" : __builtin_cpu_supports("avx2") ? "Haswell" : nullptr;
+  const char* want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                       : nullptr;
   if (want == nullptr) return;
   setenv("OPENBLAS_CORETYPE", want, 1);
   setenv("PAE_BLAS_FALLBACK_CORE", info.core.c_str(), 1);
@@ -67,8 +67,10 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
 BlasInfo warn_if_slow_blas() {
   BlasInfo info = blas_info();
   if (const char* old = std::getenv("PAE_BLAS_FALLBACK_CORE")) {
-    spdlog::info("OpenBLAS had picked its '{}' kernels for this CPU; restarted with OPENBLAS_CORETYPE={} "
-                 "(set OPENBLAS_CORETYPE yourself to choose)", old, info.core);
+    spdlog::info(
+        "OpenBLAS had picked its '{}' kernels for this CPU; restarted with OPENBLAS_CORETYPE={} "
+        "(set OPENBLAS_CORETYPE yourself to choose)",
+        old, info.core);
     unsetenv("PAE_BLAS_FALLBACK_CORE");
   }
   if (info.is_reference) {
@@ -104,12 +106,10 @@ c10::Device parse_device(const std::string& text) {
   static const std::regex cuda_re("cuda(:([0-9]+))?");
   std::smatch m;
   if (std::regex_match(text, m, cuda_re)) {
-    require(torch::cuda::is_available(),
-            "device '" + text + "' requested but this LibTorch build sees no CUDA device");
+    require(torch::cuda::is_available(), "device '" + text + "' requested but this LibTorch build sees no CUDA device");
     const int index = m[2].matched ? std::stoi(m[2].str()) : 0;
     require(index < static_cast<int>(torch::cuda::device_count()),
-            "device '" + text + "': only " + std::to_string(torch::cuda::device_count()) +
-                " CUDA device(s)");
+            "device '" + text + "': only " + std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   throw Error("device '" + text + "': expected cpu, cuda, cuda:N or auto");

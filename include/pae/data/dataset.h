@@ -21,18 +21,18 @@ std::string to_string(Split split);
 /// Typed data options (the config's `data` section).
 struct DataOptions {
   std::string name = "fashion-mnist";
-  std::string root;         ///< empty: search the default places
-  std::string path;         ///< npy: images file; "{split}" is replaced by the split name
-  std::string labels_path;  ///< npy: optional labels file, same placeholder
-  int64_t val_size = 5000;  ///< validation images carved from the training split
-  uint64_t split_seed = 0;  ///< seed of the train/val carve and of synthetic sets
-  int64_t subset = 0;       ///< keep the first N images after filtering (0 = all)
+  std::string root;                      ///< empty: search the default places
+  std::string path;                      ///< npy: images file; "{split}" is replaced by the split name
+  std::string labels_path;               ///< npy: optional labels file, same placeholder
+  int64_t val_size = 5000;               ///< validation images carved from the training split
+  uint64_t split_seed = 0;               ///< seed of the train/val carve and of synthetic sets
+  int64_t subset = 0;                    ///< keep the first N images after filtering (0 = all)
   std::vector<int64_t> classes;          ///< keep only these labels (empty = all)
   std::vector<int64_t> holdout_classes;  ///< drop these labels
-  int64_t channels = 0;     ///< image-folder / synthetic: 1 or 3 (0 = 1 for synthetic, 3 for folders)
-  int64_t image_size = 0;   ///< image-folder / synthetic: side in pixels (0 = 64 / 28)
-  bool invert = false;      ///< image-folder: 1 - x
-  int64_t synthetic_size = 10000;  ///< noise / constant / constant-gray: number of images
+  int64_t channels = 0;                  ///< image-folder / synthetic: 1 or 3 (0 = 1 for synthetic, 3 for folders)
+  int64_t image_size = 0;                ///< image-folder / synthetic: side in pixels (0 = 64 / 28)
+  bool invert = false;                   ///< image-folder: 1 - x
+  int64_t synthetic_size = 10000;        ///< noise / constant / constant-gray: number of images
   // Training-time augmentation (applied to batches by the trainer, never to val/test).
   bool dequantize = false;  ///< x <- (255 x + U[0,1)) / 256
   bool hflip = false;       ///< random horizontal flips
@@ -70,8 +70,7 @@ class DatasetRegistry {
 std::vector<std::string> candidate_roots(const std::string& name, const std::string& config_root);
 
 /// Train/val carve: a seeded permutation of [0, n); val gets the first val_size indices.
-std::pair<std::vector<int64_t>, std::vector<int64_t>> carve_train_val(int64_t n, int64_t val_size,
-                                                                      uint64_t seed);
+std::pair<std::vector<int64_t>, std::vector<int64_t>> carve_train_val(int64_t n, int64_t val_size, uint64_t seed);
 
 /// Applies the training-time augmentations of `options` to a batch x:[B,C,H,W] in [0,1].
 at::Tensor augment(const at::Tensor& x, const DataOptions& options);

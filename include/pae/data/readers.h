@@ -29,7 +29,6 @@ struct ImageFolderOptions {
 /// Reads every .png/.jpg/.jpeg/.bmp/.gif/.tga under `root` (sorted). Images in sub-folders get
 /// the sub-folder's index in sorted order as label; images directly in `root` get label 0.
 /// Returns images:[N,C,S,S] float in [0,1] and labels:[N] int64.
-std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root,
-                                                    const ImageFolderOptions& options);
+std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root, const ImageFolderOptions& options);
 
 }  // namespace pae::data

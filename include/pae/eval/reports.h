@@ -33,9 +33,9 @@ struct OodOptions {
 
 struct OodReport {
   std::string in;
-  std::vector<std::string> sets;                                     ///< OoD sets, in order
-  std::map<std::string, int64_t> sizes;                              ///< images per set (in included)
-  std::map<std::string, std::map<std::string, at::Tensor>> scores;   ///< set -> score -> [N] float64
+  std::vector<std::string> sets;                                    ///< OoD sets, in order
+  std::map<std::string, int64_t> sizes;                             ///< images per set (in included)
+  std::map<std::string, std::map<std::string, at::Tensor>> scores;  ///< set -> score -> [N] float64
   std::vector<OodResult> rows;
   double seconds_load = 0, seconds_scores = 0, seconds_total = 0;
   int64_t limit = 0;
@@ -53,9 +53,9 @@ OodReport run_ood(Pae& pae, const OodOptions& options);
 struct ReconReport {
   std::string set;
   int64_t images = 0;
-  double mse = 0;                          ///< per pixel, pixels in [0, 1]
-  std::map<std::string, double> per_image; ///< p05, p25, median, p75, p95, max
-  at::Tensor per_image_mse;                ///< [N] float64
+  double mse = 0;                           ///< per pixel, pixels in [0, 1]
+  std::map<std::string, double> per_image;  ///< p05, p25, median, p75, p95, max
+  at::Tensor per_image_mse;                 ///< [N] float64
   nlohmann::json to_json(const Pae& pae) const;
 };
 
@@ -98,14 +98,15 @@ const std::map<std::string, SetGenerator>& generated_sets();
 GeneratedSet generate_set(const std::string& spec, Pae& pae, const GenerateOptions& options);
 
 struct ExtractorOptions {
-  std::string classifier_dir;      ///< domain: default runs/classifiers/<dataset>
-  std::string inception_weights;   ///< inception: converted pytorch-fid weights
-  std::string protocol = "pae";    ///< inception preprocessing: pae | plain
+  std::string classifier_dir;     ///< domain: default runs/classifiers/<dataset>
+  std::string inception_weights;  ///< inception: converted pytorch-fid weights
+  std::string protocol = "pae";   ///< inception preprocessing: pae | plain
 };
 using ExtractorFactory = std::function<std::shared_ptr<FeatureExtractor>(const Pae&, const ExtractorOptions&)>;
 /// Explicit registry of feature extractors: domain | inception.
 const std::map<std::string, ExtractorFactory>& extractors();
-std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const Pae& pae, const ExtractorOptions& options);
+std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const Pae& pae,
+                                                 const ExtractorOptions& options);
 
 struct FidOptions {
   std::vector<std::string> sets;  ///< empty: recon, prior (and flow with a flow)

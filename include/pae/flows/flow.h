@@ -73,7 +73,8 @@ class TransformRegistry {
  public:
   static TransformRegistry& instance();
   void add(const std::string& name, TransformFactory factory);
-  std::shared_ptr<Transform> create(const std::string& name, int64_t dim, const FlowOptions& options, int64_t layer) const;
+  std::shared_ptr<Transform> create(const std::string& name, int64_t dim, const FlowOptions& options,
+                                    int64_t layer) const;
   std::vector<std::string> names() const;
 
  private:

@@ -9,12 +9,12 @@ namespace pae::flows {
 
 /// Flat options of one flow (the config's `flow` section maps onto them).
 struct FlowOptions {
-  std::string type = "nsf";        ///< nsf | realnvp: the coupling used in every layer
-  int64_t layers = 8;              ///< coupling layers
-  int64_t hidden = 256;            ///< conditioner width
-  int64_t hidden_layers = 2;       ///< conditioner depth (hidden layers, or residual blocks)
-  std::string conditioner = "mlp"; ///< mlp | resnet
-  int64_t bins = 8;                ///< spline bins
+  std::string type = "nsf";         ///< nsf | realnvp: the coupling used in every layer
+  int64_t layers = 8;               ///< coupling layers
+  int64_t hidden = 256;             ///< conditioner width
+  int64_t hidden_layers = 2;        ///< conditioner depth (hidden layers, or residual blocks)
+  std::string conditioner = "mlp";  ///< mlp | resnet
+  int64_t bins = 8;                 ///< spline bins
   double tail_bound = 3.0;
   double min_bin_width = kMinBinWidth, min_bin_height = kMinBinHeight, min_derivative = kMinDerivative;
   std::string permutation = "lu";  ///< between couplings: reverse | random | lu

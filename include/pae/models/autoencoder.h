@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "pae/data/dataset.h"
-#include "pae/models/options.h"
 #include "pae/models/nets.h"
+#include "pae/models/options.h"
 #include "pae/nn/trainable.h"
 
 namespace pae::models {

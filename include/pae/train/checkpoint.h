@@ -22,15 +22,15 @@ namespace pae::train {
 
 /// The engine's progress, stored beside the weights; round-trips exactly.
 struct CheckpointState {
-  int64_t epoch = 0;           ///< epochs completed, over all phases
-  int64_t phase = 0;           ///< index of the phase in progress
-  int64_t epoch_in_phase = 0;  ///< epochs completed in that phase
-  bool phase_stopped = false;  ///< the phase ended early (patience)
-  int64_t global_step = 0;     ///< batches stepped so far
+  int64_t epoch = 0;                                      ///< epochs completed, over all phases
+  int64_t phase = 0;                                      ///< index of the phase in progress
+  int64_t epoch_in_phase = 0;                             ///< epochs completed in that phase
+  bool phase_stopped = false;                             ///< the phase ended early (patience)
+  int64_t global_step = 0;                                ///< batches stepped so far
   double best = std::numeric_limits<double>::infinity();  ///< best monitored value, as minimised
   int64_t best_epoch = 0;
-  int64_t stale = 0;           ///< epochs since the monitored value last improved
-  std::string model_signature; ///< architecture, checked on load
+  int64_t stale = 0;            ///< epochs since the monitored value last improved
+  std::string model_signature;  ///< architecture, checked on load
 };
 
 /// Optimizers by parameter-group name (may be empty: weights only).

@@ -30,25 +30,25 @@ namespace pae::train {
 struct TrainData {
   int64_t size = 0;
   std::function<nn::Batch(const at::Tensor& indices)> batch;
-  nn::Batch validation;         ///< the whole validation set, on the CPU (x undefined: none)
+  nn::Batch validation;  ///< the whole validation set, on the CPU (x undefined: none)
   int64_t eval_batch_size = 1000;
 };
 
 struct EngineOptions {
   std::string run_dir;  ///< empty: no checkpoints (benchmarks)
   c10::Device device = c10::Device(c10::kCPU);
-  int64_t epochs = 1;   ///< handed to Trainable::phases
+  int64_t epochs = 1;  ///< handed to Trainable::phases
   int64_t batch_size = 128;
-  uint64_t seed = 0;    ///< data order: epoch_permutation(n, seed, epoch)
+  uint64_t seed = 0;  ///< data order: epoch_permutation(n, seed, epoch)
   /// Optimizer and schedule per parameter group; the entry "" is the default of every group
   /// without its own.
   std::map<std::string, OptimizerOptions> optimizers;
-  int64_t patience = 0;  ///< end a phase after this many epochs without improvement (0 = off)
-  bool resume = false;   ///< continue from run_dir/checkpoints/last.pt
-  bool quiet = false;    ///< no progress bar
-  std::string unit = "img";                 ///< progress unit
-  std::string rate_key = "images_per_s";    ///< throughput's name in the metrics
-  bool drop_singleton_batch = true;         ///< skip a last batch of one (it breaks batch norm)
+  int64_t patience = 0;                   ///< end a phase after this many epochs without improvement (0 = off)
+  bool resume = false;                    ///< continue from run_dir/checkpoints/last.pt
+  bool quiet = false;                     ///< no progress bar
+  std::string unit = "img";               ///< progress unit
+  std::string rate_key = "images_per_s";  ///< throughput's name in the metrics
+  bool drop_singleton_batch = true;       ///< skip a last batch of one (it breaks batch norm)
 };
 
 /// What a fit ended with.

@@ -15,16 +15,16 @@ namespace pae::train {
 
 /// One parameter group's optimizer and schedule (the config's train section fills it).
 struct OptimizerOptions {
-  std::string name = "adam";            ///< adam | adamw | sgd
+  std::string name = "adam";  ///< adam | adamw | sgd
   double lr = 1e-3;
-  double weight_decay = 0.0;            ///< adam: L2 added to the gradient; adamw: decoupled; sgd: L2
-  double momentum = 0.9;                ///< sgd
-  double beta1 = 0.9, beta2 = 0.999;    ///< adam, adamw
-  std::string schedule = "constant";    ///< constant | cosine | step
-  int64_t warmup_epochs = 0;            ///< linear warm-up from lr / (warmup + 1), before the schedule
-  int64_t decay_epoch = 0;              ///< step: multiply by `decay` from this epoch (0-based index)
+  double weight_decay = 0.0;          ///< adam: L2 added to the gradient; adamw: decoupled; sgd: L2
+  double momentum = 0.9;              ///< sgd
+  double beta1 = 0.9, beta2 = 0.999;  ///< adam, adamw
+  std::string schedule = "constant";  ///< constant | cosine | step
+  int64_t warmup_epochs = 0;          ///< linear warm-up from lr / (warmup + 1), before the schedule
+  int64_t decay_epoch = 0;            ///< step: multiply by `decay` from this epoch (0-based index)
   double decay = 0.1;
-  double grad_clip = 0.0;               ///< max gradient norm of the group (0 = off)
+  double grad_clip = 0.0;  ///< max gradient norm of the group (0 = off)
 };
 
 /// Valid optimizer and schedule names, for config checks and error messages.

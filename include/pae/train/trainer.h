@@ -6,11 +6,11 @@
 // metrics, pictures, latents) is made from the run's model: the checkpoint named by
 // train.model_checkpoint (best by default), the same one later programs load.
 #pragma once
+#include <c10/core/Device.h>
+
 #include <map>
 #include <memory>
 #include <string>
-
-#include <c10/core/Device.h>
 
 #include "pae/config.h"
 #include "pae/train/engine.h"
@@ -28,7 +28,7 @@ struct RunOptions {
 struct TrainSummary {
   int64_t epochs_completed = 0;
   int64_t model_epoch = 0;                     ///< epoch of the run's model (best or last)
-  double images_per_second = 0;               ///< training throughput of the last epoch
+  double images_per_second = 0;                ///< training throughput of the last epoch
   std::map<std::string, double> test_metrics;  ///< e.g. "mse", "neg_elbo"
 };
 

@@ -11,7 +11,7 @@ namespace pae {
 
 /// What the process found about its BLAS library.
 struct BlasInfo {
-  std::string library;    ///< resolved path of the library providing sgemm_
+  std::string library;  ///< resolved path of the library providing sgemm_
   bool is_openblas = false;
   bool is_reference = false;  ///< Debian's slow reference BLAS (netlib)
   std::string core;           ///< OpenBLAS kernel family in use (openblas_get_corename)
