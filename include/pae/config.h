@@ -12,9 +12,35 @@
 #include "pae/data/dataset.h"
 #include "pae/flows/options.h"
 #include "pae/models/options.h"
-#include "pae/train/options.h"
 
 namespace pae {
+
+/// The `train` section: optimisation and run settings.
+struct TrainOptions {
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  std::string optimizer = "adam";  ///< adam | adamw | sgd (every parameter group)
+  double lr = 1e-3;
+  double momentum = 0.9;                  ///< sgd
+  std::string lr_schedule = "constant";   ///< constant | cosine | step
+  int64_t warmup_epochs = 0;              ///< linear warm-up before the schedule
+  std::string model_checkpoint = "best";  ///< the run's model, from which every output is made: best | last
+  double weight_decay = 0.0;
+  double grad_clip = 0.0;  ///< max gradient norm (0 = off)
+  uint64_t seed = 0;
+  int64_t threads = 0;         ///< LibTorch intra-op threads (0 = every available core)
+  int64_t blas_threads = 0;    ///< OpenBLAS threads (0 = 1: avoids oversubscription)
+  std::string device = "cpu";  ///< cpu | cuda | cuda:N | auto
+  int64_t eval_batch_size = 1000;
+  int64_t num_samples = 64;  ///< images in the sample / reconstruction grids
+  bool save_latents = true;  ///< encode train/val/test at the end
+  // Flow fitting (pae-flow) only:
+  double latent_noise = 0.0;   ///< std of Gaussian noise added to latents while fitting
+  int64_t patience = 0;        ///< early stopping: epochs without validation gain (0 = off)
+  int64_t lr_decay_epoch = 0;  ///< lr_schedule step: multiply lr by lr_decay from this epoch
+  double lr_decay = 0.1;
+  std::string dtype = "float32";  ///< flows: float32 | float64
+};
 
 struct Config {
   data::DataOptions data;
