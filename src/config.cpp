@@ -117,6 +117,36 @@ std::string unused_model_key(const ModelOptions& m, const std::string& key) {
   return "";
 }
 
+/// Every key of a `groups.<name>` entry.
+template <class G, class Visitor>
+void visit_group(G& g, Visitor& v) {
+  v("optimizer", g.optimizer);
+  v("lr", g.lr);
+  v("momentum", g.momentum);
+  v("weight_decay", g.weight_decay);
+  v("lr_schedule", g.lr_schedule);
+  v("warmup_epochs", g.warmup_epochs);
+  v("lr_decay_epoch", g.lr_decay_epoch);
+  v("lr_decay", g.lr_decay);
+  v("grad_clip", g.grad_clip);
+}
+
+/// Whether model key `key` holds its default value.
+bool is_default_model_value(const ModelOptions& m, const std::string& key) {
+  const ModelOptions d;
+  if (key == "arch") return m.arch == d.arch;
+  if (key == "latent_dim") return m.latent_dim == d.latent_dim;
+  if (key == "hidden") return m.hidden == d.hidden;
+  if (key == "channels") return m.channels == d.channels;
+  if (key == "kernel") return m.kernel == d.kernel;
+  if (key == "batch_norm") return m.batch_norm == d.batch_norm;
+  if (key == "activation") return m.activation == d.activation;
+  if (key == "recon_loss") return m.recon_loss == d.recon_loss;
+  if (key == "beta") return m.beta == d.beta;
+  if (key == "sigma") return m.sigma == d.sigma;
+  return false;
+}
+
 /// Lists the keys of each section (for unknown-key errors).
 struct KeyLister {
   std::map<std::string, std::vector<std::string>> keys;
@@ -206,6 +236,53 @@ std::string Config::where(const std::string& key) const {
   return it == locations.end() ? source + " (default of " + key + ")" : it->second;
 }
 
+namespace {
+
+/// Reads the `groups` section: a mapping of group names to mappings of optimizer keys.
+void parse_groups(const YAML::Node& root, Config& config) {
+  const auto node = root["groups"];
+  if (!node || node.IsNull()) return;
+  const auto line_of = [&](const YAML::Node& n) { return config.source + ":" + std::to_string(n.Mark().line + 1); };
+  require(node.IsMap(), line_of(node) +
+                            ": section 'groups' must map group names to optimizer keys, e.g. "
+                            "groups: {disc: {lr: 1.0e-4}}");
+  for (const auto& entry : node) {
+    const std::string name = entry.first.as<std::string>();
+    require(entry.second.IsMap(),
+            config.where("groups." + name) + ": 'groups." + name + "' must be a mapping of optimizer keys");
+    GroupOptions g;
+    std::vector<std::string> valid;
+    auto lister = [&](const std::string& key, auto&) { valid.push_back(key); };
+    visit_group(g, lister);
+    for (const auto& kv : entry.second) {
+      const std::string key = kv.first.as<std::string>();
+      const std::string full = "groups." + name + "." + key;
+      if (!config.locations.count(full)) config.locations[full] = line_of(kv.first);
+      if (std::find(valid.begin(), valid.end(), key) == valid.end()) {
+        std::string list;
+        for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
+        throw Error(config.where(full) + ": unknown key '" + full + "'; valid keys of a group: " + list);
+      }
+      auto reader = [&](const std::string& k, auto& field) {
+        if (k != key) return;
+        using T = typename std::decay_t<decltype(field)>::value_type;
+        T v{};
+        try {
+          v = Parser::convert<T>(kv.second);
+        } catch (const YAML::Exception&) {
+          throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&v) + ", got " +
+                      describe(kv.second));
+        }
+        field = v;
+      };
+      visit_group(g, reader);
+    }
+    config.groups[name] = g;
+  }
+}
+
+}  // namespace
+
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   Config config;
@@ -225,8 +302,9 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   for (const auto& sec : root) {
     const std::string s = sec.first.as<std::string>();
     const std::string line = source + ":" + std::to_string(sec.first.Mark().line + 1);
+    if (s == "groups") continue;  // parsed below
     if (!lister.keys.count(s))
-      throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow");
+      throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow, groups");
     if (sec.second.IsNull()) continue;
     require(sec.second.IsMap(), line + ": section '" + s + "' must be a mapping of keys");
     const auto& valid = lister.keys[s];
@@ -248,6 +326,23 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
     require(eq != std::string::npos && dot != std::string::npos && dot < eq,
             "--set '" + ov + "': expected section.key=value, e.g. train.epochs=3");
     const std::string s = ov.substr(0, dot), k = ov.substr(dot + 1, eq - dot - 1);
+    if (s == "groups") {  // groups.<name>.<key>=value
+      const auto dot2 = k.find('.');
+      require(dot2 != std::string::npos && dot2 > 0, "--set '" + ov + "': expected groups.<group>.<key>=value");
+      YAML::Node value;
+      try {
+        value = YAML::Load(ov.substr(eq + 1));
+      } catch (const YAML::Exception&) {
+        throw Error("--set '" + ov + "': value is not valid YAML");
+      }
+      if (!root["groups"] || root["groups"].IsNull()) root["groups"] = YAML::Node(YAML::NodeType::Map);
+      auto group = root["groups"][k.substr(0, dot2)];
+      if (!group || group.IsNull()) group = YAML::Node(YAML::NodeType::Map);
+      group[k.substr(dot2 + 1)] = value;
+      root["groups"][k.substr(0, dot2)] = group;
+      config.locations["groups." + k] = "--set groups." + k;
+      continue;
+    }
     const auto& valid = lister.keys[s];
     require(lister.keys.count(s) && std::find(valid.begin(), valid.end(), k) != valid.end(),
             "--set '" + ov + "': unknown key '" + s + "." + k + "'");
@@ -263,6 +358,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   }
   Parser parser{root, config, "", YAML::Node()};
   visit_fields(config, parser);
+  parse_groups(root, config);
   validate(config);
   return config;
 }
@@ -278,6 +374,24 @@ std::string to_yaml(const Config& config) {
   Emitter emitter{out, config.model};
   visit_fields(const_cast<Config&>(config), emitter);
   emitter.close();
+  if (!config.groups.empty()) {
+    out << YAML::Key << "groups" << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, g] : config.groups) {
+      out << YAML::Key << name << YAML::Value << YAML::BeginMap;
+      auto group_emitter = [&](const std::string& key, const auto& field) {
+        if (!field) return;
+        out << YAML::Key << key << YAML::Value;
+        if constexpr (std::is_same_v<std::decay_t<decltype(*field)>, std::string>) {
+          out << YAML::DoubleQuoted << *field;
+        } else {
+          out << *field;
+        }
+      };
+      visit_group(g, group_emitter);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
@@ -291,6 +405,26 @@ void validate(const Config& c) {
       if (v == o) return true;
     return false;
   };
+  for (const auto& [name, g] : c.groups) {
+    const std::string k = "groups." + name + ".";
+    if (g.optimizer)
+      check(in(*g.optimizer, {"adam", "adamw", "sgd"}), k + "optimizer", "adam, adamw or sgd",
+            "'" + *g.optimizer + "'");
+    if (g.lr) check(*g.lr > 0, k + "lr", "a positive number", std::to_string(*g.lr));
+    if (g.momentum)
+      check(*g.momentum >= 0 && *g.momentum < 1, k + "momentum", "a number in [0, 1)", std::to_string(*g.momentum));
+    if (g.weight_decay)
+      check(*g.weight_decay >= 0, k + "weight_decay", "a number >= 0", std::to_string(*g.weight_decay));
+    if (g.lr_schedule)
+      check(in(*g.lr_schedule, {"constant", "cosine", "step"}), k + "lr_schedule", "constant, cosine or step",
+            "'" + *g.lr_schedule + "'");
+    if (g.warmup_epochs)
+      check(*g.warmup_epochs >= 0, k + "warmup_epochs", "an integer >= 0", std::to_string(*g.warmup_epochs));
+    if (g.lr_decay_epoch)
+      check(*g.lr_decay_epoch >= 0, k + "lr_decay_epoch", "an integer >= 0", std::to_string(*g.lr_decay_epoch));
+    if (g.lr_decay) check(*g.lr_decay > 0, k + "lr_decay", "a positive number", std::to_string(*g.lr_decay));
+    if (g.grad_clip) check(*g.grad_clip >= 0, k + "grad_clip", "a number >= 0 (0 = off)", std::to_string(*g.grad_clip));
+  }
   const auto& d = c.data;
   const auto& m = c.model;
   const auto& t = c.train;
@@ -305,7 +439,8 @@ void validate(const Config& c) {
   for (const auto& [key, where] : c.locations) {
     if (key.rfind("model.", 0) != 0) continue;
     const auto why = unused_model_key(m, key.substr(6));
-    if (!why.empty())
+    // A default value changes nothing (resolved configs of earlier versions list every key).
+    if (!why.empty() && !is_default_model_value(m, key.substr(6)))
       throw Error(where + ": key '" + key + "' is not used by model.type '" + m.type + "' (arch '" + m.arch +
                   "'): " + why + "; remove it");
   }

@@ -97,10 +97,36 @@ TEST(Config, KeysTheChosenModelDoesNotUseAreErrors) {
   msg = error_of([] { parse_config("", "c.yml", {"model.type=vae", "model.sigma=0.2"}); });
   EXPECT_NE(msg.find("recon_loss gaussian"), std::string::npos) << msg;
   EXPECT_NE(error_of([] { parse_config("model:\n  type: classifier\n  latent_dim: 8\n", "c.yml"); }), "");
+  // A default value changes nothing and is accepted (runs of earlier versions wrote every key).
+  EXPECT_EQ(error_of([] { parse_config("model:\n  type: ae\n  beta: 1.0\n  hidden: [400]\n", "c.yml"); }), "");
   // The resolved config of a run leaves such keys out, so it parses back.
   Config ae = parse_config("model:\n  type: ae\n", "c.yml");
   EXPECT_EQ(to_yaml(ae).find("beta"), std::string::npos);
   EXPECT_EQ(to_yaml(parse_config(to_yaml(ae), "resolved.yml")), to_yaml(ae));
   Config vae = parse_config("model:\n  type: vae\n  recon_loss: gaussian\n  sigma: 0.2\n", "c.yml");
   EXPECT_DOUBLE_EQ(parse_config(to_yaml(vae), "resolved.yml").model.sigma, 0.2);
+}
+
+TEST(Config, GroupsOverrideTheOptimizerOfOneParameterGroup) {
+  Config c = parse_config("train:\n  lr: 1.0e-3\ngroups:\n  disc:\n    lr: 1.0e-4\n    optimizer: sgd\n", "g.yml",
+                          {"groups.gen.warmup_epochs=2"});
+  ASSERT_EQ(c.groups.size(), 2u);
+  EXPECT_DOUBLE_EQ(*c.groups.at("disc").lr, 1e-4);
+  EXPECT_EQ(*c.groups.at("disc").optimizer, "sgd");
+  EXPECT_FALSE(c.groups.at("disc").momentum.has_value());
+  EXPECT_EQ(*c.groups.at("gen").warmup_epochs, 2);
+  // Round trip through the resolved YAML keeps exactly the keys given.
+  const Config back = parse_config(to_yaml(c), "resolved.yml");
+  EXPECT_EQ(to_yaml(back), to_yaml(c));
+  EXPECT_FALSE(back.groups.at("gen").lr.has_value());
+  // Errors name file, line and the full key.
+  auto msg = error_of([] { parse_config("groups:\n  disc:\n    lr: fast\n", "g.yml"); });
+  EXPECT_NE(msg.find("g.yml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'groups.disc.lr'"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("groups:\n  disc:\n    epochs: 3\n", "g.yml"); });
+  EXPECT_NE(msg.find("'groups.disc.epochs'"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("groups:\n  disc:\n    optimizer: lbfgs\n", "g.yml"); });
+  EXPECT_NE(msg.find("groups.disc.optimizer"), std::string::npos) << msg;
+  EXPECT_NE(error_of([] { parse_config("", "g.yml", {"groups.lr=1"}); }).find("groups.<group>.<key>"),
+            std::string::npos);
 }

@@ -194,3 +194,19 @@ TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {
     EXPECT_DOUBLE_EQ(model->evaluate(test.images, 50).at("mse"), summary.test_metrics.at("mse"));
   }
 }
+
+TEST(Train, GroupsSectionSetsTheGroupsOptimizerAndUnknownGroupsAreErrors) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 2);
+  c.groups["ae"].lr = 5e-4;
+  c.groups["ae"].lr_schedule = "cosine";
+  train::train_autoencoder(c, {tmp.file("run"), "cpu", false, false, true});
+  const auto lines = read_text(tmp.file("run/metrics.jsonl"));
+  EXPECT_NE(lines.find("\"lr\": 0.0005,"), std::string::npos) << lines;   // epoch 1: full rate
+  EXPECT_NE(lines.find("\"lr\": 0.00025,"), std::string::npos) << lines;  // epoch 2 of 2: cosine half
+  Config bad = tiny_config(tmp, 1);
+  bad.groups["disc"].lr = 1e-4;
+  const auto msg = error_of([&] { train::train_autoencoder(bad, {tmp.file("bad"), "cpu", false, false, true}); });
+  EXPECT_NE(msg.find("groups.disc"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("its groups: ae"), std::string::npos) << msg;
+}

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,12 +43,22 @@ struct TrainOptions {
   std::string dtype = "float32";  ///< flows: float32 | float64
 };
 
+/// One parameter group's departures from the train section (`groups.<name>.<key>`): only the
+/// keys given replace the train section's for that group's optimizer and schedule.
+struct GroupOptions {
+  std::optional<std::string> optimizer, lr_schedule;
+  std::optional<double> lr, momentum, weight_decay, lr_decay, grad_clip;
+  std::optional<int64_t> warmup_epochs, lr_decay_epoch;
+};
+
 struct Config {
   data::DataOptions data;
   ModelOptions model;
   TrainOptions train;
   flows::FlowOptions flow;  ///< the `flow` section (pae-flow)
-  std::string source;       ///< file it was read from
+  /// The `groups` section: per-parameter-group optimizer overrides (e.g. an AAE's `disc`).
+  std::map<std::string, GroupOptions> groups;
+  std::string source;  ///< file it was read from
   /// "file:line" (or "--set") of every key given, e.g. locations["train.epochs"].
   std::map<std::string, std::string> locations;
 

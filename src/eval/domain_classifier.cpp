@@ -51,7 +51,7 @@ std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, Doma
   require(fs::is_regular_file(run / "classifier.json") && fs::is_regular_file(run / "config.yml"),
           "domain classifier " + (run / "classifier.json").string() + " not found; " + kTrainHint + dir);
   const Config config = load_config((run / "config.yml").string());
-  const auto weights = fs::path(train::checkpoint_path(dir, config.train.model_checkpoint));
+  auto weights = fs::path(train::checkpoint_path(dir, config.train.model_checkpoint));
   const auto test = test_split(config.data);
   int64_t classes = 0;
   try {
@@ -61,7 +61,11 @@ std::shared_ptr<FeatureExtractor> domain_classifier(const std::string& dir, Doma
   }
   auto net = std::make_shared<models::Classifier>(config.data.name, test.images.size(1), test.images.size(2),
                                                   test.images.size(3), classes);
-  const auto state = train::load_weights(dir, config.train.model_checkpoint, *net);
+  // Classifier runs made before the engine kept one weights file, classifier.pt.
+  const bool legacy = !fs::exists(weights) && fs::is_regular_file(run / "classifier.pt");
+  const auto state = legacy ? train::load_checkpoint((run / "classifier.pt").string(), *net, {}, net->signature())
+                            : train::load_weights(dir, config.train.model_checkpoint, *net);
+  if (legacy) weights = run / "classifier.pt";
   DomainClassifierInfo result{config.data.name, net->accuracy(test.images, test.labels), state.epoch, 128};
   if (!quiet) spdlog::info("domain classifier {}: test accuracy {:.4f}", weights.string(), result.test_accuracy);
   if (info) *info = result;

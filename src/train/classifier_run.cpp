@@ -45,7 +45,7 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  auto engine_opts = engine_options(t, options.run_dir, device, options.resume, options.quiet);
+  auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
   engine_opts.drop_singleton_batch = false;
   const auto fit = Engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet)).fit(*net, data);
 

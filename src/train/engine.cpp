@@ -131,6 +131,13 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   }
   OptimizerMap optimizers;
   for (auto& g : groups) optimizers[g.name] = g.optimizer.get();
+  for (const auto& [name, options] : o.optimizers) {
+    if (name.empty() || optimizers.count(name)) continue;
+    std::string names;
+    for (const auto& g : groups) names += (names.empty() ? "" : ", ") + g.name;
+    throw Error("groups." + name + ": " + trainable.signature() + " has no parameter group '" + name +
+                "' (its groups: " + names + ")");
+  }
 
   const bool files = !o.run_dir.empty();
   const std::string last_path = files ? checkpoint_path(o.run_dir, "last") : "";

@@ -77,7 +77,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   data.size = train.size(0);
   data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx), {}}; };
   if (val.defined()) data.validation = {val, {}};
-  auto engine_opts = engine_options(t, options.run_dir, torch::kCPU, options.resume, options.quiet);
+  auto engine_opts = engine_options(config, options.run_dir, torch::kCPU, options.resume, options.quiet);
   engine_opts.unit = "z";
   engine_opts.rate_key = "samples_per_s";
   engine_opts.drop_singleton_batch = false;

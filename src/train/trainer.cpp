@@ -102,8 +102,22 @@ OptimizerOptions optimizer_options(const TrainOptions& t) {
   return o;
 }
 
-EngineOptions engine_options(const TrainOptions& t, const std::string& run_dir, c10::Device device, bool resume,
+OptimizerOptions with_group(OptimizerOptions o, const GroupOptions& g) {
+  if (g.optimizer) o.name = *g.optimizer;
+  if (g.lr) o.lr = *g.lr;
+  if (g.momentum) o.momentum = *g.momentum;
+  if (g.weight_decay) o.weight_decay = *g.weight_decay;
+  if (g.lr_schedule) o.schedule = *g.lr_schedule;
+  if (g.warmup_epochs) o.warmup_epochs = *g.warmup_epochs;
+  if (g.lr_decay_epoch) o.decay_epoch = *g.lr_decay_epoch;
+  if (g.lr_decay) o.decay = *g.lr_decay;
+  if (g.grad_clip) o.grad_clip = *g.grad_clip;
+  return o;
+}
+
+EngineOptions engine_options(const Config& config, const std::string& run_dir, c10::Device device, bool resume,
                              bool quiet) {
+  const auto& t = config.train;
   EngineOptions e;
   e.run_dir = run_dir;
   e.device = device;
@@ -111,6 +125,7 @@ EngineOptions engine_options(const TrainOptions& t, const std::string& run_dir, 
   e.batch_size = t.batch_size;
   e.seed = t.seed;
   e.optimizers[""] = optimizer_options(t);
+  for (const auto& [name, group] : config.groups) e.optimizers[name] = with_group(e.optimizers[""], group);
   e.patience = t.patience;
   e.resume = resume;
   e.quiet = quiet;
@@ -183,7 +198,7 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  Engine engine(engine_options(t, options.run_dir, device, options.resume, options.quiet),
+  Engine engine(engine_options(config, options.run_dir, device, options.resume, options.quiet),
                 run_sinks(options.run_dir, t.epochs, options.quiet));
   const auto fit = engine.fit(*model, data);
 

@@ -42,9 +42,12 @@ void log_to_file(const std::string& path);
 /// The optimizer and schedule of every parameter group, from the train section.
 OptimizerOptions optimizer_options(const TrainOptions& t);
 
-/// Engine options from the train section (epochs, batch, seed, optimizers, patience) for a run
-/// directory on `device`.
-EngineOptions engine_options(const TrainOptions& t, const std::string& run_dir, c10::Device device, bool resume,
+/// `base` with the keys a `groups.<name>` entry gives.
+OptimizerOptions with_group(OptimizerOptions base, const GroupOptions& group);
+
+/// Engine options from the config (train section: epochs, batch, seed, optimizer, patience;
+/// groups section: per-group optimizers) for a run directory on `device`.
+EngineOptions engine_options(const Config& config, const std::string& run_dir, c10::Device device, bool resume,
                              bool quiet);
 
 /// The default sinks of a run: metrics.jsonl in run_dir and, unless quiet, a log line per epoch.
