@@ -209,4 +209,5 @@ TEST(Train, GroupsSectionSetsTheGroupsOptimizerAndUnknownGroupsAreErrors) {
   const auto msg = error_of([&] { train::train_autoencoder(bad, {tmp.file("bad"), "cpu", false, false, true}); });
   EXPECT_NE(msg.find("groups.disc"), std::string::npos) << msg;
   EXPECT_NE(msg.find("its groups: ae"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(tmp.file("bad"))) << "nothing is written for a config that cannot run";
 }

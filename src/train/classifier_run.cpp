@@ -27,6 +27,13 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   require(classes >= 2, "domain classifier: " + config.data.name +
                             " has a single label; the classifier needs a labelled dataset (data.labels_path for npy)");
 
+  auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
+  engine_opts.drop_singleton_batch = false;
+  {
+    models::Classifier probe(config.data.name, train_set.images.size(1), train_set.images.size(2),
+                             train_set.images.size(3), classes);
+    check_groups(engine_opts, probe);  // before anything is written
+  }
   prepare_run_dir(options.run_dir, options.resume, options.force);
   log_to_file((run / "train.log").string());
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
@@ -45,8 +52,6 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
-  engine_opts.drop_singleton_batch = false;
   const auto fit = Engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet)).fit(*net, data);
 
   const int64_t model_epoch = load_weights(options.run_dir, t.model_checkpoint, *net).epoch;

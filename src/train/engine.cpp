@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -113,6 +114,18 @@ class EngineContext : public nn::StepContext {
 
 }  // namespace
 
+void check_groups(const EngineOptions& options, nn::Trainable& trainable) {
+  std::vector<std::string> names;
+  for (const auto& [name, params] : trainable.parameter_groups()) names.push_back(name);
+  for (const auto& [name, optimizer] : options.optimizers) {
+    if (name.empty() || std::find(names.begin(), names.end(), name) != names.end()) continue;
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    throw Error("groups." + name + ": " + trainable.signature() + " has no parameter group '" + name +
+                "' (its groups: " + list + ")");
+  }
+}
+
 Engine::Engine(EngineOptions options, std::vector<std::shared_ptr<report::MetricsSink>> sinks)
     : options_(std::move(options)), sinks_(std::move(sinks)) {}
 
@@ -131,13 +144,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   }
   OptimizerMap optimizers;
   for (auto& g : groups) optimizers[g.name] = g.optimizer.get();
-  for (const auto& [name, options] : o.optimizers) {
-    if (name.empty() || optimizers.count(name)) continue;
-    std::string names;
-    for (const auto& g : groups) names += (names.empty() ? "" : ", ") + g.name;
-    throw Error("groups." + name + ": " + trainable.signature() + " has no parameter group '" + name +
-                "' (its groups: " + names + ")");
-  }
+  check_groups(o, trainable);
 
   const bool files = !o.run_dir.empty();
   const std::string last_path = files ? checkpoint_path(o.run_dir, "last") : "";

@@ -55,6 +55,11 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
                test.defined() ? fmt::format(", test {}", test.size(0)) : "");
 
   const fs::path run(options.run_dir);
+  auto engine_opts = engine_options(config, options.run_dir, torch::kCPU, options.resume, options.quiet);
+  {
+    flows::LatentFlow probe(d, config.flow);  // groups checked before anything is written
+    check_groups(engine_opts, probe);
+  }
   prepare_run_dir(options.run_dir, options.resume, options.force);
   log_to_file((run / "flow.log").string());
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
@@ -77,7 +82,6 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   data.size = train.size(0);
   data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx), {}}; };
   if (val.defined()) data.validation = {val, {}};
-  auto engine_opts = engine_options(config, options.run_dir, torch::kCPU, options.resume, options.quiet);
   engine_opts.unit = "z";
   engine_opts.rate_key = "samples_per_s";
   engine_opts.drop_singleton_batch = false;

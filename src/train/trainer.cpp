@@ -172,12 +172,15 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   spdlog::info("train {} / val {} / test {} images of shape [{}, {}, {}]", train.size(), val.size(), test.size(),
                train.images.size(1), train.images.size(2), train.images.size(3));
 
+  const models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
+  const auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
+  check_groups(engine_opts, *models::build_autoencoder(config.model, shape));  // before anything is written
+
   prepare_run_dir(options.run_dir, options.resume, options.force);
   log_to_file((run / "train.log").string());
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
 
   seed_everything(t.seed);
-  const models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
   auto model = models::build_autoencoder(config.model, shape);
   model->to(device);
   int64_t n_params = 0;
@@ -198,8 +201,7 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  Engine engine(engine_options(config, options.run_dir, device, options.resume, options.quiet),
-                run_sinks(options.run_dir, t.epochs, options.quiet));
+  Engine engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet));
   const auto fit = engine.fit(*model, data);
 
   // Every output below comes from the run's model, the checkpoint later programs load.

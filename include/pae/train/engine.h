@@ -70,6 +70,10 @@ class Engine {
   std::vector<std::shared_ptr<report::MetricsSink>> sinks_;
 };
 
+/// Refuses optimizer options for a group the trainable does not have (an error naming the
+/// group and listing the trainable's). Engine::fit checks it; runs call it before writing.
+void check_groups(const EngineOptions& options, nn::Trainable& trainable);
+
 /// Seeded permutation of [0, n) for epoch `epoch` (our own generator: the same on every LibTorch).
 at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 
