@@ -61,6 +61,14 @@ void visit_fields(Config& c, Visitor& v) {
   v("recon_loss", m.recon_loss);
   v("beta", m.beta);
   v("sigma", m.sigma);
+  v("dropout", m.dropout);
+  v("prior", m.prior);
+  v("prior_std", m.prior_std);
+  v("prior_components", m.prior_components);
+  v("prior_layout", m.prior_layout);
+  v("prior_radius", m.prior_radius);
+  v("conditional", m.conditional);
+  v("disc_hidden", m.disc_hidden);
   auto& t = c.train;
   v.section("train");
   v("epochs", t.epochs);
@@ -111,7 +119,11 @@ std::string unused_model_key(const ModelOptions& m, const std::string& key) {
   if (m.type == "classifier") return "the classifier has a fixed architecture";
   if ((key == "beta" || key == "sigma") && m.type != "vae") return "it applies to model.type vae";
   if (key == "sigma" && m.recon_loss != "gaussian") return "it applies to recon_loss gaussian";
-  if (key == "hidden" && m.arch != "mlp") return "it applies to arch mlp";
+  const bool aae_key = key.rfind("prior", 0) == 0 || key == "conditional" || key == "disc_hidden";
+  if (aae_key && m.type != "aae") return "it applies to model.type aae";
+  if ((key == "prior_components" || key == "prior_layout" || key == "prior_radius") && m.prior != "mixture")
+    return "it applies to prior mixture";
+  if ((key == "hidden" || key == "dropout") && m.arch != "mlp") return "it applies to arch mlp";
   if ((key == "channels" || key == "kernel" || key == "batch_norm") && m.arch != "conv")
     return "it applies to arch conv";
   return "";
@@ -144,6 +156,14 @@ bool is_default_model_value(const ModelOptions& m, const std::string& key) {
   if (key == "recon_loss") return m.recon_loss == d.recon_loss;
   if (key == "beta") return m.beta == d.beta;
   if (key == "sigma") return m.sigma == d.sigma;
+  if (key == "dropout") return m.dropout == d.dropout;
+  if (key == "prior") return m.prior == d.prior;
+  if (key == "prior_std") return m.prior_std == d.prior_std;
+  if (key == "prior_components") return m.prior_components == d.prior_components;
+  if (key == "prior_layout") return m.prior_layout == d.prior_layout;
+  if (key == "prior_radius") return m.prior_radius == d.prior_radius;
+  if (key == "conditional") return m.conditional == d.conditional;
+  if (key == "disc_hidden") return m.disc_hidden == d.disc_hidden;
   return false;
 }
 
@@ -455,6 +475,13 @@ void validate(const Config& c) {
         "mse, bce, bernoulli or gaussian", "'" + m.recon_loss + "'");
   check(m.beta >= 0, "model.beta", "a number >= 0", std::to_string(m.beta));
   check(m.sigma > 0, "model.sigma", "a positive number", std::to_string(m.sigma));
+  check(m.dropout >= 0 && m.dropout < 1, "model.dropout", "a number in [0, 1)", std::to_string(m.dropout));
+  check(in(m.prior, {"gaussian", "mixture"}), "model.prior", "gaussian or mixture", "'" + m.prior + "'");
+  check(m.prior_std > 0, "model.prior_std", "a positive number", std::to_string(m.prior_std));
+  check(m.prior_components >= 1, "model.prior_components", "a positive integer", std::to_string(m.prior_components));
+  check(in(m.prior_layout, {"circle", "random"}), "model.prior_layout", "circle or random", "'" + m.prior_layout + "'");
+  check(m.prior_radius >= 0, "model.prior_radius", "a number >= 0", std::to_string(m.prior_radius));
+  for (auto h : m.disc_hidden) check(h > 0, "model.disc_hidden", "positive widths", std::to_string(h));
   check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
   check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));

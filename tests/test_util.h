@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pae/train/engine.h"
+#include "pae/util/error.h"
 #include "pae/util/fs.h"
 
 namespace pae::testing {

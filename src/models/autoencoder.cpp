@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "pae/models/aae.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
@@ -48,14 +49,11 @@ std::string AutoEncoder::signature() const {
          std::to_string(shape_.channels) + "x" + std::to_string(shape_.height) + "x" + std::to_string(shape_.width);
 }
 
-torch::Tensor AutoEncoder::sample_prior(int64_t n) {
+torch::Tensor AutoEncoder::sample_latents(int64_t n) {
   auto device = parameters().front().device();
-  return decode(torch::randn({n, latent_dim()}, torch::TensorOptions().device(device)));
+  return torch::randn({n, latent_dim()}, torch::TensorOptions().device(device));
 }
 
-namespace {
-
-/// Per-image reconstruction negative log-likelihood from decoder logits, [B].
 torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, const torch::Tensor& x, double sigma) {
   if (kind == "bce" || kind == "bernoulli") {
     return F::binary_cross_entropy_with_logits(logits, x,
@@ -68,6 +66,8 @@ torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, co
   if (kind == "gaussian") return sq / (2 * sigma * sigma) + 0.5 * d * std::log(2 * M_PI * sigma * sigma);
   return sq / d;  // mse: per pixel
 }
+
+namespace {
 
 /// Deterministic auto-encoder (MSE or Bernoulli/BCE reconstruction).
 class PlainAE : public AutoEncoder {
@@ -153,6 +153,7 @@ class BetaVAE : public AutoEncoder {
 void register_builtin_models(AutoEncoderRegistry& r) {
   r.add("ae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); });
   r.add("vae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); });
+  r.add("aae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<AdversarialAE>(o, s); });
 }
 
 }  // namespace

@@ -46,6 +46,19 @@ std::vector<int64_t> conv_sizes(int64_t in, const ModelOptions& o) {
 
 }  // namespace
 
+nn::Sequential make_mlp(int64_t in, const std::vector<int64_t>& hidden, int64_t out, const std::string& activation,
+                        double dropout) {
+  nn::Sequential seq;
+  for (auto h : hidden) {
+    seq->push_back(Dense(in, h));
+    push_activation(seq, activation);
+    if (dropout > 0) seq->push_back(nn::Dropout(dropout));
+    in = h;
+  }
+  seq->push_back(Dense(in, out));
+  return seq;
+}
+
 nn::Sequential make_encoder(const ModelOptions& o, const ImageShape& s, int64_t out_dim) {
   nn::Sequential seq;
   if (o.arch == "mlp") {
@@ -54,6 +67,7 @@ nn::Sequential make_encoder(const ModelOptions& o, const ImageShape& s, int64_t 
     for (auto h : o.hidden) {
       seq->push_back(Dense(in, h));
       push_activation(seq, o.activation);
+      if (o.dropout > 0) seq->push_back(nn::Dropout(o.dropout));
       in = h;
     }
     seq->push_back(Dense(in, out_dim));
@@ -81,6 +95,7 @@ nn::Sequential make_decoder(const ModelOptions& o, const ImageShape& s, int64_t 
     for (auto it = o.hidden.rbegin(); it != o.hidden.rend(); ++it) {
       seq->push_back(Dense(in, *it));
       push_activation(seq, o.activation);
+      if (o.dropout > 0) seq->push_back(nn::Dropout(o.dropout));
       in = *it;
     }
     seq->push_back(Dense(in, s.numel()));

@@ -197,7 +197,8 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   TrainData data;
   data.size = train.size();
   data.batch = [&](const torch::Tensor& idx) {
-    return nn::Batch{data::augment(train.images.index_select(0, idx), config.data).to(device), {}};
+    return nn::Batch{data::augment(train.images.index_select(0, idx), config.data).to(device),
+                     train.labels.index_select(0, idx).to(device)};
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;

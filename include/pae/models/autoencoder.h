@@ -54,8 +54,11 @@ class AutoEncoder : public torch::nn::Module, public pae::nn::Trainable {
   /// batched by `batch_size`; each batch weighted by its size.
   pae::nn::Terms evaluate(const torch::Tensor& images, int64_t batch_size);
 
-  /// n decodes of codes drawn from N(0, I).
-  torch::Tensor sample_prior(int64_t n);
+  /// n codes from the family's prior, on the model's device (N(0, I) unless a family says
+  /// otherwise: the AAE draws from the prior it matched its codes to).
+  virtual torch::Tensor sample_latents(int64_t n);
+  /// n decodes of sample_latents(n).
+  torch::Tensor sample_prior(int64_t n) { return decode(sample_latents(n)); }
 
   // Trainable: one group "ae"; the step minimises loss(x) and logs its terms.
   torch::nn::Module& module() override { return *this; }
@@ -78,6 +81,11 @@ class AutoEncoder : public torch::nn::Module, public pae::nn::Trainable {
   ModelOptions options_;
   ImageShape shape_;
 };
+
+/// Per-image reconstruction negative log-likelihood from decoder logits, [B]: "bce" /
+/// "bernoulli" (summed over pixels), "gaussian" with pixel std `sigma` (nats), else "mse"
+/// (mean over pixels).
+torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, const torch::Tensor& x, double sigma);
 
 using AutoEncoderFactory = std::function<std::shared_ptr<AutoEncoder>(const ModelOptions&, const ImageShape&)>;
 

@@ -19,6 +19,11 @@ struct ImageShape {
   std::string str() const;
 };
 
+/// x:[B,in] -> [B,out]: Dense layers of the `hidden` widths, each followed by the activation
+/// (and dropout when > 0), then a linear output layer.
+torch::nn::Sequential make_mlp(int64_t in, const std::vector<int64_t>& hidden, int64_t out,
+                               const std::string& activation, double dropout = 0);
+
 /// x:[B,C,H,W] -> h:[B,out_dim]. MLP: flatten then hidden layers. Conv: stride-2 convs of
 /// options.channels widths (batch norm optional), then a linear layer.
 torch::nn::Sequential make_encoder(const ModelOptions& options, const ImageShape& shape, int64_t out_dim);
