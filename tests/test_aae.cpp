@@ -154,8 +154,8 @@ TEST(Aae, TrainingMovesTheAggregatePosteriorTowardThePrior) {
   };
   const auto [ae_start, ae_end] = train("ae");
   const auto [aae_start, aae_end] = train("aae");
-  std::printf("MMD^2 of the codes to N(0, 9 I): plain AE %.4f -> %.4f, AAE %.4f -> %.4f\n", ae_start, ae_end,
-              aae_start, aae_end);
+  std::printf("MMD^2 of the codes to N(0, 9 I): plain AE %.4f -> %.4f, AAE %.4f -> %.4f\n", ae_start, ae_end, aae_start,
+              aae_end);
   EXPECT_LT(aae_end, 0.25 * aae_start) << aae_start << " -> " << aae_end;
   EXPECT_LT(aae_end, 0.5 * ae_end) << "plain AE " << ae_end << " vs AAE " << aae_end;
 }
@@ -181,6 +181,8 @@ TEST(Aae, MixturePriorAndConditionalDiscriminator) {
   EXPECT_NE(pae::testing::error_of([&] { aae.discriminate(z.slice(0, 0, 2)); }).find("labels"), std::string::npos);
   o.conditional = true;
   o.prior = "gaussian";
-  EXPECT_NE(pae::testing::error_of([&] { models::AdversarialAE bad(o, {1, 1, 6}); }).find("mixture"),
+  EXPECT_NE(pae::testing::error_of([&] {
+              models::AdversarialAE bad(o, {1, 1, 6});
+            }).find("mixture"),
             std::string::npos);
 }

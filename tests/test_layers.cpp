@@ -13,11 +13,14 @@ namespace {
 namespace fs = std::filesystem;
 
 /// Rank of a path's layer (its first folder under pae/ or src/); config.h is the edge where
-/// YAML becomes the options structs of data, models and flows, below the engine.
+/// YAML becomes the options structs of data, models and flows, below the engine. inference/
+/// (samplers, posterior search) serves training (the NAE's
+/// negative samples) and evaluation alike: generic numerics on energies and functions, below
+/// the models that use it.
 int rank_of(const std::string& folder) {
   static const std::map<std::string, int> ranks = {{"util", 0},      {"data", 1},    {"nn", 2},     {"models", 3},
                                                    {"flows", 3},     {"report", 4},  {"config", 5}, {"train", 6},
-                                                   {"inference", 7}, {"metrics", 7}, {"eval", 8},   {"programs", 9}};
+                                                   {"inference", 2}, {"metrics", 7}, {"eval", 8},   {"programs", 9}};
   auto it = ranks.find(folder);
   return it == ranks.end() ? -1 : it->second;
 }

@@ -19,8 +19,8 @@ AdversarialAE::AdversarialAE(const ModelOptions& o, const ImageShape& s) : AutoE
   encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
   decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
   const int64_t k = o.prior == "mixture" ? o.prior_components : 1;
-  disc_ = register_module("disc", make_mlp(o.latent_dim + (o.conditional ? k : 0), o.disc_hidden, 1, "leaky_relu",
-                                           o.dropout));
+  disc_ = register_module("disc",
+                          make_mlp(o.latent_dim + (o.conditional ? k : 0), o.disc_hidden, 1, "leaky_relu", o.dropout));
   // Mixture centres: a fixed part of the model (saved with it), drawn from a generator of
   // their own so that the layout does not depend on the training seed's stream.
   auto centres = torch::zeros({k, o.latent_dim});
@@ -54,8 +54,8 @@ torch::Tensor AdversarialAE::sample_latents_of(const torch::Tensor& component) {
 
 torch::Tensor AdversarialAE::sample_latents(int64_t n) {
   const auto k = centres_.size(0);
-  auto component = k > 1 ? torch::randint(0, k, {n}, torch::TensorOptions().dtype(torch::kInt64))
-                         : torch::zeros({n}, torch::kInt64);
+  auto component =
+      k > 1 ? torch::randint(0, k, {n}, torch::TensorOptions().dtype(torch::kInt64)) : torch::zeros({n}, torch::kInt64);
   return sample_latents_of(component);
 }
 
@@ -64,8 +64,8 @@ torch::Tensor AdversarialAE::discriminate(const torch::Tensor& z, const torch::T
   require(labels.defined(), "model.conditional: the discriminator needs labels, and this dataset has none");
   const auto k = centres_.size(0);
   const auto bad = (labels < 0).logical_or(labels >= k);
-  require(!bad.any().item<bool>(), "model.conditional: labels must lie in [0, prior_components = " +
-                                       std::to_string(k) + ")");
+  require(!bad.any().item<bool>(),
+          "model.conditional: labels must lie in [0, prior_components = " + std::to_string(k) + ")");
   return disc_->forward(torch::cat({z, F::one_hot(labels.to(z.device()), k).to(z.dtype())}, 1)).squeeze(1);
 }
 
@@ -111,8 +111,7 @@ std::map<std::string, torch::Tensor> AdversarialAE::scores(const torch::Tensor& 
   } else {
     const auto k = centres_.size(0);
     std::vector<torch::Tensor> per_label;
-    for (int64_t c = 0; c < k; ++c)
-      per_label.push_back(discriminate(z, torch::full({z.size(0)}, c, torch::kInt64)));
+    for (int64_t c = 0; c < k; ++c) per_label.push_back(discriminate(z, torch::full({z.size(0)}, c, torch::kInt64)));
     s["neg_disc_logit"] = -std::get<0>(torch::stack(per_label, 1).max(1));
   }
   return s;
