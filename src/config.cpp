@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -69,6 +70,19 @@ void visit_fields(Config& c, Visitor& v) {
   v("prior_radius", m.prior_radius);
   v("conditional", m.conditional);
   v("disc_hidden", m.disc_hidden);
+  v("nae_epochs", m.nae_epochs);
+  v("gamma", m.gamma);
+  v("temperature", m.temperature);
+  v("encoder_l2", m.encoder_l2);
+  v("buffer_size", m.buffer_size);
+  v("replay_ratio", m.replay_ratio);
+  v("z_steps", m.z_steps);
+  v("z_step_size", m.z_step_size);
+  v("z_noise", m.z_noise);
+  v("x_steps", m.x_steps);
+  v("x_step_size", m.x_step_size);
+  v("x_noise", m.x_noise);
+  v("x_grad_clip", m.x_grad_clip);
   auto& t = c.train;
   v.section("train");
   v("epochs", t.epochs);
@@ -121,6 +135,11 @@ std::string unused_model_key(const ModelOptions& m, const std::string& key) {
   if (key == "sigma" && m.recon_loss != "gaussian") return "it applies to recon_loss gaussian";
   const bool aae_key = key.rfind("prior", 0) == 0 || key == "conditional" || key == "disc_hidden";
   if (aae_key && m.type != "aae") return "it applies to model.type aae";
+  static const std::vector<std::string> nae_keys = {
+      "nae_epochs",  "gamma",   "temperature", "encoder_l2",  "buffer_size", "replay_ratio", "z_steps",
+      "z_step_size", "z_noise", "x_steps",     "x_step_size", "x_noise",     "x_grad_clip"};
+  if (std::find(nae_keys.begin(), nae_keys.end(), key) != nae_keys.end() && m.type != "nae")
+    return "it applies to model.type nae";
   if ((key == "prior_components" || key == "prior_layout" || key == "prior_radius") && m.prior != "mixture")
     return "it applies to prior mixture";
   if ((key == "hidden" || key == "dropout") && m.arch != "mlp") return "it applies to arch mlp";
@@ -164,6 +183,19 @@ bool is_default_model_value(const ModelOptions& m, const std::string& key) {
   if (key == "prior_radius") return m.prior_radius == d.prior_radius;
   if (key == "conditional") return m.conditional == d.conditional;
   if (key == "disc_hidden") return m.disc_hidden == d.disc_hidden;
+  if (key == "nae_epochs") return m.nae_epochs == d.nae_epochs;
+  if (key == "gamma") return m.gamma == d.gamma;
+  if (key == "temperature") return m.temperature == d.temperature;
+  if (key == "encoder_l2") return m.encoder_l2 == d.encoder_l2;
+  if (key == "buffer_size") return m.buffer_size == d.buffer_size;
+  if (key == "replay_ratio") return m.replay_ratio == d.replay_ratio;
+  if (key == "z_steps") return m.z_steps == d.z_steps;
+  if (key == "z_step_size") return m.z_step_size == d.z_step_size;
+  if (key == "z_noise") return m.z_noise == d.z_noise;
+  if (key == "x_steps") return m.x_steps == d.x_steps;
+  if (key == "x_step_size") return m.x_step_size == d.x_step_size;
+  if (key == "x_noise") return m.x_noise == d.x_noise;
+  if (key == "x_grad_clip") return m.x_grad_clip == d.x_grad_clip;
   return false;
 }
 
@@ -482,6 +514,20 @@ void validate(const Config& c) {
   check(in(m.prior_layout, {"circle", "random"}), "model.prior_layout", "circle or random", "'" + m.prior_layout + "'");
   check(m.prior_radius >= 0, "model.prior_radius", "a number >= 0", std::to_string(m.prior_radius));
   for (auto h : m.disc_hidden) check(h > 0, "model.disc_hidden", "positive widths", std::to_string(h));
+  check(m.nae_epochs >= 0, "model.nae_epochs", "an integer >= 0", std::to_string(m.nae_epochs));
+  check(m.gamma >= 0, "model.gamma", "a number >= 0", std::to_string(m.gamma));
+  check(m.temperature > 0, "model.temperature", "a positive number", std::to_string(m.temperature));
+  check(m.encoder_l2 >= 0, "model.encoder_l2", "a number >= 0", std::to_string(m.encoder_l2));
+  check(m.buffer_size >= 1, "model.buffer_size", "a positive integer", std::to_string(m.buffer_size));
+  check(m.replay_ratio >= 0 && m.replay_ratio <= 1, "model.replay_ratio", "a number in [0, 1]",
+        std::to_string(m.replay_ratio));
+  check(m.z_steps >= 0 && m.x_steps >= 0, m.z_steps < 0 ? "model.z_steps" : "model.x_steps", "an integer >= 0",
+        "a negative number");
+  check(m.z_step_size >= 0 && m.x_step_size >= 0, m.z_step_size < 0 ? "model.z_step_size" : "model.x_step_size",
+        "a number >= 0", "a negative number");
+  check(m.z_noise >= 0 && m.x_noise >= 0, m.z_noise < 0 ? "model.z_noise" : "model.x_noise", "a number >= 0",
+        "a negative number");
+  check(m.x_grad_clip >= 0, "model.x_grad_clip", "a number >= 0 (0 = off)", std::to_string(m.x_grad_clip));
   check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
   check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));

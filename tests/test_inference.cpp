@@ -68,7 +68,7 @@ TEST(Langevin, PerSampleGradientClippingAndPixelClamp) {
   EXPECT_TRUE(torch::allclose(x, torch::full({4, 1, 2, 2}, 0.5 - 0.1 / 2), 0, 1e-6)) << x;  // 0.1 / sqrt(4 pixels)
   EXPECT_DOUBLE_EQ(stats.clipped, 1.0);
   EXPECT_NEAR(stats.grad_norm, 100.0, 1e-3);  // |100 * 0.5 * (1,1,1,1)| = 100
-  o.step_size = 1000;  // would leave [0, 1] without the clamp
+  o.step_size = 1000;                         // would leave [0, 1] without the clamp
   EXPECT_GE(inference::langevin(energy, x0, o).min().item<float>(), 0.0f);
   EXPECT_TRUE(x0.eq(0.5).all().item<bool>()) << "x0 must not be modified";
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "pae/models/aae.h"
+#include "pae/models/nae.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
@@ -154,6 +155,7 @@ void register_builtin_models(AutoEncoderRegistry& r) {
   r.add("ae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); });
   r.add("vae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); });
   r.add("aae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<AdversarialAE>(o, s); });
+  r.add("nae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<NormalizedAE>(o, s); });
 }
 
 }  // namespace

@@ -233,7 +233,8 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     } else {
       ++state.stale;
     }
-    if (o.patience > 0 && state.stale >= o.patience && state.epoch_in_phase < phase.epochs) {
+    const int64_t patience = phase.patience >= 0 ? phase.patience : o.patience;
+    if (patience > 0 && state.stale >= patience && state.epoch_in_phase < phase.epochs) {
       state.phase_stopped = true;
       spdlog::info("early stop{}: {} has not improved for {} epochs", phase_label.empty() ? "" : " of " + phase_label,
                    monitor.name, state.stale);

@@ -11,6 +11,7 @@
 
 #include "pae/data/npy.h"
 #include "pae/models/autoencoder.h"
+#include "pae/models/nae.h"
 #include "pae/train/checkpoint.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -35,9 +36,9 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
   } else if (non_empty) {
     require(force, "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
     // Remove only what a run writes; anything else the user put there stays.
-    for (const char* name :
-         {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents",
-          "latents.json", "log_prob", "recon.png", "samples.png", "summary.json", "classifier.pt", "classifier.json"}) {
+    for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
+                             "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
+                             "classifier.pt", "classifier.json", "negatives"}) {
       std::error_code ec;
       fs::remove_all(p / name, ec);
       require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
@@ -150,6 +151,22 @@ torch::Tensor encode_all(AutoEncoder& model, const data::Dataset& d, int64_t bat
   return torch::cat(zs);
 }
 
+/// Writes a grid of the NAE's latest negative samples after each phase-2 epoch.
+class NegativesSink : public report::MetricsSink {
+ public:
+  NegativesSink(models::NormalizedAE& model, fs::path dir) : model_(model), dir_(std::move(dir)) {}
+  void on_epoch(const report::EpochRecord& r) override {
+    const auto& neg = model_.last_negatives();
+    if (r.phase != "nae" || !neg.defined()) return;
+    ensure_dir(dir_);
+    save_image_grid(neg.slice(0, 0, 64), 8, (dir_ / fmt::format("epoch_{:04d}.png", r.epoch)).string());
+  }
+
+ private:
+  models::NormalizedAE& model_;
+  fs::path dir_;
+};
+
 std::string format_terms(const std::map<std::string, double>& m) {
   std::string s;
   for (const auto& kv : m) s += (s.empty() ? "" : " ") + kv.first + "=" + fmt::format("{:.6g}", kv.second);
@@ -202,7 +219,10 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  Engine engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet));
+  auto sinks = run_sinks(options.run_dir, t.epochs, options.quiet);
+  if (auto* nae = dynamic_cast<models::NormalizedAE*>(model.get()))
+    sinks.push_back(std::make_shared<NegativesSink>(*nae, run / "negatives"));
+  Engine engine(engine_opts, sinks);
   const auto fit = engine.fit(*model, data);
 
   // Every output below comes from the run's model, the checkpoint later programs load.

@@ -13,14 +13,14 @@ using Energy = std::function<at::Tensor(const at::Tensor&)>;
 
 struct LangevinOptions {
   int64_t steps = 10;
-  double step_size = 0.2;    ///< epsilon in x <- x - epsilon * grad E(x) / T + sigma_t * xi
-  double noise = 0.05;       ///< sigma (the NAE paper's rule: an independent scale, not sqrt(2 epsilon))
-  bool anneal_noise = false; ///< sigma_t = sigma / (1 + t), t = 0, 1, ...
-  double temperature = 1.0;  ///< T
-  double grad_clip = 0.0;    ///< per-sample gradient norm limit (0 = off)
-  bool clamp = false;        ///< clamp to [clamp_min, clamp_max] after each step (pixels)
+  double step_size = 0.2;     ///< epsilon in x <- x - epsilon * grad E(x) / T + sigma_t * xi
+  double noise = 0.05;        ///< sigma (the NAE paper's rule: an independent scale, not sqrt(2 epsilon))
+  bool anneal_noise = false;  ///< sigma_t = sigma / (1 + t), t = 0, 1, ...
+  double temperature = 1.0;   ///< T
+  double grad_clip = 0.0;     ///< per-sample gradient norm limit (0 = off)
+  bool clamp = false;         ///< clamp to [clamp_min, clamp_max] after each step (pixels)
   double clamp_min = 0.0, clamp_max = 1.0;
-  bool sphere = false;       ///< project each sample (row) back to the unit sphere after each step
+  bool sphere = false;  ///< project each sample (row) back to the unit sphere after each step
 };
 
 /// What a chain did, averaged over the batch.

@@ -8,7 +8,7 @@ namespace pae {
 
 /// The `model` section: which auto-encoder and which networks.
 struct ModelOptions {
-  std::string type = "ae";    ///< registry name: ae, vae, aae; "classifier" = the domain classifier (pae-train)
+  std::string type = "ae";    ///< registry name: ae, vae, aae, nae; "classifier" = the domain classifier (pae-train)
   std::string arch = "conv";  ///< mlp | conv
   int64_t latent_dim = 32;
   std::vector<int64_t> hidden = {400};            ///< mlp: hidden widths (decoder mirrors)
@@ -28,6 +28,21 @@ struct ModelOptions {
   double prior_radius = 4.0;                      ///< aae mixture: circle radius / std of random centres
   bool conditional = false;                       ///< aae: labels (one-hot) go to the discriminator
   std::vector<int64_t> disc_hidden = {256, 256};  ///< aae: discriminator MLP widths
+  // Normalized auto-encoder (type nae; Yoon, Noh & Park 2021): phase 1 = train.epochs of AE
+  // training (group "ae"), phase 2 = nae_epochs of contrastive training (group "nae").
+  int64_t nae_epochs = 50;      ///< nae: epochs of phase 2
+  double gamma = 1.0;           ///< nae: weight of mean E(x-)^2
+  double temperature = 1.0;     ///< nae: T in (E(x+) - E(x-)) / T and in the chains' drift
+  double encoder_l2 = 1e-4;     ///< nae: weight of ||theta_enc||^2 (both phases)
+  int64_t buffer_size = 10000;  ///< nae: replay buffer of latent chain ends
+  double replay_ratio = 0.95;   ///< nae: fraction of latent chains restarted from the buffer
+  int64_t z_steps = 10;         ///< nae latent chain (on the sphere): steps, step size, noise
+  double z_step_size = 0.2;
+  double z_noise = 0.05;
+  int64_t x_steps = 50;  ///< nae data-space chain: steps, step size, noise (annealed sigma/(1+t))
+  double x_step_size = 10.0;
+  double x_noise = 0.05;
+  double x_grad_clip = 0.01;  ///< nae: per-sample gradient norm limit of the data-space chain
 };
 
 }  // namespace pae

@@ -41,6 +41,7 @@ struct Batch {
 struct Phase {
   std::string name;
   int64_t epochs = 0;
+  int64_t patience = -1;  ///< early stopping of this phase (-1: the engine's setting, 0: off)
 };
 
 /// The quantity that picks the best checkpoint and drives early stopping: looked up in the

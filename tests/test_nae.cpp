@@ -1,0 +1,153 @@
+// The normalized auto-encoder: sphere latents, the phase-2 step, and exact resume in phase 2.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "pae/models/nae.h"
+#include "pae/report/sinks.h"
+#include "pae/train/engine.h"
+#include "test_util.h"
+
+using namespace pae;
+
+namespace {
+
+ModelOptions nae_options() {
+  ModelOptions o;
+  o.type = "nae";
+  o.arch = "mlp";
+  o.hidden = {32};
+  o.latent_dim = 4;
+  o.buffer_size = 16;
+  o.z_steps = 3;
+  o.x_steps = 4;
+  o.x_step_size = 1;
+  return o;
+}
+
+/// Steps only `group` with its own Adam, in phase `phase`.
+class OneGroup : public nn::StepContext {
+ public:
+  OneGroup(std::string group, std::vector<at::Tensor> params)
+      : group_(std::move(group)), opt_(params, torch::optim::AdamOptions(1e-3)) {}
+  void step(const std::string& group, const at::Tensor& loss) override {
+    ASSERT_EQ(group, group_);
+    opt_.zero_grad();
+    loss.backward();
+    opt_.step();
+  }
+  void log(const std::string&, const at::Tensor&) override {}
+  const std::string& phase() const override { return group_; }
+  int64_t phase_index() const override { return 1; }
+  int64_t epoch() const override { return 1; }
+  int64_t global_step() const override { return 0; }
+  c10::Device device() const override { return c10::Device(c10::kCPU); }
+
+ private:
+  std::string group_;
+  torch::optim::Adam opt_;
+};
+
+struct KillAfterMetrics : report::MetricsSink {
+  explicit KillAfterMetrics(int64_t epoch) : at(epoch) {}
+  void on_epoch(const report::EpochRecord& r) override {
+    if (r.epoch == at) throw std::runtime_error("killed");
+  }
+  int64_t at;
+};
+
+}  // namespace
+
+TEST(Nae, LatentsAndChainEndsStayOnTheSphere) {
+  torch::manual_seed(0);
+  models::NormalizedAE nae(nae_options(), {1, 4, 4});
+  const auto x = torch::rand({20, 1, 4, 4});
+  EXPECT_TRUE(torch::allclose(nae.encode(x).norm(2, 1), torch::ones({20}), 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(nae.sample_latents(50).norm(2, 1), torch::ones({50}), 0, 1e-5));
+  inference::LangevinStats zs, xs;
+  const auto neg = nae.sample_negatives(12, &zs, &xs);
+  EXPECT_EQ(neg.sizes(), x.slice(0, 0, 12).sizes());
+  EXPECT_GE(neg.min().item<float>(), 0.0f);
+  EXPECT_LE(neg.max().item<float>(), 1.0f);
+  ASSERT_EQ(nae.buffer_count(), 12);
+  EXPECT_TRUE(torch::allclose(nae.buffer().slice(0, 0, 12).norm(2, 1), torch::ones({12}), 0, 1e-5));
+  EXPECT_LE(zs.energy_end, zs.energy_start + 1e-3);  // the latent chain moves downhill (noise 0.05)
+  // The energy is the per-pixel reconstruction error through the sphere code.
+  const auto e = nae.energy(x);
+  EXPECT_TRUE(torch::allclose(e, (nae.decode(nae.encode(x)) - x).pow(2).flatten(1).mean(1)));
+  EXPECT_TRUE(torch::allclose(nae.scores(x).at("energy"), e, 1e-5, 1e-7));
+}
+
+TEST(Nae, PhaseTwoStepLowersPositiveEnergyRelativeToNegative) {
+  torch::manual_seed(1);
+  models::NormalizedAE nae(nae_options(), {1, 4, 4});
+  const auto x = torch::rand({32, 1, 4, 4}) * 0.3;  // positives: dark images
+  std::vector<at::Tensor> before;
+  for (const auto& p : nae.parameters()) before.push_back(p.detach().clone());
+  OneGroup ctx("nae", nae.parameters());
+  nae.train();
+  nae.train_step({x, {}}, ctx);
+  const auto neg = nae.last_negatives();
+  ASSERT_TRUE(neg.defined());
+  auto gap = [&] {
+    torch::NoGradGuard g;
+    return (nae.energy(x).mean() - nae.energy(neg).mean()).item<double>();
+  };
+  const double after = gap();
+  std::vector<at::Tensor> now;
+  {
+    torch::NoGradGuard g;
+    auto params = nae.parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      now.push_back(params[i].detach().clone());
+      params[i].copy_(before[i]);
+    }
+  }
+  const double start = gap();
+  EXPECT_LT(after, start) << "E(x+) - E(x-) on the step's own batch: " << start << " -> " << after;
+  {
+    torch::NoGradGuard g;
+    auto params = nae.parameters();
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_FALSE(torch::equal(now[i], before[i])) << "parameter " << i;
+  }
+}
+
+TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
+  pae::testing::TempDir tmp;
+  torch::manual_seed(2);
+  const auto data_x = torch::rand({24, 1, 4, 4});
+  train::TrainData data;
+  data.size = 24;
+  data.batch = [&](const at::Tensor& idx) { return nn::Batch{data_x.index_select(0, idx), {}}; };
+  data.validation = {data_x.slice(0, 0, 8), {}};
+  auto run = [&](const std::string& dir, bool resume, int64_t kill_at) {
+    auto o = nae_options();
+    o.nae_epochs = 3;
+    torch::manual_seed(3);
+    auto nae = std::make_shared<models::NormalizedAE>(o, models::ImageShape{1, 4, 4});
+    train::EngineOptions eo;
+    eo.run_dir = dir;
+    eo.epochs = 2;
+    eo.batch_size = 8;
+    eo.quiet = true;
+    eo.resume = resume;
+    eo.optimizers[""] = train::OptimizerOptions{};
+    auto phases = std::make_shared<report::MemorySink>();
+    train::Engine(eo, {phases, std::make_shared<KillAfterMetrics>(kill_at)}).fit(*nae, data);
+    return std::make_pair(nae, phases);
+  };
+  const auto [straight, records] = run(tmp.file("straight"), false, -1);
+  ASSERT_EQ(records->records.size(), 5u);
+  EXPECT_EQ(records->records[1].phase, "ae");
+  EXPECT_EQ(records->records[2].phase, "nae");
+  EXPECT_TRUE(std::isfinite(records->records[4].get("train_neg_energy")));
+  EXPECT_EQ(straight->buffer_count(), 16);
+  // Killed after the metrics of epoch 4 (phase 2's second epoch), before its checkpoint.
+  EXPECT_THROW(run(tmp.file("resumed"), false, 4), std::runtime_error);
+  const auto [resumed, resumed_records] = run(tmp.file("resumed"), true, -1);
+  ASSERT_EQ(resumed_records->records.size(), 2u);  // epochs 4 and 5
+  EXPECT_EQ(resumed_records->records[0].phase, "nae");
+  EXPECT_TRUE(torch::equal(resumed->buffer(), straight->buffer()));
+  EXPECT_EQ(resumed->buffer_count(), straight->buffer_count());
+  const auto a = straight->parameters(), b = resumed->parameters();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
