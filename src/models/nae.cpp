@@ -13,7 +13,8 @@ torch::Tensor to_sphere(const torch::Tensor& h) { return h / h.norm(2, 1, true).
 }  // namespace
 
 NormalizedAE::NormalizedAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
-  require(o.recon_loss == "mse", "model.recon_loss '" + o.recon_loss + "' for type nae: the energy is the MSE; use mse");
+  require(o.recon_loss == "mse",
+          "model.recon_loss '" + o.recon_loss + "' for type nae: the energy is the MSE; use mse");
   encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
   decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
   buffer_ = torch::zeros({o.buffer_size, o.latent_dim});
@@ -31,6 +32,7 @@ LossTerms NormalizedAE::loss(const torch::Tensor& x) {
 std::map<std::string, torch::Tensor> NormalizedAE::scores(const torch::Tensor& x, torch::Tensor* latents) {
   auto s = AutoEncoder::scores(x, latents);
   s["energy"] = s.at("recon_mse");  // the same quantity, under the name the NAE gives it
+  s.erase("latent_norm");           // 1 for every code on the sphere: no information
   return s;
 }
 

@@ -219,7 +219,9 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  auto sinks = run_sinks(options.run_dir, t.epochs, options.quiet);
+  int64_t total_epochs = 0;  // over all the model's phases (the NAE has two)
+  for (const auto& phase : model->phases(t.epochs)) total_epochs += phase.epochs;
+  auto sinks = run_sinks(options.run_dir, total_epochs, options.quiet);
   if (auto* nae = dynamic_cast<models::NormalizedAE*>(model.get()))
     sinks.push_back(std::make_shared<NegativesSink>(*nae, run / "negatives"));
   Engine engine(engine_opts, sinks);

@@ -27,7 +27,7 @@ class NormalizedAE : public AutoEncoder {
   torch::Tensor energy(const torch::Tensor& x);
   /// Terms "loss" (mean energy), "recon", "mse".
   LossTerms loss(const torch::Tensor& x) override;
-  /// Base scores plus "energy".
+  /// "recon_mse" and its other name "energy" ("latent_norm" is 1 on the sphere: left out).
   std::map<std::string, torch::Tensor> scores(const torch::Tensor& x, torch::Tensor* latents = nullptr) override;
   /// Uniform on the sphere.
   torch::Tensor sample_latents(int64_t n) override;
