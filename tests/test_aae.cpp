@@ -25,28 +25,6 @@ ModelOptions toy_options(const std::string& type) {
   return o;
 }
 
-/// Steps only the "disc" group (its own Adam); the other groups' steps are not taken.
-class DiscOnly : public nn::StepContext {
- public:
-  explicit DiscOnly(std::vector<at::Tensor> params) : opt_(params, torch::optim::AdamOptions(1e-2)) {}
-  void step(const std::string& group, const at::Tensor& loss) override {
-    if (group != "disc") return;
-    opt_.zero_grad();
-    loss.backward();
-    opt_.step();
-  }
-  void log(const std::string&, const at::Tensor&) override {}
-  const std::string& phase() const override { return phase_; }
-  int64_t phase_index() const override { return 0; }
-  int64_t epoch() const override { return 1; }
-  int64_t global_step() const override { return 0; }
-  c10::Device device() const override { return c10::Device(c10::kCPU); }
-
- private:
-  torch::optim::Adam opt_;
-  std::string phase_ = "train";
-};
-
 constexpr double kPriorStd = 3.0;
 
 /// Squared maximum mean discrepancy (RBF kernel of the prior's width, biased estimate) between
@@ -81,12 +59,13 @@ TEST(Aae, DiscriminatorStepRaisesItsAccuracyAndLeavesTheEncoderUntouched) {
   std::vector<at::Tensor> encoder_before;
   for (const auto& p : groups[2].second) encoder_before.push_back(p.detach().clone());
   const double before = accuracy();
-  DiscOnly ctx(groups[1].second);
+  pae::testing::OneGroupContext ctx("disc", groups[1].second, 1e-2);
   for (int i = 0; i < 30; ++i) {
     aae->train();
     aae->train_step({x, {}}, ctx);
   }
   const double after = accuracy();
+  EXPECT_EQ(ctx.steps, 30);
   EXPECT_GT(after, before + 0.2) << before << " -> " << after;
   const auto& encoder_after = groups[2].second;
   for (size_t i = 0; i < encoder_before.size(); ++i) {

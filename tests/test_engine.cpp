@@ -115,15 +115,6 @@ train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool re
   return o;
 }
 
-/// A sink that "kills" the run once epoch `at`'s metrics are written, before its checkpoint.
-struct KillAfterMetrics : report::MetricsSink {
-  explicit KillAfterMetrics(int64_t epoch) : at(epoch) {}
-  void on_epoch(const report::EpochRecord& r) override {
-    if (r.epoch == at) throw std::runtime_error("killed after the metrics line");
-  }
-  int64_t at;
-};
-
 ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t crash_at_step = -1,
                int64_t kill_after_metrics = -1) {
   torch::manual_seed(11);
@@ -131,7 +122,7 @@ ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t cras
   r.toy->crash_at_step = crash_at_step;
   train::Engine engine(toy_options(dir, epochs, resume),
                        {r.sink, std::make_shared<report::JsonLinesSink>(dir + "/metrics.jsonl"),
-                        std::make_shared<KillAfterMetrics>(kill_after_metrics)});
+                        std::make_shared<pae::testing::KillAfterMetrics>(kill_after_metrics)});
   engine.fit(*r.toy, toy_data());
   return r;
 }

@@ -24,37 +24,6 @@ ModelOptions nae_options() {
   return o;
 }
 
-/// Steps only `group` with its own Adam, in phase `phase`.
-class OneGroup : public nn::StepContext {
- public:
-  OneGroup(std::string group, std::vector<at::Tensor> params)
-      : group_(std::move(group)), opt_(params, torch::optim::AdamOptions(1e-3)) {}
-  void step(const std::string& group, const at::Tensor& loss) override {
-    ASSERT_EQ(group, group_);
-    opt_.zero_grad();
-    loss.backward();
-    opt_.step();
-  }
-  void log(const std::string&, const at::Tensor&) override {}
-  const std::string& phase() const override { return group_; }
-  int64_t phase_index() const override { return 1; }
-  int64_t epoch() const override { return 1; }
-  int64_t global_step() const override { return 0; }
-  c10::Device device() const override { return c10::Device(c10::kCPU); }
-
- private:
-  std::string group_;
-  torch::optim::Adam opt_;
-};
-
-struct KillAfterMetrics : report::MetricsSink {
-  explicit KillAfterMetrics(int64_t epoch) : at(epoch) {}
-  void on_epoch(const report::EpochRecord& r) override {
-    if (r.epoch == at) throw std::runtime_error("killed");
-  }
-  int64_t at;
-};
-
 }  // namespace
 
 TEST(Nae, LatentsAndChainEndsStayOnTheSphere) {
@@ -83,11 +52,12 @@ TEST(Nae, PhaseTwoStepLowersPositiveEnergyRelativeToNegative) {
   const auto x = torch::rand({32, 1, 4, 4}) * 0.3;  // positives: dark images
   std::vector<at::Tensor> before;
   for (const auto& p : nae.parameters()) before.push_back(p.detach().clone());
-  OneGroup ctx("nae", nae.parameters());
+  pae::testing::OneGroupContext ctx("nae", nae.parameters(), 1e-3, "nae");
   nae.train();
   nae.train_step({x, {}}, ctx);
   const auto neg = nae.last_negatives();
   ASSERT_TRUE(neg.defined());
+  ASSERT_EQ(ctx.steps, 1);
   auto gap = [&] {
     torch::NoGradGuard g;
     return (nae.energy(x).mean() - nae.energy(neg).mean()).item<double>();
@@ -132,7 +102,7 @@ TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
     eo.resume = resume;
     eo.optimizers[""] = train::OptimizerOptions{};
     auto phases = std::make_shared<report::MemorySink>();
-    train::Engine(eo, {phases, std::make_shared<KillAfterMetrics>(kill_at)}).fit(*nae, data);
+    train::Engine(eo, {phases, std::make_shared<pae::testing::KillAfterMetrics>(kill_at)}).fit(*nae, data);
     return std::make_pair(nae, phases);
   };
   const auto [straight, records] = run(tmp.file("straight"), false, -1);

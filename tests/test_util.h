@@ -1,6 +1,7 @@
 // Shared test helpers: a temporary directory removed at the end of each test.
 #pragma once
 #include <gtest/gtest.h>
+#include <torch/optim/adam.h>
 
 #include <cstring>
 #include <filesystem>
@@ -47,6 +48,41 @@ void engine_steps(TrainableT& trainable, const TensorT& x, int64_t steps) {
   data.batch = [&](const TensorT& idx) { return pae::nn::Batch{x.index_select(0, idx), {}}; };
   pae::train::Engine(eo).fit(trainable, data);
 }
+
+/// A StepContext for one model step outside the engine: steps only `group` (its own Adam over
+/// `params`); other groups' steps are not taken (no backward). Reports `phase` as the phase.
+class OneGroupContext : public pae::nn::StepContext {
+ public:
+  OneGroupContext(std::string group, std::vector<at::Tensor> params, double lr, std::string phase = "train")
+      : group_(std::move(group)), phase_(std::move(phase)), opt_(params, torch::optim::AdamOptions(lr)) {}
+  void step(const std::string& group, const at::Tensor& loss) override {
+    if (group != group_) return;
+    opt_.zero_grad();
+    loss.backward();
+    opt_.step();
+    ++steps;
+  }
+  void log(const std::string&, const at::Tensor&) override {}
+  const std::string& phase() const override { return phase_; }
+  int64_t phase_index() const override { return 0; }
+  int64_t epoch() const override { return 1; }
+  int64_t global_step() const override { return 0; }
+  c10::Device device() const override { return c10::Device(c10::kCPU); }
+  int64_t steps = 0;  ///< steps of `group` taken
+
+ private:
+  std::string group_, phase_;
+  torch::optim::Adam opt_;
+};
+
+/// A sink that "kills" a run (throws) once epoch `at`'s metrics are out, before its checkpoint.
+struct KillAfterMetrics : pae::report::MetricsSink {
+  explicit KillAfterMetrics(int64_t epoch) : at(epoch) {}
+  void on_epoch(const pae::report::EpochRecord& r) override {
+    if (r.epoch == at) throw std::runtime_error("killed after the metrics of epoch " + std::to_string(at));
+  }
+  int64_t at;
+};
 
 /// A metrics.jsonl without its timing fields (they differ between any two runs).
 inline std::string metrics_without_timing(const std::string& path) {
