@@ -38,6 +38,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("path", d.path);
   v("labels_path", d.labels_path);
   v("val_size", d.val_size);
+  v("train_from", d.train_from);
   v("split_seed", d.split_seed);
   v("subset", d.subset);
   v("classes", d.classes);
@@ -481,6 +482,8 @@ void validate(const Config& c) {
   const auto& m = c.model;
   const auto& t = c.train;
   check(d.val_size >= 0, "data.val_size", "an integer >= 0", std::to_string(d.val_size));
+  check(d.train_from.empty() || d.train_from == "test", "data.train_from", "test (or nothing)",
+        "'" + d.train_from + "'");
   check(d.subset >= 0, "data.subset", "an integer >= 0 (0 = all)", std::to_string(d.subset));
   check(d.channels == 0 || d.channels == 1 || d.channels == 3, "data.channels", "0, 1 or 3",
         std::to_string(d.channels));

@@ -326,3 +326,27 @@ TEST(Datasets, MnistTestSetFromPaeDataDir) {
   EXPECT_EQ(torch::bincount(d.labels).size(0), 10);
   EXPECT_NEAR(d.images.mean().item<double>(), 0.1325, 2e-3);  // MNIST's known pixel mean
 }
+
+TEST(Datasets, TrainFromTestCarvesTrainingFromTheTestSplit) {
+  // Only a test set at hand (the shared MNIST): data.train_from test carves train/val from it.
+  TempDir tmp;
+  const auto test_images = torch::rand({30, 1, 4, 4});
+  write_npy(tmp.file("x_test.npy"), test_images);
+  DataOptions o;
+  o.name = "npy";
+  o.path = tmp.file("x_{split}.npy");
+  o.val_size = 6;
+  EXPECT_NE(error_of([&] { load_dataset(o, Split::kTrain); }).find("x_train.npy"), std::string::npos);
+  o.train_from = "test";
+  const auto train = load_dataset(o, Split::kTrain), val = load_dataset(o, Split::kVal);
+  EXPECT_EQ(train.size(), 24);
+  EXPECT_EQ(val.size(), 6);
+  // Every training and validation image is one of the test images, none twice.
+  const auto all = torch::cat({train.images, val.images}).flatten(1);
+  const auto same = (all.unsqueeze(1) == test_images.flatten(1).unsqueeze(0)).all(2);  // [30 carved, 30 test]
+  EXPECT_TRUE(same.sum(1).eq(1).all().item<bool>());
+  EXPECT_TRUE(same.sum(0).eq(1).all().item<bool>());
+  EXPECT_TRUE(torch::equal(load_dataset(o, Split::kTest).images, test_images));
+  o.train_from = "val";
+  EXPECT_NE(error_of([&] { load_dataset(o, Split::kTrain); }).find("data.train_from"), std::string::npos);
+}

@@ -250,7 +250,12 @@ std::vector<std::string> DatasetRegistry::names() const {
 }
 
 Dataset load_dataset(const DataOptions& options, Split split) {
-  Dataset d = DatasetRegistry::instance().get(options.name)(options, split);
+  require(options.train_from.empty() || options.train_from == "test",
+          "data.train_from '" + options.train_from + "': expected test (or nothing)");
+  const auto& loader = DatasetRegistry::instance().get(options.name);
+  Dataset d = options.train_from == "test" && split != Split::kTest
+                  ? carve(loader(options, Split::kTest), options, split)
+                  : loader(options, split);
   d.split = split;
   if (!options.classes.empty() || !options.holdout_classes.empty()) {
     auto keep = torch::ones({d.size()}, torch::kBool);

@@ -188,6 +188,10 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   const data::Dataset test = data::load_dataset(config.data, data::Split::kTest);
   spdlog::info("train {} / val {} / test {} images of shape [{}, {}, {}]", train.size(), val.size(), test.size(),
                train.images.size(1), train.images.size(2), train.images.size(3));
+  if (config.data.train_from == "test")
+    spdlog::warn(
+        "data.train_from: test: training and validation images are carved from the test split, so the "
+        "test metrics below are not held out");
 
   const models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
   const auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);

@@ -21,10 +21,13 @@ std::string to_string(Split split);
 /// Typed data options (the config's `data` section).
 struct DataOptions {
   std::string name = "fashion-mnist";
-  std::string root;                      ///< empty: search the default places
-  std::string path;                      ///< npy: images file; "{split}" is replaced by the split name
-  std::string labels_path;               ///< npy: optional labels file, same placeholder
-  int64_t val_size = 5000;               ///< validation images carved from the training split
+  std::string root;         ///< empty: search the default places
+  std::string path;         ///< npy: images file; "{split}" is replaced by the split name
+  std::string labels_path;  ///< npy: optional labels file, same placeholder
+  int64_t val_size = 5000;  ///< validation images carved from the training split
+  /// "test": carve the training and validation splits from the test split's images (when only a
+  /// test set is at hand, e.g. the shared MNIST); test metrics are then not held out. "" = off.
+  std::string train_from;
   uint64_t split_seed = 0;               ///< seed of the train/val carve and of synthetic sets
   int64_t subset = 0;                    ///< keep the first N images after filtering (0 = all)
   std::vector<int64_t> classes;          ///< keep only these labels (empty = all)
