@@ -5,6 +5,8 @@
 #include <functional>
 #include <numeric>
 
+#include "pae/config.h"
+#include "pae/eval/pae.h"
 #include "pae/models/aae.h"
 #include "pae/report/sinks.h"
 #include "pae/train/engine.h"
@@ -164,4 +166,16 @@ TEST(Aae, MixturePriorAndConditionalDiscriminator) {
               models::AdversarialAE bad(o, {1, 1, 6});
             }).find("mixture"),
             std::string::npos);
+}
+
+TEST(Aae, PaeBundleSamplesTheAaesPriorWithoutAFlow) {
+  // Without a flow, samples come from the family's prior: for this AAE, N(0, 5^2 I).
+  auto o = toy_options("aae");
+  o.prior_std = 5;
+  auto aae = std::make_shared<models::AdversarialAE>(o, models::ImageShape{1, 1, 6});
+  eval::Pae pae(aae, nullptr, Config{});
+  torch::manual_seed(4);
+  const auto z = pae.sample_latents(20000);
+  EXPECT_NEAR(z.std(0).mean().item<double>(), 5.0, 0.1);
+  EXPECT_NEAR(z.mean().item<double>(), 0.0, 0.1);
 }

@@ -83,7 +83,8 @@ at::Tensor Pae::log_p_z(const at::Tensor& z) {
 
 at::Tensor Pae::sample_latents(int64_t n, double temperature) {
   torch::NoGradGuard no_grad;
-  if (!flow_) return torch::randn({n, ae_->latent_dim()}) * temperature;
+  // Without a flow, the family's own prior (N(0, I), the AAE's prior, the NAE's sphere).
+  if (!flow_) return ae_->sample_latents(n).to(torch::kCPU) * temperature;
   std::vector<at::Tensor> parts;
   for (int64_t i = 0; i < n; i += kBatch)
     parts.push_back(flow_->sample(std::min(kBatch, n - i), temperature).to(torch::kCPU, torch::kFloat32));

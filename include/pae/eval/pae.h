@@ -46,11 +46,12 @@ class Pae {
   at::Tensor decode(const at::Tensor& z);       ///< z:[N,D] -> x:[N,C,H,W] in [0, 1]
   at::Tensor reconstruct(const at::Tensor& x);  ///< decode(encode(x))
   at::Tensor log_p_z(const at::Tensor& z);      ///< z:[N,D] -> log p(z):[N] float64 (needs a flow)
-  /// n latents from the flow at `temperature` (float32), or from N(0, I) without a flow.
+  /// n latents from the flow at `temperature` (float32), or without a flow from the family's
+  /// prior (N(0, I); the AAE's prior; uniform on the NAE's sphere), scaled by `temperature`.
   at::Tensor sample_latents(int64_t n, double temperature = 1.0);
   /// n images: decode(sample_latents(n, temperature)).
   at::Tensor sample(int64_t n, double temperature = 1.0);
-  /// n decodes of N(0, I) codes (the prior the plain AE never trained for).
+  /// n decodes of prior codes (for a plain AE: N(0, I), a prior it never trained for).
   at::Tensor sample_prior(int64_t n);
   /// `steps` images on the straight line between a and b ([C,H,W] each) in the flow's Gaussian
   /// space (in latent space without a flow), endpoints included.
