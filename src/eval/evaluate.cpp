@@ -20,12 +20,12 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return out;
 }
 
-std::vector<double> to_vector(const at::Tensor& t) {
+}  // namespace
+
+std::vector<double> to_doubles(const at::Tensor& t) {
   const auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
   return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
-
-}  // namespace
 
 data::Dataset load_set(const std::string& spec, const Config& ae_config, const std::vector<int64_t>& image_shape,
                        int64_t limit) {
@@ -86,7 +86,7 @@ std::vector<OodResult> ood_table(const std::map<std::string, at::Tensor>& in_sco
     for (const auto& [name, in] : in_scores) {
       const auto it = scores.find(name);
       require(it != scores.end(), "OoD set " + set + " has no score " + name);
-      const auto a = to_vector(in), b = to_vector(it->second);
+      const auto a = to_doubles(in), b = to_doubles(it->second);
       OodResult r{set,
                   name,
                   metrics::roc_auc(a, b),

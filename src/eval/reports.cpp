@@ -26,11 +26,6 @@ std::string file_safe(std::string s) {
   return s;
 }
 
-std::vector<double> to_vector(const at::Tensor& t) {
-  const auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
-  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
-}
-
 /// The runs a report was made from.
 json runs_of(const Pae& pae) { return {{"ae_run", pae.ae_run()}, {"flow", pae.flow_run()}}; }
 
@@ -117,9 +112,9 @@ void OodReport::write(const Pae& pae, const std::string& out_dir) const {
       data::write_npy((out / "scores" / (file_safe(set) + "__" + name + ".npy")).string(), s.to(torch::kFloat32));
   for (const auto& [name, s] : scores.at(in)) {
     std::vector<metrics::RocSeries> series;
-    const auto a = to_vector(s);
+    const auto a = to_doubles(s);
     for (const auto& set : sets) {
-      const auto b = to_vector(scores.at(set).at(name));
+      const auto b = to_doubles(scores.at(set).at(name));
       char label[160];
       std::snprintf(label, sizeof(label), "%s (AUROC %.4f)", set.c_str(), metrics::roc_auc(a, b));
       series.push_back({label, metrics::roc_curve(a, b)});

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 
 #include "pae/data/npy.h"
@@ -17,7 +16,6 @@
 #include "pae/util/fs.h"
 #include "pae/util/image.h"
 #include "pae/util/json.h"
-#include "pae/util/progress.h"
 #include "pae/util/runtime.h"
 
 namespace pae::train {

@@ -19,6 +19,9 @@ namespace pae::eval {
 data::Dataset load_set(const std::string& spec, const Config& ae_config, const std::vector<int64_t>& image_shape,
                        int64_t limit = 0);
 
+/// A score tensor [N] as doubles (for the metrics, which work on vectors).
+std::vector<double> to_doubles(const at::Tensor& scores);
+
 /// One row of the OoD table.
 struct OodResult {
   std::string set, score;
