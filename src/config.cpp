@@ -72,6 +72,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("conditional", m.conditional);
   v("disc_hidden", m.disc_hidden);
   v("nae_epochs", m.nae_epochs);
+  v("nae_batches", m.nae_batches);
   v("gamma", m.gamma);
   v("temperature", m.temperature);
   v("encoder_l2", m.encoder_l2);
@@ -137,8 +138,8 @@ std::string unused_model_key(const ModelOptions& m, const std::string& key) {
   const bool aae_key = key.rfind("prior", 0) == 0 || key == "conditional" || key == "disc_hidden";
   if (aae_key && m.type != "aae") return "it applies to model.type aae";
   static const std::vector<std::string> nae_keys = {
-      "nae_epochs",  "gamma",   "temperature", "encoder_l2",  "buffer_size", "replay_ratio", "z_steps",
-      "z_step_size", "z_noise", "x_steps",     "x_step_size", "x_noise",     "x_grad_clip"};
+      "nae_epochs", "nae_batches", "gamma",   "temperature", "encoder_l2",  "buffer_size", "replay_ratio",
+      "z_steps",    "z_step_size", "z_noise", "x_steps",     "x_step_size", "x_noise",     "x_grad_clip"};
   if (std::find(nae_keys.begin(), nae_keys.end(), key) != nae_keys.end() && m.type != "nae")
     return "it applies to model.type nae";
   if ((key == "prior_components" || key == "prior_layout" || key == "prior_radius") && m.prior != "mixture")
@@ -185,6 +186,7 @@ bool is_default_model_value(const ModelOptions& m, const std::string& key) {
   if (key == "conditional") return m.conditional == d.conditional;
   if (key == "disc_hidden") return m.disc_hidden == d.disc_hidden;
   if (key == "nae_epochs") return m.nae_epochs == d.nae_epochs;
+  if (key == "nae_batches") return m.nae_batches == d.nae_batches;
   if (key == "gamma") return m.gamma == d.gamma;
   if (key == "temperature") return m.temperature == d.temperature;
   if (key == "encoder_l2") return m.encoder_l2 == d.encoder_l2;
@@ -518,6 +520,7 @@ void validate(const Config& c) {
   check(m.prior_radius >= 0, "model.prior_radius", "a number >= 0", std::to_string(m.prior_radius));
   for (auto h : m.disc_hidden) check(h > 0, "model.disc_hidden", "positive widths", std::to_string(h));
   check(m.nae_epochs >= 0, "model.nae_epochs", "an integer >= 0", std::to_string(m.nae_epochs));
+  check(m.nae_batches >= 0, "model.nae_batches", "an integer >= 0 (0: a full pass)", std::to_string(m.nae_batches));
   check(m.gamma >= 0, "model.gamma", "a number >= 0", std::to_string(m.gamma));
   check(m.temperature > 0, "model.temperature", "a positive number", std::to_string(m.temperature));
   check(m.encoder_l2 >= 0, "model.encoder_l2", "a number >= 0", std::to_string(m.encoder_l2));

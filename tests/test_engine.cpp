@@ -215,6 +215,38 @@ TEST(Engine, PatienceEndsAPhaseAndIsRestoredOnResume) {
   EXPECT_EQ(again.state.best_epoch, 1);
 }
 
+TEST(Engine, PhaseBatchCapAndPhaseEndCheckpoints) {
+  // A phase capped at 2 batches per epoch takes 2 steps per epoch; each phase's end state is
+  // saved as checkpoints/phase_<name>.pt and loads back to the weights it had then.
+  TempDir tmp;
+  torch::manual_seed(11);
+  struct Capped : Toy {
+    using Toy::Toy;
+    std::vector<nn::Phase> phases(int64_t epochs) const override {
+      return {{"warm", warm_, -1, 2}, {"joint", epochs - warm_}};
+    }
+    void train_step(const nn::Batch& batch, nn::StepContext& ctx) override {
+      if (ctx.phase() == "joint" && !a_after_warm.defined()) a_after_warm = a.detach().clone();
+      Toy::train_step(batch, ctx);
+    }
+    torch::Tensor a_after_warm;
+  } capped(3);
+  train::Engine(toy_options(tmp.file("run"), 5, false), {}).fit(capped, toy_data());
+  EXPECT_EQ(capped.steps_taken, 3 * 2 + 2 * 4);
+  ASSERT_TRUE(capped.a_after_warm.defined());
+  Capped loaded(3);
+  const auto warm = train::load_weights(tmp.file("run"), "phase_warm", loaded);
+  EXPECT_EQ(warm.epoch, 3);
+  EXPECT_TRUE(torch::equal(loaded.a, capped.a_after_warm));
+  EXPECT_FALSE(torch::equal(loaded.a, capped.a));
+  train::load_weights(tmp.file("run"), "phase_joint", loaded);
+  EXPECT_TRUE(torch::equal(loaded.a, capped.a));
+  EXPECT_NE(error_of([&] { train::checkpoint_path(tmp.file("run"), "phase_../x"); }).find("phase_<name>"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { train::load_weights(tmp.file("run"), "phase_cool", loaded); }).find("phase_cool.pt"),
+            std::string::npos);
+}
+
 TEST(Optim, SchedulesFollowTheirClosedForms) {
   train::OptimizerOptions o;
   o.lr = 0.1;

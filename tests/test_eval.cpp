@@ -103,6 +103,11 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   // Another AE's flow: dimension mismatch, then a checksum mismatch.
   EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 5, 4); }).find("latent_dim 4"),
             std::string::npos);
+  // Another checkpoint than the run's model: fine alone, refused with the flow fitted on the model's latents.
+  EXPECT_EQ(eval::Pae::load(ro.run_dir, "", "last").checkpoint(), "last");
+  EXPECT_EQ(pae.checkpoint(), c.train.model_checkpoint);
+  EXPECT_NE(error_of([&] { eval::Pae::load(ro.run_dir, fo.run_dir, "last"); }).find("drop --flow or --checkpoint"),
+            std::string::npos);
   data::write_npy(ro.run_dir + "/latents/train.npy", torch::randn({80, 4}));
   EXPECT_NE(error_of([&] { eval::Pae::load(ro.run_dir, fo.run_dir); }).find("checksum differs"), std::string::npos);
 }
@@ -144,6 +149,22 @@ TEST(Eval, UsersOwnImagesAreSets) {
               eval::load_set("folder:" + tmp.file("no-folder"), c, {1, 8, 8});
             }).find("no-folder"),
             std::string::npos);
+}
+
+TEST(Eval, HoldoutSetIsTheClassesKeptOutOfTraining) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  data::write_npy(tmp.file("y_test.npy"), torch::arange(40, torch::kInt64) % 4);
+  c.data.labels_path = tmp.file("y_{split}.npy");
+  EXPECT_NE(error_of([&] { eval::load_set("holdout", c, {1, 8, 8}); }).find("data.holdout_classes"), std::string::npos);
+  c.data.holdout_classes = {2};
+  const auto in = eval::load_set("npy:test", c, {1, 8, 8});
+  const auto out = eval::load_set("holdout", c, {1, 8, 8});
+  EXPECT_EQ(in.size(), 30);
+  EXPECT_EQ(out.size(), 10);
+  EXPECT_TRUE(torch::all(out.labels == 2).item<bool>());
+  EXPECT_FALSE(torch::any(in.labels == 2).item<bool>());
+  EXPECT_EQ(out.name, "holdout");
 }
 
 TEST(Eval, SetsOfTheWrongShapeOrEmptyAreErrors) {

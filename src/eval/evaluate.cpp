@@ -33,6 +33,14 @@ data::Dataset load_set(const std::string& spec, const Config& ae_config, const s
   const auto colon = spec.find(':');
   data::DataOptions o = ae_config.data;
   o.name = spec.substr(0, colon);
+  if (o.name == "holdout") {
+    // The classes the run held out of training (data.holdout_classes), from its own dataset.
+    require(!ae_config.data.holdout_classes.empty(),
+            "set '" + spec + "': the auto-encoder was trained without data.holdout_classes");
+    o.name = ae_config.data.name;
+    o.classes = ae_config.data.holdout_classes;
+    o.holdout_classes.clear();
+  }
   auto split = data::Split::kTest;
   const std::string suffix = colon == std::string::npos ? "" : spec.substr(colon + 1);
   const bool is_split = suffix.empty() || suffix == "train" || suffix == "val" || suffix == "test";

@@ -39,9 +39,12 @@ Pae::Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentF
   }
 }
 
-Pae Pae::load(const std::string& ae_run, const std::string& flow_run) {
+Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std::string& checkpoint) {
   Config config;
-  auto ae = train::load_autoencoder(ae_run, &config);
+  auto ae = train::load_autoencoder(ae_run, &config, checkpoint);
+  require(flow_run.empty() || checkpoint.empty() || checkpoint == config.train.model_checkpoint,
+          "--checkpoint " + checkpoint + " with a flow: the flow in " + flow_run + " was fitted on the latents of " +
+              ae_run + "'s " + config.train.model_checkpoint + " model; drop --flow or --checkpoint");
   std::shared_ptr<flows::LatentFlow> flow;
   if (!flow_run.empty()) {
     flow = train::load_latent_flow(flow_run);
@@ -50,6 +53,7 @@ Pae Pae::load(const std::string& ae_run, const std::string& flow_run) {
   Pae p(ae, flow, config);
   p.ae_run_ = ae_run;
   p.flow_run_ = flow_run;
+  p.checkpoint_ = checkpoint.empty() ? config.train.model_checkpoint : checkpoint;
   return p;
 }
 

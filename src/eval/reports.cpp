@@ -27,7 +27,9 @@ std::string file_safe(std::string s) {
 }
 
 /// The runs a report was made from.
-json runs_of(const Pae& pae) { return {{"ae_run", pae.ae_run()}, {"flow", pae.flow_run()}}; }
+json runs_of(const Pae& pae) {
+  return {{"ae_run", pae.ae_run()}, {"checkpoint", pae.checkpoint()}, {"flow", pae.flow_run()}};
+}
 
 }  // namespace
 

@@ -42,7 +42,7 @@ torch::Tensor NormalizedAE::sample_latents(int64_t n) {
 }
 
 std::vector<pae::nn::Phase> NormalizedAE::phases(int64_t epochs) const {
-  return {{"ae", epochs, -1}, {"nae", options_.nae_epochs, 0}};
+  return {{"ae", epochs, -1}, {"nae", options_.nae_epochs, 0, options_.nae_batches}};
 }
 
 std::vector<std::pair<std::string, std::vector<torch::Tensor>>> NormalizedAE::parameter_groups() {

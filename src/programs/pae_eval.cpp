@@ -32,11 +32,14 @@ int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
   CLI::App app{"pae-eval: OoD detection, reconstruction error, FID and Parzen likelihood of a trained PAE"};
   app.require_subcommand(1);
-  std::string ae_run, flow_dir, out;
+  std::string ae_run, flow_dir, out, checkpoint;
   bool force = false;
   int64_t limit = 0;
   auto common = [&](CLI::App* sub, bool with_flow) {
     sub->add_option("--ae-run", ae_run, "auto-encoder run directory")->required();
+    sub->add_option("--checkpoint", checkpoint,
+                    "the run's checkpoint to measure: best | last | phase_<name> (default: its train.model_checkpoint; "
+                    "phase_ae is an NAE's AE before phase 2)");
     if (with_flow) sub->add_option("--flow", flow_dir, "flow run directory (pae-flow)");
     sub->add_option("-o,--out", out, "output directory");
     sub->add_flag("--force", force, "replace an existing report");
@@ -47,7 +50,9 @@ int main(int argc, char** argv) {
   auto* ood = app.add_subcommand("ood", "OoD detection: AUROC, AP and FPR@95%TPR of every score on every OoD set");
   common(ood, true);
   ood->add_option("--in", oo.in, "in-distribution set (default: the AE's own dataset, test split)");
-  ood->add_option("--ood", ood_specs, "comma-separated OoD sets: name[:split], npy:PATH, folder:PATH, noise, ...");
+  ood->add_option("--ood", ood_specs,
+                  "comma-separated OoD sets: name[:split], npy:PATH, folder:PATH, noise, holdout (the run's "
+                  "data.holdout_classes; added by default for such a run), ...");
   ood->add_option("--scores", scores, "comma-separated scores (default: all the model and flow define)");
 
   std::string split = "test";
@@ -91,14 +96,20 @@ int main(int argc, char** argv) {
   return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
     pae::configure_threads({});
-    auto pae = pae::eval::Pae::load(ae_run, flow_dir);
-    // Reports go beside the model they measure: the flow run when there is one.
+    auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint);
+    // Reports go beside the model they measure: the flow run when there is one; another
+    // checkpoint than the run's model gets its own folder (RUN/checkpoint_<name>).
     const bool default_out = out.empty();
     if (default_out) out = flow_dir.empty() || *recon ? ae_run : flow_dir;
+    if (default_out && pae.checkpoint() != pae.config().train.model_checkpoint)
+      out = (pae::fs::path(out) / ("checkpoint_" + pae.checkpoint())).string();
     if (*ood) {
       if (default_out) out = (pae::fs::path(out) / "ood").string();
       const auto report_path = pae::eval::prepare_report(out, "ood.json", force);
       oo.ood = split_list(ood_specs);
+      // A hold-out run's own OoD set comes first unless the user named the sets.
+      if (ood->count("--ood") == 0 && !pae.config().data.holdout_classes.empty())
+        oo.ood.insert(oo.ood.begin(), "holdout");
       oo.scores = split_list(scores);
       oo.limit = limit;
       const auto report = pae::eval::run_ood(pae, oo);

@@ -22,7 +22,10 @@ at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 std::string checkpoint_path(const std::string& run_dir, const std::string& which) {
-  require(which == "best" || which == "last", "checkpoint '" + which + "': expected best or last");
+  const bool phase_end = which.rfind("phase_", 0) == 0 && which.size() > 6 &&
+                         which.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+  require(which == "best" || which == "last" || phase_end,
+          "checkpoint '" + which + "': expected best, last or phase_<name> (the end of a training phase)");
   return (fs::path(run_dir) / "checkpoints" / (which + ".pt")).string();
 }
 
@@ -193,9 +196,10 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     trainable.module().train();
     ctx.begin_epoch(phase.name, state.phase, epoch);
     const auto perm = epoch_permutation(n, o.seed, epoch);
-    Progress progress(fmt::format("epoch {}/{}", epoch, total_epochs), batches, o.unit);
+    const int64_t phase_batches = phase.batches > 0 ? std::min(phase.batches, batches) : batches;
+    Progress progress(fmt::format("epoch {}/{}", epoch, total_epochs), phase_batches, o.unit);
     int64_t items = 0;
-    for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t b = 0; b < phase_batches; ++b) {
       const auto idx = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
       if (o.drop_singleton_batch && idx.size(0) < 2 && b > 0) break;
       const auto batch = data.batch(idx);
@@ -254,6 +258,10 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     // the two writes the same best.pt again.
     if (files) {
       if (improved) save_checkpoint(best_path, trainable.module(), optimizers, state, save_extra);
+      // The model as each phase of a multi-phase trainable leaves it (the NAE's phase-1 AE).
+      if (phases.size() > 1 && (state.phase_stopped || state.epoch_in_phase >= phase.epochs))
+        save_checkpoint(checkpoint_path(o.run_dir, "phase_" + phase.name), trainable.module(), optimizers, state,
+                        save_extra);
       save_checkpoint(last_path, trainable.module(), optimizers, state, save_extra);
     }
     result.last = record;

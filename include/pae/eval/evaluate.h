@@ -12,10 +12,11 @@
 
 namespace pae::eval {
 
-/// "name[:split]" (split defaults to test), "npy:PATH" or "folder:PATH", loaded with the auto-encoder's data options
-/// (root kept only for the same dataset) and shaped like its input: synthetic sets take the
-/// AE's channels and size; a real set of another shape is an error naming both shapes.
-/// limit > 0 keeps the first `limit` images. An empty set is an error.
+/// "name[:split]" (split defaults to test), "npy:PATH" or "folder:PATH", or "holdout[:split]" (the
+/// classes a run kept out of training, data.holdout_classes, from its own dataset), loaded with the auto-encoder's data
+/// options (root kept only for the same dataset) and shaped like its input: synthetic sets take the AE's channels and
+/// size; a real set of another shape is an error naming both shapes. limit > 0 keeps the first `limit` images. An empty
+/// set is an error.
 data::Dataset load_set(const std::string& spec, const Config& ae_config, const std::vector<int64_t>& image_shape,
                        int64_t limit = 0);
 

@@ -28,7 +28,9 @@ class Pae {
   /// Loads RUN's model checkpoint (config train.model_checkpoint) and, when flow_run is not
   /// empty, FLOW's; refuses a flow fitted on other latents (dimension, then the checksum of
   /// RUN/latents/train.npy recorded in FLOW/latents.json). Errors name the directories.
-  static Pae load(const std::string& ae_run, const std::string& flow_run = "");
+  /// `checkpoint` (best | last | phase_<name>) loads another of RUN's checkpoints instead; a
+  /// flow is then refused unless it is the run's model (the flow was fitted on its latents).
+  static Pae load(const std::string& ae_run, const std::string& flow_run = "", const std::string& checkpoint = "");
   /// A bundle of models already in memory (tests, library users).
   Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentFlow> flow, Config config);
 
@@ -38,6 +40,8 @@ class Pae {
   const Config& config() const { return config_; }  ///< the AE run's config
   const std::string& ae_run() const { return ae_run_; }
   const std::string& flow_run() const { return flow_run_; }
+  /// The AE checkpoint loaded (best | last | phase_<name>); empty for a bundle made in memory.
+  const std::string& checkpoint() const { return checkpoint_; }
   /// [C,H,W] of the AE's input.
   std::vector<int64_t> image_shape() const;
 
@@ -64,7 +68,7 @@ class Pae {
   std::shared_ptr<models::AutoEncoder> ae_;
   std::shared_ptr<flows::LatentFlow> flow_;
   Config config_;
-  std::string ae_run_, flow_run_;
+  std::string ae_run_, flow_run_, checkpoint_;
 };
 
 /// Refuses a flow fitted on another auto-encoder's latents: dimension, then the checksum of

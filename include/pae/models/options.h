@@ -31,6 +31,7 @@ struct ModelOptions {
   // Normalized auto-encoder (type nae; Yoon, Noh & Park 2021): phase 1 = train.epochs of AE
   // training (group "ae"), phase 2 = nae_epochs of contrastive training (group "nae").
   int64_t nae_epochs = 50;      ///< nae: epochs of phase 2
+  int64_t nae_batches = 0;      ///< nae: batches per phase-2 epoch (0: a full pass over the data)
   double gamma = 1.0;           ///< nae: weight of mean E(x-)^2
   double temperature = 1.0;     ///< nae: T in (E(x+) - E(x-)) / T and in the chains' drift
   double encoder_l2 = 1e-4;     ///< nae: weight of ||theta_enc||^2 (both phases)

@@ -42,6 +42,7 @@ struct Phase {
   std::string name;
   int64_t epochs = 0;
   int64_t patience = -1;  ///< early stopping of this phase (-1: the engine's setting, 0: off)
+  int64_t batches = 0;    ///< at most this many batches per epoch (0: a full pass over the data)
 };
 
 /// The quantity that picks the best checkpoint and drives early stopping: looked up in the

@@ -77,7 +77,8 @@ void check_groups(const EngineOptions& options, nn::Trainable& trainable);
 /// Seeded permutation of [0, n) for epoch `epoch` (our own generator: the same on every LibTorch).
 at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 
-/// Path of a run's checkpoint `which` ("best" | "last").
+/// Path of a run's checkpoint `which`: "best", "last" or "phase_<name>" (written when phase
+/// <name> of a multi-phase trainable ends: the NAE's "phase_ae" is its AE before phase 2).
 std::string checkpoint_path(const std::string& run_dir, const std::string& which);
 
 /// Loads the weights of run_dir/checkpoints/<which>.pt into `trainable` (no optimizer, no RNG
