@@ -120,4 +120,10 @@ TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
   EXPECT_EQ(resumed->buffer_count(), straight->buffer_count());
   const auto a = straight->parameters(), b = resumed->parameters();
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  // phase_ae.pt holds the network as phase 1 left it (epoch 2): other weights than the end's.
+  auto o = nae_options();
+  o.nae_epochs = 3;
+  models::NormalizedAE before(o, models::ImageShape{1, 4, 4});
+  EXPECT_EQ(train::load_weights(tmp.file("straight"), "phase_ae", before).epoch, 2);
+  EXPECT_FALSE(torch::equal(before.parameters()[0], a[0]));
 }
