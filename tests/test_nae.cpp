@@ -46,6 +46,35 @@ TEST(Nae, LatentsAndChainEndsStayOnTheSphere) {
   EXPECT_TRUE(torch::allclose(nae.scores(x).at("energy"), e, 1e-5, 1e-7));
 }
 
+TEST(Nae, NegativesDoNotDependOnTheThreadCount) {
+  // Three chain groups on one thread, then on two threads (groups 0 and 2 on one, 1 on the
+  // other): the same negatives, buffer and statistics, bit for bit.
+  auto o = nae_options();
+  o.chain_groups = 3;
+  auto draw = [&](int threads) {
+    const int saved = at::get_num_threads();
+    at::set_num_threads(threads);
+    torch::manual_seed(4);
+    models::NormalizedAE nae(o, {1, 4, 4});
+    nae.sample_negatives(10);  // fills part of the buffer: the second draw replays from it
+    inference::LangevinStats zs, xs;
+    const auto neg = nae.sample_negatives(11, &zs, &xs);
+    at::set_num_threads(saved);
+    EXPECT_EQ(at::get_num_threads(), saved);
+    return std::make_tuple(neg, nae.buffer().clone(), zs.energy_end, xs.clipped);
+  };
+  const auto [n1, b1, z1, c1] = draw(1);
+  const auto [n2, b2, z2, c2] = draw(2);
+  EXPECT_TRUE(torch::equal(n1, n2));
+  EXPECT_TRUE(torch::equal(b1, b2));
+  EXPECT_EQ(z1, z2);
+  EXPECT_EQ(c1, c2);
+  // Groups have their own streams: one group gives other chains than three.
+  o.chain_groups = 1;
+  const auto [n3, b3, z3, c3] = draw(2);
+  EXPECT_FALSE(torch::equal(n1, n3));
+}
+
 TEST(Nae, PhaseTwoStepLowersPositiveEnergyRelativeToNegative) {
   torch::manual_seed(1);
   models::NormalizedAE nae(nae_options(), {1, 4, 4});

@@ -40,7 +40,10 @@ at::Tensor langevin(const Energy& energy, const at::Tensor& x0, const LangevinOp
       g = g * scale.view(shape);
     }
     const double sigma = o.anneal_noise ? o.noise / double(1 + t) : o.noise;
-    x = x - o.step_size / o.temperature * g + sigma * torch::randn_like(x);
+    const auto xi = o.generator.defined()
+                        ? at::randn(x.sizes(), o.generator, x.options().device(torch::kCPU)).to(x.device())
+                        : torch::randn_like(x);
+    x = x - o.step_size / o.temperature * g + sigma * xi;
     if (o.sphere) x = project(x);
     if (o.clamp) x = x.clamp(o.clamp_min, o.clamp_max);
   }

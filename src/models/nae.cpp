@@ -1,6 +1,10 @@
 #include "pae/models/nae.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
+
+#include <exception>
+#include <thread>
 
 #include "pae/util/error.h"
 
@@ -60,31 +64,25 @@ torch::Tensor NormalizedAE::sample_negatives(int64_t n, inference::LangevinStats
   const auto& o = options_;
   const bool was_training = is_training();
   eval();
+  // Everything random that is not the chains' noise comes from the global generator, here.
   auto z0 = sample_latents(n);
   if (buffer_count_ > 0) {
     const auto replay = torch::rand({n}) < o.replay_ratio;
     const auto pick = torch::randint(0, buffer_count_, {n}, torch::kInt64);
     z0 = torch::where(replay.unsqueeze(1).to(z0.device()), buffer_.index_select(0, pick).to(z0.device()), z0);
   }
+  // The chains run in `chain_groups` independent groups, each with its own generator seeded from
+  // the global one: on the CPU the groups run on threads of one intra-op thread each (small
+  // convolutions use a second core poorly; independent chains use it fully), and the numbers do
+  // not depend on how many threads there are.
+  const int64_t groups = std::max<int64_t>(1, std::min(o.chain_groups, n));
+  const auto seeds = torch::randint(0, int64_t(1) << 62, {groups}, torch::kInt64);
   inference::LangevinOptions zo;
   zo.steps = o.z_steps;
   zo.step_size = o.z_step_size;
   zo.noise = o.z_noise;
   zo.temperature = o.temperature;
   zo.sphere = true;
-  const auto z = inference::langevin([&](const torch::Tensor& zz) { return energy(decode(zz)); }, z0, zo, z_stats);
-  // Ring buffer of latent chain ends.
-  const auto ends = z.to(torch::kCPU);
-  for (int64_t i = 0; i < n; ++i) {
-    buffer_[buffer_head_].copy_(ends[std::min<int64_t>(i, ends.size(0) - 1)]);
-    buffer_head_ = (buffer_head_ + 1) % buffer_.size(0);
-    buffer_count_ = std::min<int64_t>(buffer_count_ + 1, buffer_.size(0));
-  }
-  torch::Tensor x0;
-  {
-    torch::NoGradGuard no_grad;
-    x0 = decode(z).clamp(0, 1);
-  }
   inference::LangevinOptions xo;
   xo.steps = o.x_steps;
   xo.step_size = o.x_step_size;
@@ -93,9 +91,73 @@ torch::Tensor NormalizedAE::sample_negatives(int64_t n, inference::LangevinStats
   xo.temperature = o.temperature;
   xo.grad_clip = o.x_grad_clip;
   xo.clamp = true;
-  auto x = inference::langevin([&](const torch::Tensor& xx) { return energy(xx); }, x0, xo, x_stats);
+  struct Group {
+    torch::Tensor z, x;
+    inference::LangevinStats zs, xs;
+  };
+  std::vector<Group> out(static_cast<size_t>(groups));
+  auto run_group = [&](int64_t g) {
+    const int64_t lo = n * g / groups, hi = n * (g + 1) / groups;
+    auto gz = zo, gx = xo;
+    gz.generator = gx.generator = at::detail::createCPUGenerator(uint64_t(seeds[g].item<int64_t>()));
+    auto& r = out[static_cast<size_t>(g)];
+    r.z = inference::langevin([&](const torch::Tensor& zz) { return energy(decode(zz)); }, z0.slice(0, lo, hi), gz,
+                              &r.zs);
+    torch::Tensor x0;
+    {
+      torch::NoGradGuard no_grad;
+      x0 = decode(r.z).clamp(0, 1);
+    }
+    r.x = inference::langevin([&](const torch::Tensor& xx) { return energy(xx); }, x0, gx, &r.xs);
+  };
+  const int64_t threads = z0.device().is_cpu() ? std::min<int64_t>(groups, at::get_num_threads()) : 1;
+  if (threads <= 1) {
+    for (int64_t g = 0; g < groups; ++g) run_group(g);
+  } else {
+    const int intra = at::get_num_threads();
+    at::set_num_threads(1);  // threads started below take one intra-op thread each
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+    std::vector<std::thread> pool;
+    for (int64_t t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        try {
+          for (int64_t g = t; g < groups; g += threads) run_group(g);
+        } catch (...) {
+          errors[static_cast<size_t>(t)] = std::current_exception();
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    at::set_num_threads(intra);
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+  std::vector<torch::Tensor> zs, xs;
+  inference::LangevinStats zsum, xsum;
+  auto add = [&](inference::LangevinStats& s, const inference::LangevinStats& g, double w) {
+    s.energy_start += w * g.energy_start;
+    s.energy_end += w * g.energy_end;
+    s.grad_norm += w * g.grad_norm;
+    s.clipped += w * g.clipped;
+  };
+  for (const auto& r : out) {
+    zs.push_back(r.z);
+    xs.push_back(r.x);
+    const double w = double(r.z.size(0)) / double(n);
+    add(zsum, r.zs, w);
+    add(xsum, r.xs, w);
+  }
+  if (z_stats) *z_stats = zsum;
+  if (x_stats) *x_stats = xsum;
+  // Ring buffer of latent chain ends.
+  const auto ends = torch::cat(zs).to(torch::kCPU);
+  for (int64_t i = 0; i < n; ++i) {
+    buffer_[buffer_head_].copy_(ends[std::min<int64_t>(i, ends.size(0) - 1)]);
+    buffer_head_ = (buffer_head_ + 1) % buffer_.size(0);
+    buffer_count_ = std::min<int64_t>(buffer_count_ + 1, buffer_.size(0));
+  }
   if (was_training) train();
-  return x;
+  return torch::cat(xs);
 }
 
 void NormalizedAE::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) {

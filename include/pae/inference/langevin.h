@@ -2,6 +2,7 @@
 // the sphere, then data-space chains) and of posterior inference. Library code, not part of any
 // model class.
 #pragma once
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -21,6 +22,9 @@ struct LangevinOptions {
   bool clamp = false;         ///< clamp to [clamp_min, clamp_max] after each step (pixels)
   double clamp_min = 0.0, clamp_max = 1.0;
   bool sphere = false;  ///< project each sample (row) back to the unit sphere after each step
+  /// A CPU generator for the chains' noise (drawn on the CPU, then moved to x's device), so that
+  /// chains run on several threads stay reproducible; undefined: the global generator.
+  at::Generator generator;
 };
 
 /// What a chain did, averaged over the batch.

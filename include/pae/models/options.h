@@ -44,6 +44,8 @@ struct ModelOptions {
   double x_step_size = 10.0;
   double x_noise = 0.05;
   double x_grad_clip = 0.01;  ///< nae: per-sample gradient norm limit of the data-space chain
+  int64_t chain_groups =
+      2;  ///< nae: negatives drawn in this many groups with their own random streams (parallel on the CPU)
 };
 
 }  // namespace pae
