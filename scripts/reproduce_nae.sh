@@ -41,7 +41,7 @@ phase() {  # phase RUN NAME: epochs the phase ran (from metrics.jsonl)
 {
   echo "# NAE on Fashion-MNIST: OoD AUROC"
   echo
-  echo "configs/fmnist_nae.yml $*: phase 1 ran $(phase "$run" ae) epochs, phase 2 $(phase "$run" nae) epochs;"
+  echo "configs/fmnist_nae.yml${*:+ $*}: phase 1 ran $(phase "$run" ae) epochs, phase 2 $(phase "$run" nae) epochs;"
   echo "training took $(cat "$out/train_seconds" 2>/dev/null || echo '?') s (pae-train, ${threads} thread(s))."
   echo "In-distribution: Fashion-MNIST test (10,000 images); higher score = more anomalous."
   echo
