@@ -4,33 +4,30 @@
 #include <stb_image.h>
 #include <torch/torch.h>
 
+#include <type_traits>
+
 #include "pae/util/error.h"
 
 namespace pae::data {
 
 namespace {
 
-int64_t parse_int(const std::string& text, const std::string& spec) {
+/// The whole of `text` as a T (int64_t or double), else an error naming the spec.
+template <class T>
+T parse_number(const std::string& text, const std::string& spec) {
   size_t used = 0;
-  int64_t v = 0;
+  T v{};
   try {
-    v = std::stoll(text, &used);
+    if constexpr (std::is_integral_v<T>) {
+      v = std::stoll(text, &used);
+    } else {
+      v = std::stod(text, &used);
+    }
   } catch (const std::exception&) {
     used = 0;
   }
-  require(used == text.size() && !text.empty(), "corruption '" + spec + "': '" + text + "' is not an integer");
-  return v;
-}
-
-double parse_double(const std::string& text, const std::string& spec) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  require(used == text.size() && !text.empty(), "corruption '" + spec + "': '" + text + "' is not a number");
+  require(used == text.size() && !text.empty(),
+          "corruption '" + spec + "': '" + text + "' is not " + (std::is_integral_v<T> ? "an integer" : "a number"));
   return v;
 }
 
@@ -68,18 +65,18 @@ Corruption parse_corruption(const std::string& spec, const std::vector<int64_t>&
     needs_arg(true);
     const auto dash = arg.find('-');
     require(dash != std::string::npos, "corruption '" + spec + "': expected columns:A-B");
-    c.a = parse_int(arg.substr(0, dash), spec);
-    c.b = parse_int(arg.substr(dash + 1), spec);
+    c.a = parse_number<int64_t>(arg.substr(0, dash), spec);
+    c.b = parse_number<int64_t>(arg.substr(dash + 1), spec);
     require(0 <= c.a && c.a <= c.b && c.b < w,
             "corruption '" + spec + "': expected 0 <= A <= B < " + std::to_string(w) + " (the image width)");
   } else if (c.kind == "center") {
     needs_arg(true);
-    c.a = parse_int(arg, spec);
+    c.a = parse_number<int64_t>(arg, spec);
     require(c.a >= 1 && c.a <= std::min(h, w),
             "corruption '" + spec + "': the square side must be in 1.." + std::to_string(std::min(h, w)));
   } else if (c.kind == "random") {
     needs_arg(true);
-    c.fraction = parse_double(arg, spec);
+    c.fraction = parse_number<double>(arg, spec);
     require(c.fraction > 0 && c.fraction < 1, "corruption '" + spec + "': the fraction must be in (0, 1)");
   } else if (c.kind == "png") {
     needs_arg(true);
@@ -95,7 +92,7 @@ Corruption parse_corruption(const std::string& spec, const std::vector<int64_t>&
       c.clip = false;
       s = arg.substr(0, second);
     }
-    c.sigma = parse_double(s, spec);
+    c.sigma = parse_number<double>(s, spec);
     require(c.sigma > 0, "corruption '" + spec + "': sigma must be positive");
   } else {
     throw Error("corruption '" + spec + "': expected one of " + std::string(kKinds));
