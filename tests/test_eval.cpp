@@ -11,6 +11,7 @@
 #include "pae/eval/features.h"
 #include "pae/eval/pae.h"
 #include "pae/eval/reports.h"
+#include "pae/eval/restore.h"
 #include "pae/flows/latent_flow.h"
 #include "pae/metrics/ood.h"
 #include "pae/models/autoencoder.h"
@@ -110,6 +111,46 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
             std::string::npos);
   data::write_npy(ro.run_dir + "/latents/train.npy", torch::randn({80, 4}));
   EXPECT_NE(error_of([&] { eval::Pae::load(ro.run_dir, fo.run_dir); }).find("checksum differs"), std::string::npos);
+}
+
+TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  train::RunOptions ro;
+  ro.run_dir = tmp.file("ae");
+  ro.quiet = true;
+  train::train_autoencoder(c, ro);
+  train::FlowRunOptions fo;
+  fo.run_dir = tmp.file("ae/flow");
+  fo.quiet = true;
+  train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
+  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  const auto truth = eval::load_set("npy:test", pae.config(), {1, 8, 8}, 6).images;
+  eval::RestoreOptions o;
+  o.map.steps = 30;
+  o.map.restarts = 2;
+  o.samples = 8;
+  const auto left = data::parse_corruption("left", {1, 8, 8});
+  const auto r = eval::restore(pae, truth, left, o);
+  ASSERT_EQ(r.samples.sizes(), (std::vector<int64_t>{6, 8, 1, 8, 8}));
+  const auto kept = r.kept, missing = r.kept.logical_not();
+  EXPECT_EQ(missing.sum().item<int64_t>(), 6 * 8 * 4);
+  for (const auto& t : {r.map, r.mean, r.mean_fill, r.ae_fill})
+    EXPECT_TRUE(torch::equal(t.masked_select(kept), truth.masked_select(kept)));
+  EXPECT_TRUE(torch::all(r.std.masked_select(kept) == 0).item<bool>());
+  EXPECT_GT(r.std.masked_select(missing).min().item<float>(), 0.0f);
+  for (const auto& p : pae.ae().parameters()) EXPECT_TRUE(p.requires_grad());  // unfrozen afterwards
+  const auto cov = eval::coverage(r, {0.5, 0.68, 0.95, 0.99});
+  for (size_t i = 0; i < cov.size(); ++i) {
+    EXPECT_GE(cov[i], i ? cov[i - 1] : 0.0);
+    EXPECT_LE(cov[i], 1.0);
+  }
+  EXPECT_TRUE(torch::equal(eval::restore(pae, truth, left, o).map, r.map));
+  // Noise: nothing is kept, and the corrupted image's error is the noise variance.
+  const auto noisy = eval::restore(pae, truth, data::parse_corruption("noise:0.1:noclip", {1, 8, 8}), o);
+  EXPECT_FALSE(torch::any(noisy.kept).item<bool>());
+  EXPECT_NEAR(eval::corrupted_mse(noisy, noisy.corrupted), 0.01, 0.003);
+  EXPECT_GT((noisy.sigma.pow(2) - 0.01).min().item<float>(), 0.0f);  // residual and noise in quadrature
 }
 
 TEST(Eval, OodTableRowsAreComputedByHand) {

@@ -1,0 +1,51 @@
+// Inpainting and denoising with uncertainty on a Pae bundle: MAP in the flow's Gaussian space
+// (or in latent space under N(0, I) without a flow), a Laplace posterior around it, per-pixel
+// posterior mean and std, baselines, and calibration of the intervals.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pae/data/corruption.h"
+#include "pae/inference/posterior.h"
+
+namespace pae::eval {
+
+class Pae;
+
+struct RestoreOptions {
+  inference::MapOptions map;
+  int64_t samples = 32;  ///< Laplace posterior samples per image
+  uint64_t seed = 0;     ///< corruption, restarts and samples
+};
+
+/// Everything a restoration produced, on the CPU, float32; images [N,C,H,W] in [0, 1].
+struct Restoration {
+  at::Tensor truth, corrupted;
+  at::Tensor kept;                ///< bool: pixels taken as they are (a mask's observed pixels; none for noise)
+  at::Tensor map;                 ///< decoder at the MAP; observed pixels kept for masks
+  at::Tensor mean, std;           ///< posterior mean and std per pixel (Laplace samples)
+  at::Tensor samples;             ///< [N,S,C,H,W] the posterior samples (images)
+  at::Tensor sigma;               ///< [C,H,W] the likelihood's per-pixel sigma
+  at::Tensor mean_fill, ae_fill;  ///< baselines: training-mean image; the AE on the corrupted image
+  at::Tensor objective;           ///< [N] negative log posterior at the MAP
+};
+
+/// Per-pixel likelihood sigma: the AE's residual std on `n` validation images (floored at 1e-3),
+/// combined in quadrature with the corruption's noise sigma.
+at::Tensor likelihood_sigma(Pae& pae, const data::Corruption& c, int64_t n = 2000);
+
+/// Restores `truth` corrupted by `c`. Missing pixels of masks are filled; with noise every pixel.
+Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& options);
+
+/// Fraction of the true pixels that `r`'s central Gaussian intervals (posterior mean +- z_p x
+/// sqrt(posterior var + sigma^2)) cover, on the restored pixels (not kept), for each level p.
+std::vector<double> coverage(const Restoration& r, const std::vector<double>& levels);
+
+/// Mean squared error of `estimate` against the truth on the restored pixels (the missing ones
+/// for masks, every pixel for noise).
+double corrupted_mse(const Restoration& r, const at::Tensor& estimate);
+
+}  // namespace pae::eval

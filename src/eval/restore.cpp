@@ -1,0 +1,132 @@
+#include "pae/eval/restore.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "pae/eval/evaluate.h"
+#include "pae/eval/pae.h"
+#include "pae/flows/latent_flow.h"
+#include "pae/models/autoencoder.h"
+#include "pae/util/error.h"
+
+namespace pae::eval {
+
+namespace {
+
+/// Turns off parameter gradients of the bundle's networks while alive (the MAP differentiates
+/// in u only; parameter gradients would be computed and thrown away at every step).
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(Pae& pae) {
+    for (auto& p : pae.ae().parameters()) params_.push_back(p);
+    if (pae.flow())
+      for (auto& p : pae.flow()->parameters()) params_.push_back(p);
+    for (auto& p : params_) {
+      flags_.push_back(p.requires_grad());
+      p.requires_grad_(false);
+    }
+  }
+  ~FrozenParameters() {
+    for (size_t i = 0; i < params_.size(); ++i) params_[i].requires_grad_(flags_[i]);
+  }
+
+ private:
+  std::vector<torch::Tensor> params_;
+  std::vector<bool> flags_;
+};
+
+/// The generator of the posterior: u (the flow's Gaussian space, or latent space without a
+/// flow) -> images in [0, 1], differentiable in u.
+inference::Generator generator_of(Pae& pae) {
+  return [&pae](const at::Tensor& u) {
+    at::Tensor z = u;
+    if (auto* flow = pae.flow()) {
+      const auto p = flow->parameters().front();
+      z = flow->from_gaussian(u.to(p.scalar_type()));
+    }
+    return pae.ae().decode(z.to(torch::kFloat32));
+  };
+}
+
+}  // namespace
+
+at::Tensor likelihood_sigma(Pae& pae, const data::Corruption& c, int64_t n) {
+  const auto val = load_set(pae.config().data.name + ":val", pae.config(), pae.image_shape(), n);
+  const auto residual = val.images - pae.reconstruct(val.images);
+  auto sigma = residual.pow(2).mean(0).sqrt().clamp_min(1e-3);
+  if (c.is_noise()) sigma = (sigma.pow(2) + c.sigma * c.sigma).sqrt();
+  return sigma;
+}
+
+Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& o) {
+  require(truth.dim() == 4 && truth.size(0) > 0, "restore: expected images [N, C, H, W]");
+  require(o.samples >= 2, "restore: at least 2 posterior samples are needed for a std");
+  Restoration r;
+  r.truth = truth.to(torch::kCPU, torch::kFloat32);
+  auto corrupted = data::corrupt(c, r.truth, o.seed);
+  r.corrupted = corrupted.x;
+  // For noise every pixel is observed (noisily) and none is kept as it is.
+  r.kept = c.is_noise() ? torch::zeros_like(corrupted.observed) : corrupted.observed;
+  r.sigma = likelihood_sigma(pae, c);
+  const int64_t n = r.truth.size(0), s = o.samples;
+  const auto device = pae.ae().parameters().front().device();
+  const int64_t dim = pae.flow() ? pae.flow()->dim() : pae.ae().latent_dim();
+  FrozenParameters frozen(pae);
+  const auto g = generator_of(pae);
+  const auto x = r.corrupted.to(device), obs = corrupted.observed.to(device), sigma = r.sigma.to(device);
+  auto mo = o.map;
+  mo.seed = o.seed + 1;
+  const auto map = inference::map_estimate(g, dim, x, obs, sigma, mo);
+  r.objective = map.objective.to(torch::kCPU);
+  const auto hessian = inference::gauss_newton(g, map.u, obs, sigma);
+  const auto u = inference::laplace_samples(map.u, hessian.to(map.u.scalar_type()), s, o.seed + 2);
+  torch::NoGradGuard no_grad;
+  const auto at_map = g(map.u).to(torch::kCPU);
+  std::vector<at::Tensor> parts;
+  const int64_t chunk = std::max<int64_t>(1, 4096 / s);
+  for (int64_t i = 0; i < n; i += chunk) {
+    const auto ui = u.slice(0, i, std::min(n, i + chunk));
+    parts.push_back(g(ui.reshape({-1, dim})).to(torch::kCPU).view({ui.size(0), s, x.size(1), x.size(2), x.size(3)}));
+  }
+  r.samples = torch::cat(parts);
+  r.mean = r.samples.mean(1);
+  r.std = r.samples.std(1);
+  const auto& keep = r.kept;
+  r.map = torch::where(keep, r.corrupted, at_map);
+  r.mean = torch::where(keep, r.corrupted, r.mean);
+  r.std = torch::where(keep, torch::zeros_like(r.std), r.std);
+  // Baselines: the training-mean image in the missing pixels; the AE on the corrupted image
+  // (for masks iterated: the observed pixels put back after each reconstruction).
+  const auto train = load_set(pae.config().data.name + ":train", pae.config(), pae.image_shape(), 5000);
+  const auto mean_image = train.images.mean(0, true).expand_as(r.truth);
+  r.mean_fill = c.is_noise() ? mean_image.clone() : torch::where(keep, r.corrupted, mean_image);
+  if (c.is_noise()) {
+    r.ae_fill = pae.reconstruct(r.corrupted);
+  } else {
+    auto cur = r.mean_fill;
+    for (int k = 0; k < 10; ++k) cur = torch::where(keep, r.corrupted, pae.reconstruct(cur));
+    r.ae_fill = cur;
+  }
+  return r;
+}
+
+double corrupted_mse(const Restoration& r, const at::Tensor& estimate) {
+  const auto m = r.kept.logical_not();
+  return (estimate - r.truth).pow(2).masked_select(m).to(torch::kFloat64).mean().item<double>();
+}
+
+std::vector<double> coverage(const Restoration& r, const std::vector<double>& levels) {
+  const auto m = r.kept.logical_not();
+  const auto dev = (r.truth - r.mean).abs().masked_select(m).to(torch::kFloat64);
+  const auto sd = (r.std.pow(2) + r.sigma.pow(2).expand_as(r.std)).sqrt().masked_select(m).to(torch::kFloat64);
+  std::vector<double> out;
+  for (double p : levels) {
+    require(p > 0 && p < 1, "coverage: levels must lie in (0, 1)");
+    const double z = std::sqrt(2.0) * torch::erfinv(torch::tensor(p, torch::kFloat64)).item<double>();
+    out.push_back((dev <= z * sd).to(torch::kFloat64).mean().item<double>());
+  }
+  return out;
+}
+
+}  // namespace pae::eval
