@@ -47,11 +47,8 @@ Config tiny_pae(const TempDir& tmp) {
   return c;
 }
 
-}  // namespace
-
-TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
-  TempDir tmp;
-  auto c = tiny_pae(tmp);
+/// Trains the tiny AE into tmp/ae and its flow into tmp/ae/flow.
+std::pair<train::RunOptions, train::FlowRunOptions> train_tiny_pae(const TempDir& tmp, const Config& c) {
   train::RunOptions ro;
   ro.run_dir = tmp.file("ae");
   ro.quiet = true;
@@ -60,6 +57,15 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   fo.run_dir = tmp.file("ae/flow");
   fo.quiet = true;
   train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
+  return {ro, fo};
+}
+
+}  // namespace
+
+TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  const auto [ro, fo] = train_tiny_pae(tmp, c);
 
   auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
   const Config& loaded = pae.config();
@@ -116,14 +122,7 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
 TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
   TempDir tmp;
   auto c = tiny_pae(tmp);
-  train::RunOptions ro;
-  ro.run_dir = tmp.file("ae");
-  ro.quiet = true;
-  train::train_autoencoder(c, ro);
-  train::FlowRunOptions fo;
-  fo.run_dir = tmp.file("ae/flow");
-  fo.quiet = true;
-  train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
+  const auto [ro, fo] = train_tiny_pae(tmp, c);
   auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
   const auto truth = eval::load_set("npy:test", pae.config(), {1, 8, 8}, 6).images;
   eval::RestoreOptions o;
