@@ -48,4 +48,12 @@ std::vector<double> coverage(const Restoration& r, const std::vector<double>& le
 /// for masks, every pixel for noise).
 double corrupted_mse(const Restoration& r, const at::Tensor& estimate);
 
+/// Writes a restoration to `dir` (created): restore.json (corruption spec and seed, MAP options,
+/// MSE and PSNR on the restored pixels of the MAP, the posterior mean and both baselines, the
+/// 68% / 95% coverage and a reliability curve, seconds), panels.png (per image: truth,
+/// corrupted, MAP, posterior mean, std scaled to its maximum, three samples) and one .npy per
+/// array. Returns restore.json's text.
+std::string write_restoration(Pae& pae, const Restoration& r, const data::Corruption& c, const RestoreOptions& options,
+                              double seconds, const std::string& dir);
+
 }  // namespace pae::eval
