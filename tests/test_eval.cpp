@@ -149,7 +149,9 @@ TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
   const auto noisy = eval::restore(pae, truth, data::parse_corruption("noise:0.1:noclip", {1, 8, 8}), o);
   EXPECT_FALSE(torch::any(noisy.kept).item<bool>());
   EXPECT_NEAR(eval::corrupted_mse(noisy, noisy.corrupted), 0.01, 0.003);
-  EXPECT_GT((noisy.sigma.pow(2) - 0.01).min().item<float>(), 0.0f);  // residual and noise in quadrature
+  // The likelihood adds the noise in quadrature; the intervals of clean pixels do not.
+  EXPECT_TRUE(torch::allclose(noisy.sigma.pow(2), noisy.residual_sigma.pow(2) + 0.01, 1e-5, 1e-7));
+  EXPECT_TRUE(torch::equal(r.sigma, r.residual_sigma));
 }
 
 TEST(Eval, OodTableRowsAreComputedByHand) {

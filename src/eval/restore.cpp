@@ -55,12 +55,10 @@ inference::Generator generator_of(Pae& pae) {
 
 }  // namespace
 
-at::Tensor likelihood_sigma(Pae& pae, const data::Corruption& c, int64_t n) {
+at::Tensor residual_sigma(Pae& pae, int64_t n) {
   const auto val = load_set(pae.config().data.name + ":val", pae.config(), pae.image_shape(), n);
   const auto residual = val.images - pae.reconstruct(val.images);
-  auto sigma = residual.pow(2).mean(0).sqrt().clamp_min(1e-3);
-  if (c.is_noise()) sigma = (sigma.pow(2) + c.sigma * c.sigma).sqrt();
-  return sigma;
+  return residual.pow(2).mean(0).sqrt().clamp_min(1e-3);
 }
 
 Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& o) {
@@ -72,7 +70,8 @@ Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c
   r.corrupted = corrupted.x;
   // For noise every pixel is observed (noisily) and none is kept as it is.
   r.kept = c.is_noise() ? torch::zeros_like(corrupted.observed) : corrupted.observed;
-  r.sigma = likelihood_sigma(pae, c);
+  r.residual_sigma = residual_sigma(pae);
+  r.sigma = c.is_noise() ? (r.residual_sigma.pow(2) + c.sigma * c.sigma).sqrt() : r.residual_sigma;
   const int64_t n = r.truth.size(0), s = o.samples;
   const auto device = pae.ae().parameters().front().device();
   const int64_t dim = pae.flow() ? pae.flow()->dim() : pae.ae().latent_dim();
@@ -123,7 +122,7 @@ double corrupted_mse(const Restoration& r, const at::Tensor& estimate) {
 std::vector<double> coverage(const Restoration& r, const std::vector<double>& levels) {
   const auto m = r.kept.logical_not();
   const auto dev = (r.truth - r.mean).abs().masked_select(m).to(torch::kFloat64);
-  const auto sd = (r.std.pow(2) + r.sigma.pow(2).expand_as(r.std)).sqrt().masked_select(m).to(torch::kFloat64);
+  const auto sd = (r.std.pow(2) + r.residual_sigma.pow(2).expand_as(r.std)).sqrt().masked_select(m).to(torch::kFloat64);
   std::vector<double> out;
   for (double p : levels) {
     require(p > 0 && p < 1, "coverage: levels must lie in (0, 1)");
@@ -161,6 +160,7 @@ std::string write_restoration(Pae& pae, const Restoration& r, const data::Corrup
        "Gaussian on observed pixels; sigma = the AE's validation residual RMS per pixel (floor 1e-3)"
        ", in quadrature with the noise sigma"},
       {"mean_likelihood_sigma", r.sigma.mean().item<double>()},
+      {"intervals", "posterior mean +- z sqrt(posterior var + residual sigma^2), for the clean pixels"},
       {"map",
        {{"steps", o.map.steps},
         {"lr", o.map.lr},

@@ -171,10 +171,14 @@ int main(int argc, char** argv) {
       spdlog::info("wrote {}", report_path);
     } else if (*inpaint || *denoise) {
       std::ostringstream spec;
-      spec << (*inpaint ? mask : "noise:" + std::to_string(noise_sigma) + (noclip ? ":noclip" : ""));
+      if (*inpaint) {
+        spec << mask;
+      } else {
+        spec << "noise:" << noise_sigma << (noclip ? ":noclip" : "");
+      }
       const auto corruption = pae::data::parse_corruption(spec.str(), pae.image_shape());
       if (default_out) {
-        std::string name = *inpaint ? "inpaint_" + mask : "denoise_" + std::to_string(noise_sigma);
+        std::string name = (*inpaint ? "inpaint_" : "denoise_") + spec.str().substr(*inpaint ? 0 : 6);
         for (auto& ch : name)
           if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
         out = (pae::fs::path(out) / name).string();

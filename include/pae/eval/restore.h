@@ -28,20 +28,22 @@ struct Restoration {
   at::Tensor map;                 ///< decoder at the MAP; observed pixels kept for masks
   at::Tensor mean, std;           ///< posterior mean and std per pixel (Laplace samples)
   at::Tensor samples;             ///< [N,S,C,H,W] the posterior samples (images)
-  at::Tensor sigma;               ///< [C,H,W] the likelihood's per-pixel sigma
+  at::Tensor sigma;               ///< [C,H,W] the likelihood's per-pixel sigma (residual and noise)
+  at::Tensor residual_sigma;      ///< [C,H,W] the AE's residual sigma alone: a clean pixel's spread around g(u)
   at::Tensor mean_fill, ae_fill;  ///< baselines: training-mean image; the AE on the corrupted image
   at::Tensor objective;           ///< [N] negative log posterior at the MAP
 };
 
-/// Per-pixel likelihood sigma: the AE's residual std on `n` validation images (floored at 1e-3),
-/// combined in quadrature with the corruption's noise sigma.
-at::Tensor likelihood_sigma(Pae& pae, const data::Corruption& c, int64_t n = 2000);
+/// The AE's per-pixel residual RMS on `n` validation images (floored at 1e-3); the likelihood's
+/// sigma is this, in quadrature with the noise sigma of a noise corruption.
+at::Tensor residual_sigma(Pae& pae, int64_t n = 2000);
 
 /// Restores `truth` corrupted by `c`. Missing pixels of masks are filled; with noise every pixel.
 Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& options);
 
-/// Fraction of the true pixels that `r`'s central Gaussian intervals (posterior mean +- z_p x
-/// sqrt(posterior var + sigma^2)) cover, on the restored pixels (not kept), for each level p.
+/// Fraction of the true (clean) pixels that `r`'s central Gaussian intervals (posterior mean +-
+/// z_p sqrt(posterior var + residual_sigma^2)) cover, on the restored pixels (not kept), for each
+/// level p. The noise of a noisy observation is not part of a clean pixel's interval.
 std::vector<double> coverage(const Restoration& r, const std::vector<double>& levels);
 
 /// Mean squared error of `estimate` against the truth on the restored pixels (the missing ones
