@@ -152,6 +152,9 @@ TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
   // The likelihood adds the noise in quadrature; the intervals of clean pixels do not.
   EXPECT_TRUE(torch::allclose(noisy.sigma.pow(2), noisy.residual_sigma.pow(2) + 0.01, 1e-5, 1e-7));
   EXPECT_TRUE(torch::equal(r.sigma, r.residual_sigma));
+  // Report folders name the corruption with safe characters.
+  EXPECT_EQ(eval::restore_folder(data::parse_corruption("noise:" + eval::number_text(0.5), {1, 8, 8})), "denoise_0.5");
+  EXPECT_EQ(eval::restore_folder(data::parse_corruption("columns:2-5", {1, 8, 8})), "inpaint_columns_2-5");
 }
 
 TEST(Eval, OodTableRowsAreComputedByHand) {

@@ -2,8 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
+#include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
@@ -195,6 +198,37 @@ std::string write_restoration(Pae& pae, const Restoration& r, const data::Corrup
   save_image_grid(torch::stack(tiles).clamp(0, 1), 8, path("panels.png"));
   atomic_write_text(path("restore.json"), text);
   return text;
+}
+
+std::string number_text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+std::string restore_folder(const data::Corruption& c) {
+  std::string name = c.is_noise() ? "denoise_" + c.spec.substr(6) : "inpaint_" + c.spec;
+  for (auto& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
+  return name;
+}
+
+std::string run_restore(Pae& pae, const std::string& set, int64_t n, const data::Corruption& c, const RestoreOptions& o,
+                        const std::string& dir) {
+  const auto images =
+      load_set(set.empty() ? pae.config().data.name + ":test" : set, pae.config(), pae.image_shape(), n);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = restore(pae, images.images, c, o);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_restoration(pae, r, c, o, seconds, dir);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "%s on %lld images of %s (%.1f s): MSE on restored pixels: MAP %.5f, posterior mean %.5f, mean "
+                "image %.5f, AE %.5f; coverage of the 68%% / 95%% intervals %.3f / %.3f",
+                c.spec.c_str(), static_cast<long long>(images.size()), images.name.c_str(), seconds,
+                corrupted_mse(r, r.map), corrupted_mse(r, r.mean), corrupted_mse(r, r.mean_fill),
+                corrupted_mse(r, r.ae_fill), coverage(r, {0.68})[0], coverage(r, {0.95})[0]);
+  return line;
 }
 
 }  // namespace pae::eval

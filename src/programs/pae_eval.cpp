@@ -8,8 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <cctype>
-#include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -170,33 +168,12 @@ int main(int argc, char** argv) {
                   static_cast<long long>(r.reference_samples), r.markdown().c_str());
       spdlog::info("wrote {}", report_path);
     } else if (*inpaint || *denoise) {
-      std::ostringstream spec;
-      if (*inpaint) {
-        spec << mask;
-      } else {
-        spec << "noise:" << noise_sigma << (noclip ? ":noclip" : "");
-      }
-      const auto corruption = pae::data::parse_corruption(spec.str(), pae.image_shape());
-      if (default_out) {
-        std::string name = (*inpaint ? "inpaint_" : "denoise_") + spec.str().substr(*inpaint ? 0 : 6);
-        for (auto& ch : name)
-          if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
-        out = (pae::fs::path(out) / name).string();
-      }
+      const auto corruption = pae::data::parse_corruption(
+          *inpaint ? mask : "noise:" + pae::eval::number_text(noise_sigma) + (noclip ? ":noclip" : ""),
+          pae.image_shape());
+      if (default_out) out = (pae::fs::path(out) / pae::eval::restore_folder(corruption)).string();
       const auto report_path = pae::eval::prepare_report(out, "restore.json", force);
-      const auto set = pae::eval::load_set(restore_set.empty() ? pae.config().data.name + ":test" : restore_set,
-                                           pae.config(), pae.image_shape(), restore_n);
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto r = pae::eval::restore(pae, set.images, corruption, ro);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      pae::eval::write_restoration(pae, r, corruption, ro, seconds, out);
-      std::printf(
-          "%s on %lld images of %s (%.1f s): MSE on restored pixels: MAP %.5f, posterior mean %.5f, mean image %.5f, "
-          "AE %.5f; coverage of the 68%% / 95%% intervals %.3f / %.3f\n",
-          corruption.spec.c_str(), static_cast<long long>(set.size()), set.name.c_str(), seconds,
-          pae::eval::corrupted_mse(r, r.map), pae::eval::corrupted_mse(r, r.mean),
-          pae::eval::corrupted_mse(r, r.mean_fill), pae::eval::corrupted_mse(r, r.ae_fill),
-          pae::eval::coverage(r, {0.68})[0], pae::eval::coverage(r, {0.95})[0]);
+      std::printf("%s\n", pae::eval::run_restore(pae, restore_set, restore_n, corruption, ro, out).c_str());
       spdlog::info("wrote {}, panels.png and the arrays as .npy", report_path);
     } else {
       const auto report_path = pae::eval::prepare_report(out, "parzen.json", force);

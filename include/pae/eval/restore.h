@@ -58,4 +58,16 @@ double corrupted_mse(const Restoration& r, const at::Tensor& estimate);
 std::string write_restoration(Pae& pae, const Restoration& r, const data::Corruption& c, const RestoreOptions& options,
                               double seconds, const std::string& dir);
 
+/// `v` as the shortest text that reads back ("0.5", not "0.500000").
+std::string number_text(double v);
+
+/// The default report folder of a corruption: inpaint_<mask> or denoise_<sigma>, characters other
+/// than letters, digits, '.', '-' and '_' replaced by '_'.
+std::string restore_folder(const data::Corruption& c);
+
+/// pae-eval inpaint / denoise: restores the first n images of `set` (empty: the AE's own test
+/// split), times it, writes everything to `dir` (write_restoration) and returns a one-line summary.
+std::string run_restore(Pae& pae, const std::string& set, int64_t n, const data::Corruption& c,
+                        const RestoreOptions& options, const std::string& dir);
+
 }  // namespace pae::eval
