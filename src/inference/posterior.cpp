@@ -18,12 +18,16 @@ at::Tensor pixel_weights(const at::Tensor& like, const at::Tensor& observed, con
   return observed.to(like.scalar_type()) / sigma.to(like.scalar_type()).pow(2).expand_as(like);
 }
 
+/// The negative log posterior with the pixel weights already made.
+at::Tensor weighted_objective(const Generator& g, const at::Tensor& u, const at::Tensor& x, const at::Tensor& w) {
+  return 0.5 * ((g(u) - x).pow(2) * w).flatten(1).sum(1) + 0.5 * u.pow(2).sum(1);
+}
+
 }  // namespace
 
 at::Tensor neg_log_posterior(const Generator& g, const at::Tensor& u, const at::Tensor& x, const at::Tensor& observed,
                              const at::Tensor& sigma) {
-  const auto w = pixel_weights(x, observed, sigma);
-  return 0.5 * ((g(u) - x).pow(2) * w).flatten(1).sum(1) + 0.5 * u.pow(2).sum(1);
+  return weighted_objective(g, u, x, pixel_weights(x, observed, sigma));
 }
 
 MapResult map_estimate(const Generator& g, int64_t dim, const at::Tensor& x, const at::Tensor& observed,
@@ -38,10 +42,10 @@ MapResult map_estimate(const Generator& g, int64_t dim, const at::Tensor& x, con
   u0[0].zero_();
   u0 = u0.view({r * b, dim}).to(x.device());
   const auto xs = x.repeat({r, 1, 1, 1}).view({r * b, -1});
-  const auto obs = observed.to(x.scalar_type()).expand_as(x).repeat({r, 1, 1, 1}).view({r * b, -1});
-  const auto sig = sigma.to(x.scalar_type()).expand_as(x).repeat({r, 1, 1, 1}).view({r * b, -1});
+  // The weights once (not at every step: the sigma check synchronises a device).
+  const auto w = pixel_weights(x, observed, sigma).expand_as(x).repeat({r, 1, 1, 1}).view({r * b, -1});
   const Generator flat = [&](const at::Tensor& u) { return g(u).reshape({u.size(0), -1}); };
-  auto objective = [&](const at::Tensor& u) { return neg_log_posterior(flat, u, xs, obs, sig); };
+  auto objective = [&](const at::Tensor& u) { return weighted_objective(flat, u, xs, w); };
 
   auto u = u0.clone().requires_grad_(true);
   torch::optim::Adam adam({u}, torch::optim::AdamOptions(o.lr));
@@ -92,8 +96,7 @@ at::Tensor gauss_newton(const Generator& g, const at::Tensor& u, const at::Tenso
   for (int64_t k = 0; k < d; ++k)
     columns.push_back(torch::autograd::grad({jt_w.select(1, k).sum()}, {w}, {}, /*retain_graph=*/true)[0]);
   const auto jac = torch::stack(columns, 2).detach();  // [B,P,d]
-  const auto weights =
-      (observed.to(y.scalar_type()) / sigma.to(y.scalar_type()).pow(2)).expand(image.sizes()).reshape({b, -1});
+  const auto weights = pixel_weights(image, observed, sigma).expand(image.sizes()).reshape({b, -1});
   return (jac * weights.unsqueeze(2)).transpose(1, 2).bmm(jac) + torch::eye(d, jac.options()).expand({b, d, d});
 }
 
