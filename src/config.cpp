@@ -85,6 +85,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("x_step_size", m.x_step_size);
   v("x_noise", m.x_noise);
   v("x_grad_clip", m.x_grad_clip);
+  v("x_grad_clip_per", m.x_grad_clip_per);
   v("chain_groups", m.chain_groups);
   auto& t = c.train;
   v.section("train");
@@ -138,9 +139,10 @@ std::string unused_model_key(const ModelOptions& m, const std::string& key) {
   if (key == "sigma" && m.recon_loss != "gaussian") return "it applies to recon_loss gaussian";
   const bool aae_key = key.rfind("prior", 0) == 0 || key == "conditional" || key == "disc_hidden";
   if (aae_key && m.type != "aae") return "it applies to model.type aae";
-  static const std::vector<std::string> nae_keys = {
-      "nae_epochs",  "nae_batches", "gamma",   "temperature", "encoder_l2", "buffer_size", "replay_ratio", "z_steps",
-      "z_step_size", "z_noise",     "x_steps", "x_step_size", "x_noise",    "x_grad_clip", "chain_groups"};
+  static const std::vector<std::string> nae_keys = {"nae_epochs",  "nae_batches", "gamma",           "temperature",
+                                                    "encoder_l2",  "buffer_size", "replay_ratio",    "z_steps",
+                                                    "z_step_size", "z_noise",     "x_steps",         "x_step_size",
+                                                    "x_noise",     "x_grad_clip", "x_grad_clip_per", "chain_groups"};
   if (std::find(nae_keys.begin(), nae_keys.end(), key) != nae_keys.end() && m.type != "nae")
     return "it applies to model.type nae";
   if ((key == "prior_components" || key == "prior_layout" || key == "prior_radius") && m.prior != "mixture")
@@ -200,6 +202,7 @@ bool is_default_model_value(const ModelOptions& m, const std::string& key) {
   if (key == "x_step_size") return m.x_step_size == d.x_step_size;
   if (key == "x_noise") return m.x_noise == d.x_noise;
   if (key == "x_grad_clip") return m.x_grad_clip == d.x_grad_clip;
+  if (key == "x_grad_clip_per") return m.x_grad_clip_per == d.x_grad_clip_per;
   if (key == "chain_groups") return m.chain_groups == d.chain_groups;
   return false;
 }
@@ -536,6 +539,8 @@ void validate(const Config& c) {
   check(m.z_noise >= 0 && m.x_noise >= 0, m.z_noise < 0 ? "model.z_noise" : "model.x_noise", "a number >= 0",
         "a negative number");
   check(m.x_grad_clip >= 0, "model.x_grad_clip", "a number >= 0 (0 = off)", std::to_string(m.x_grad_clip));
+  check(in(m.x_grad_clip_per, {"sample", "row"}), "model.x_grad_clip_per", "sample or row",
+        "'" + m.x_grad_clip_per + "'");
   check(m.chain_groups >= 1, "model.chain_groups", "a positive integer", std::to_string(m.chain_groups));
   check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
   check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));

@@ -157,6 +157,62 @@ TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
   EXPECT_EQ(eval::restore_folder(data::parse_corruption("columns:2-5", {1, 8, 8})), "inpaint_columns_2-5");
 }
 
+TEST(Eval, ResidualSigmaIsStoredWithTheRunAndRecomputedForOtherWeights) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  const auto [ro, fo] = train_tiny_pae(tmp, c);
+  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  std::string source;
+  const auto first = eval::stored_residual_sigma(pae, 16, &source);
+  const auto npy = tmp.file("ae/residual_sigma/" + pae.checkpoint() + ".npy");
+  EXPECT_NE(source.find("computed now"), std::string::npos) << source;
+  ASSERT_TRUE(fs::exists(npy));
+  EXPECT_TRUE(torch::equal(first, eval::residual_sigma(pae, 16)));
+  // Loaded again: read from the file, not computed.
+  data::write_npy(npy, first * 2);  // a marker only the file can return
+  auto again = eval::Pae::load(ro.run_dir, fo.run_dir);
+  EXPECT_TRUE(torch::equal(eval::stored_residual_sigma(again, 16, &source), first * 2));
+  EXPECT_EQ(source, npy);
+  // Other weights (a retrained or resumed run): computed again and replaced.
+  {
+    torch::NoGradGuard no_grad;
+    again.ae().parameters().front().add_(0.05);
+  }
+  const auto changed = eval::stored_residual_sigma(again, 16, &source);
+  EXPECT_NE(source.find("computed now"), std::string::npos) << source;
+  EXPECT_TRUE(torch::equal(changed, eval::residual_sigma(again, 16)));
+  EXPECT_TRUE(torch::equal(data::read_npy(npy), changed));
+  // Another image count is another measurement.
+  eval::stored_residual_sigma(again, 8, &source);
+  EXPECT_NE(source.find("computed now"), std::string::npos) << source;
+}
+
+TEST(Eval, PosteriorChainAndBernoulliRestorationsKeepObservedPixels) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  const auto [ro, fo] = train_tiny_pae(tmp, c);
+  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  const auto truth = eval::load_set("npy:test", pae.config(), {1, 8, 8}, 4).images;
+  eval::RestoreOptions o;
+  o.map.steps = 20;
+  o.samples = 6;
+  const auto left = data::parse_corruption("left", {1, 8, 8});
+  const auto laplace = eval::restore(pae, truth, left, o);
+  o.chain.steps = 5;
+  const auto chained = eval::restore(pae, truth, left, o);
+  EXPECT_TRUE(torch::equal(chained.map, laplace.map));           // the chain starts after the MAP
+  EXPECT_FALSE(torch::equal(chained.samples, laplace.samples));  // and moves the samples
+  EXPECT_GT(chained.accepted, 0.0);
+  EXPECT_LE(chained.accepted, 1.0);
+  o.map.likelihood = inference::Likelihood::bernoulli;
+  const auto bern = eval::restore(pae, truth, left, o);
+  EXPECT_TRUE(torch::equal(bern.map.masked_select(bern.kept), truth.masked_select(bern.kept)));
+  EXPECT_NE(error_of([&] {
+              eval::restore(pae, truth, data::parse_corruption("noise:0.1", {1, 8, 8}), o);
+            }).find("Bernoulli likelihood applies to masks"),
+            std::string::npos);
+}
+
 TEST(Eval, OodTableRowsAreComputedByHand) {
   // in: 0 1 2 3; out: 2.5 3.5 and 0 (a tie with the in-distribution 0).
   const std::map<std::string, at::Tensor> in = {{"s", torch::tensor({0.0, 1.0, 2.0, 3.0}, torch::kFloat64)}};

@@ -1,8 +1,10 @@
 // Langevin chains against closed forms.
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "pae/inference/langevin.h"
+#include "pae/util/error.h"
 
 using namespace pae;
 
@@ -71,4 +73,35 @@ TEST(Langevin, PerSampleGradientClippingAndPixelClamp) {
   o.step_size = 1000;                         // would leave [0, 1] without the clamp
   EXPECT_GE(inference::langevin(energy, x0, o).min().item<float>(), 0.0f);
   EXPECT_TRUE(x0.eq(0.5).all().item<bool>()) << "x0 must not be modified";
+  // Clipped per row (2 pixels) instead: each row moves 0.1 along -(1, 1) / sqrt(2).
+  o.step_size = 10;
+  o.clip_rows = true;
+  const auto rows = inference::langevin(energy, x0, o, &stats);
+  EXPECT_TRUE(torch::allclose(rows, torch::full({4, 1, 2, 2}, 0.5 - 0.1 / std::sqrt(2.0)), 0, 1e-6)) << rows;
+  EXPECT_DOUBLE_EQ(stats.clipped, 1.0);
+}
+
+TEST(Langevin, MetropolisAdjustmentRemovesTheStepSizeBias) {
+  // On E(x) = x^2 / 2 the unadjusted chain with step 0.5 and noise 1 has stationary variance
+  // 1 / (1 - (1 - 0.5)^2) = 4 / 3; the Metropolis-adjusted chain keeps N(0, 1) exactly.
+  torch::manual_seed(3);
+  inference::Energy energy = [](const at::Tensor& x) { return x.pow(2).sum(1) / 2; };
+  inference::LangevinOptions o;
+  o.steps = 150;
+  o.step_size = 0.5;
+  o.noise = 1.0;
+  const auto x0 = torch::randn({20000, 1}, torch::kFloat64);
+  EXPECT_NEAR(inference::langevin(energy, x0, o).var().item<double>(), 4.0 / 3.0, 0.05);
+  o.metropolis = true;
+  o.generator = at::detail::createCPUGenerator(11);
+  inference::LangevinStats stats;
+  const auto x = inference::langevin(energy, x0, o, &stats);
+  EXPECT_NEAR(x.var().item<double>(), 1.0, 0.04);
+  EXPECT_NEAR(x.mean().item<double>(), 0.0, 0.03);
+  EXPECT_GT(stats.accepted, 0.5);
+  EXPECT_LT(stats.accepted, 1.0);  // some proposals are refused: the adjustment is active
+  o.generator = at::detail::createCPUGenerator(11);
+  EXPECT_TRUE(torch::equal(inference::langevin(energy, x0, o), x));  // seeded: repeatable
+  o.clamp = true;                                                    // a clamp changes the proposal's density: refused
+  EXPECT_THROW(inference::langevin(energy, x0, o), Error);
 }

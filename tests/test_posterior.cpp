@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "pae/inference/posterior.h"
+#include "pae/util/error.h"
 
 using namespace pae;
 
@@ -28,15 +29,20 @@ LinearGaussian linear_gaussian(int64_t b) {
   return m;
 }
 
-}  // namespace
-
-TEST(Posterior, LinearGaussianMapGaussNewtonAndLaplaceMatchTheClosedForm) {
-  const auto m = linear_gaussian(4);
+/// The MAP of a linear-Gaussian model, converged tightly.
+inference::MapResult converged_map(const LinearGaussian& m) {
   inference::MapOptions o;
   o.steps = 1500;
   o.lr = 0.1;
   o.lr_final = 1e-4;
-  const auto map = inference::map_estimate(m.g(), 3, m.x, m.observed, m.sigma, o);
+  return inference::map_estimate(m.g(), 3, m.x, m.observed, m.sigma, o);
+}
+
+}  // namespace
+
+TEST(Posterior, LinearGaussianMapGaussNewtonAndLaplaceMatchTheClosedForm) {
+  const auto m = linear_gaussian(4);
+  const auto map = converged_map(m);
   const auto h = inference::gauss_newton(m.g(), map.u, m.observed, m.sigma);
   for (int64_t i = 0; i < 4; ++i) {
     const auto w = (m.observed[i].to(torch::kFloat64) / m.sigma.pow(2)).flatten();
@@ -102,4 +108,67 @@ TEST(Posterior, RestartsNeverEndAboveTheirStartAndTheBestIsKept) {
   EXPECT_TRUE(torch::allclose(inference::neg_log_posterior(g, map.u, x, observed, sigma), map.objective, 1e-5, 1e-5));
   // Same seed, same answer.
   EXPECT_TRUE(torch::equal(inference::map_estimate(g, 4, x, observed, sigma, o).u, map.u));
+}
+
+TEST(Posterior, ChainsFromAWrongGaussianReachTheClosedFormPosterior) {
+  // Start the chains from a Gaussian four times too wide and whiten with that wrong Hessian: the
+  // Metropolis-adjusted chains still end at the exact posterior N(mean, precision^-1).
+  const auto m = linear_gaussian(2);
+  const auto map = converged_map(m);
+  const auto h = inference::gauss_newton(m.g(), map.u, m.observed, m.sigma);
+  const auto wrong = h / 4;
+  const auto start = inference::laplace_samples(map.u, wrong, 6000, 4);
+  inference::ChainOptions co;
+  co.steps = 200;
+  co.step = 0.3;
+  co.seed = 9;
+  const auto chain = inference::posterior_chain(m.g(), start, map.u, wrong, m.x, m.observed, m.sigma,
+                                                inference::Likelihood::gaussian, co);
+  ASSERT_EQ(chain.u.sizes(), start.sizes());
+  EXPECT_GT(chain.accepted, 0.2);
+  for (int64_t i = 0; i < 2; ++i) {
+    const auto s = chain.u[i];
+    const auto centred = s - s.mean(0);
+    const auto cov = centred.t().matmul(centred) / double(s.size(0) - 1);
+    const auto expected = torch::inverse(h[i]);
+    const double scale = expected.diagonal().max().item<double>();
+    EXPECT_LT((cov - expected).abs().max().item<double>(), 0.08 * scale) << i << cov << expected;
+    EXPECT_LT((s.mean(0) - map.u[i]).abs().max().item<double>(), 0.05 * std::sqrt(scale)) << i;
+    // The start was visibly wrong: its covariance is 4 times the posterior's.
+    const auto c0 = start[i] - start[i].mean(0);
+    EXPECT_GT((c0.t().matmul(c0) / double(s.size(0) - 1)).diagonal().min().item<double>(),
+              2.5 * expected.diagonal().min().item<double>());
+  }
+  co.steps = 0;  // no chain: the start as it is
+  EXPECT_TRUE(torch::equal(inference::posterior_chain(m.g(), start, map.u, wrong, m.x, m.observed, m.sigma,
+                                                      inference::Likelihood::gaussian, co)
+                               .u,
+                           start));
+}
+
+TEST(Posterior, BernoulliGaussNewtonIsTheExactHessianOfALogitLinearModel) {
+  // g(u) = sigmoid(A u + c): the Bernoulli negative log likelihood's Hessian in u is exactly
+  // A^T diag(observed p (1 - p)) A, which gauss_newton returns with sigma = bernoulli_sigma(p).
+  torch::manual_seed(4);
+  const auto f64 = torch::kFloat64;
+  const auto a = torch::randn({6, 3}, f64), c = torch::randn({6}, f64) * 0.3;
+  const inference::Generator g = [&](const at::Tensor& u) {
+    return torch::sigmoid(u.matmul(a.t()) + c).view({u.size(0), 1, 2, 3});
+  };
+  const auto x = (torch::rand({2, 1, 2, 3}, f64) > 0.5).to(f64);
+  const auto observed = torch::tensor({1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1}, torch::kBool).view({2, 1, 2, 3});
+  const auto u = torch::randn({2, 3}, f64);
+  const auto h = inference::gauss_newton(g, u, observed, inference::bernoulli_sigma(g(u)));
+  for (int64_t i = 0; i < 2; ++i) {
+    auto ui = u[i].unsqueeze(0).clone().requires_grad_(true);
+    const auto f = inference::neg_log_posterior(g, ui, x[i].unsqueeze(0), observed[i].unsqueeze(0),
+                                                torch::ones({1}, f64), inference::Likelihood::bernoulli);
+    const auto grad = torch::autograd::grad({f.sum()}, {ui}, {}, true, true)[0].flatten();
+    std::vector<at::Tensor> rows;
+    for (int64_t k = 0; k < 3; ++k) rows.push_back(torch::autograd::grad({grad[k]}, {ui}, {}, true)[0].flatten());
+    const auto expected = torch::stack(rows);
+    EXPECT_LT((h[i] - expected).abs().max().item<double>(), 1e-8) << i << h[i] << expected;
+  }
+  EXPECT_EQ(inference::parse_likelihood("bernoulli", "--likelihood"), inference::Likelihood::bernoulli);
+  EXPECT_THROW(inference::parse_likelihood("poisson", "--likelihood"), Error);
 }

@@ -1,5 +1,6 @@
 #include "pae/eval/restore.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <cctype>
@@ -64,6 +65,55 @@ at::Tensor residual_sigma(Pae& pae, int64_t n) {
   return residual.pow(2).mean(0).sqrt().clamp_min(1e-3);
 }
 
+std::string weights_checksum(Pae& pae) {
+  std::vector<at::Tensor> parts;
+  for (const auto& p : pae.ae().parameters()) parts.push_back(p.detach().to(torch::kCPU, torch::kFloat32).flatten());
+  for (const auto& b : pae.ae().buffers())
+    if (b.is_floating_point()) parts.push_back(b.detach().to(torch::kCPU, torch::kFloat32).flatten());
+  return flows::latent_checksum(torch::cat(parts));
+}
+
+at::Tensor stored_residual_sigma(Pae& pae, int64_t n, std::string* source) {
+  const auto set = pae.config().data.name + ":val";
+  if (pae.ae_run().empty()) {
+    if (source) *source = "computed on " + std::to_string(n) + " images of " + set + " (not stored)";
+    return residual_sigma(pae, n);
+  }
+  const auto dir = fs::path(pae.ae_run()) / "residual_sigma";
+  const auto npy = dir / (pae.checkpoint() + ".npy"), meta = dir / (pae.checkpoint() + ".json");
+  const nlohmann::json want = {{"set", set}, {"images", n}, {"weights_checksum", weights_checksum(pae)}};
+  if (fs::exists(meta) && fs::exists(npy)) {
+    nlohmann::json have;
+    try {
+      have = nlohmann::json::parse(read_text(meta));
+    } catch (const std::exception&) {
+    }
+    if (have.is_object() && have.value("set", "") == set && have.value("images", int64_t(-1)) == n &&
+        have.value("weights_checksum", "") == want["weights_checksum"]) {
+      const auto sigma = data::read_npy(npy.string());
+      const auto shape = pae.image_shape();
+      require(sigma.sizes() == at::IntArrayRef(shape) && torch::all(sigma > 0).item<bool>(),
+              npy.string() +
+                  ": expected the stored residual sigma, positive, of shape [C,H,W] of the images; "
+                  "delete it to compute it again");
+      if (source) *source = npy.string();
+      return sigma.to(torch::kFloat32);
+    }
+    spdlog::warn("{} was made for other weights, set or image count: computing it again", npy.string());
+  }
+  const auto sigma = residual_sigma(pae, n);
+  try {
+    ensure_dir(dir);
+    data::write_npy(npy.string(), sigma);
+    atomic_write_text(meta, want.dump(1) + "\n");
+    if (source) *source = npy.string() + " (computed now on " + std::to_string(n) + " images of " + set + ")";
+  } catch (const std::exception& e) {
+    spdlog::warn("could not store the residual sigma in {}: {}", dir.string(), e.what());
+    if (source) *source = "computed on " + std::to_string(n) + " images of " + set + " (not stored)";
+  }
+  return sigma;
+}
+
 Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& o) {
   require(truth.dim() == 4 && truth.size(0) > 0, "restore: expected images [N, C, H, W]");
   require(o.samples >= 2, "restore: at least 2 posterior samples are needed for a std");
@@ -73,7 +123,10 @@ Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c
   r.corrupted = corrupted.x;
   // For noise every pixel is observed (noisily) and none is kept as it is.
   r.kept = c.is_noise() ? torch::zeros_like(corrupted.observed) : corrupted.observed;
-  r.residual_sigma = residual_sigma(pae);
+  const bool bernoulli = o.map.likelihood == inference::Likelihood::bernoulli;
+  require(!bernoulli || !c.is_noise(),
+          "the Bernoulli likelihood applies to masks (observed pixels as they are); for noise use gaussian");
+  r.residual_sigma = stored_residual_sigma(pae, 2000, &r.residual_source);
   r.sigma = c.is_noise() ? (r.residual_sigma.pow(2) + c.sigma * c.sigma).sqrt() : r.residual_sigma;
   const int64_t n = r.truth.size(0), s = o.samples;
   const auto device = pae.ae().parameters().front().device();
@@ -85,8 +138,18 @@ Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c
   mo.seed = o.seed + 1;
   const auto map = inference::map_estimate(g, dim, x, obs, sigma, mo);
   r.objective = map.objective.to(torch::kCPU);
-  const auto hessian = inference::gauss_newton(g, map.u, obs, sigma);
-  const auto u = inference::laplace_samples(map.u, hessian.to(map.u.scalar_type()), s, o.seed + 2);
+  at::Tensor fisher_sigma = sigma;
+  if (bernoulli) {
+    torch::NoGradGuard no_grad;
+    fisher_sigma = inference::bernoulli_sigma(g(map.u));
+  }
+  const auto hessian = inference::gauss_newton(g, map.u, obs, fisher_sigma).to(map.u.scalar_type());
+  auto u = inference::laplace_samples(map.u, hessian, s, o.seed + 2);
+  auto co = o.chain;
+  co.seed = o.seed + 3;
+  const auto chain = inference::posterior_chain(g, u, map.u, hessian, x, obs, sigma, o.map.likelihood, co);
+  u = chain.u;
+  r.accepted = chain.accepted;
   torch::NoGradGuard no_grad;
   const auto at_map = g(map.u).to(torch::kCPU);
   std::vector<at::Tensor> parts;
@@ -160,8 +223,11 @@ std::string write_restoration(Pae& pae, const Restoration& r, const data::Corrup
       {"images", r.truth.size(0)},
       {"restored_pixels", r.kept.logical_not().sum().item<int64_t>()},
       {"likelihood",
-       "Gaussian on observed pixels; sigma = the AE's validation residual RMS per pixel (floor 1e-3)"
-       ", in quadrature with the noise sigma"},
+       o.map.likelihood == inference::Likelihood::bernoulli
+           ? "Bernoulli on observed pixels (the decoder's output is the mean)"
+           : "Gaussian on observed pixels; sigma = the AE's validation residual RMS per pixel (floor 1e-3)"
+             ", in quadrature with the noise sigma"},
+      {"residual_sigma", r.residual_source},
       {"mean_likelihood_sigma", r.sigma.mean().item<double>()},
       {"intervals", "posterior mean +- z sqrt(posterior var + residual sigma^2), for the clean pixels"},
       {"map",
@@ -171,7 +237,14 @@ std::string write_restoration(Pae& pae, const Restoration& r, const data::Corrup
         {"restarts", o.map.restarts},
         {"init_std", o.map.init_std},
         {"mean_objective", r.objective.mean().item<double>()}}},
-      {"posterior", {{"method", "Laplace at the MAP, Gauss-Newton Hessian"}, {"samples", o.samples}}},
+      {"posterior",
+       {{"method", o.chain.steps > 0 ? "Laplace at the MAP (Gauss-Newton Hessian), then Metropolis-adjusted "
+                                       "Langevin chains in the Laplace-whitened space, one per sample"
+                                     : "Laplace at the MAP, Gauss-Newton Hessian"},
+        {"samples", o.samples},
+        {"chain_steps", o.chain.steps},
+        {"chain_step", o.chain.step},
+        {"chain_acceptance", r.accepted}}},
       {"errors_on_restored_pixels", errors},
       {"coverage_68", cov[6]},
       {"coverage_95", cov[10]},

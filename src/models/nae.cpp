@@ -90,6 +90,7 @@ torch::Tensor NormalizedAE::sample_negatives(int64_t n, inference::LangevinStats
   xo.anneal_noise = true;
   xo.temperature = o.temperature;
   xo.grad_clip = o.x_grad_clip;
+  xo.clip_rows = o.x_grad_clip_per == "row";
   xo.clamp = true;
   struct Group {
     torch::Tensor z, x;

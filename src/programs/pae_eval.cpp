@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                   "inception preprocessing: pae (per-image min-max) | plain")
       ->check(CLI::IsMember({"pae", "plain"}));
   pae::eval::RestoreOptions ro;
-  std::string mask = "left", restore_set;
+  std::string mask = "left", restore_set, likelihood = "gaussian";
   double noise_sigma = 0.5;
   bool noclip = false;
   int64_t restore_n = 256;
@@ -105,7 +105,13 @@ int main(int argc, char** argv) {
     sub->add_option("--lr", ro.map.lr, "first learning rate of the MAP (decays to --lr-final)")
         ->check(CLI::PositiveNumber);
     sub->add_option("--lr-final", ro.map.lr_final, "last learning rate of the MAP")->check(CLI::PositiveNumber);
-    sub->add_option("--samples", ro.samples, "Laplace posterior samples per image")->check(CLI::Range(2, 100000));
+    sub->add_option("--samples", ro.samples, "posterior samples per image")->check(CLI::Range(2, 100000));
+    sub->add_option("--chain-steps", ro.chain.steps,
+                    "Metropolis-adjusted Langevin steps refining each Laplace sample (0: none)")
+        ->check(CLI::NonNegativeNumber);
+    sub->add_option("--chain-step", ro.chain.step, "the chain's step in Laplace-whitened units")
+        ->check(CLI::PositiveNumber);
+    sub->add_option("--likelihood", likelihood, "gaussian | bernoulli (masks; for BCE-trained decoders)");
     sub->add_option("--seed", ro.seed, "seed of the corruption, the restarts and the samples");
   };
   auto* inpaint = app.add_subcommand("inpaint", "fill missing pixels: MAP + Laplace posterior, uncertainty, baselines");
@@ -171,6 +177,7 @@ int main(int argc, char** argv) {
       const auto corruption = pae::data::parse_corruption(
           *inpaint ? mask : "noise:" + pae::eval::number_text(noise_sigma) + (noclip ? ":noclip" : ""),
           pae.image_shape());
+      ro.map.likelihood = pae::inference::parse_likelihood(likelihood, "--likelihood");
       if (default_out) out = (pae::fs::path(out) / pae::eval::restore_folder(corruption)).string();
       const auto report_path = pae::eval::prepare_report(out, "restore.json", force);
       std::printf("%s\n", pae::eval::run_restore(pae, restore_set, restore_n, corruption, ro, out).c_str());

@@ -16,9 +16,10 @@ namespace pae::eval {
 class Pae;
 
 struct RestoreOptions {
-  inference::MapOptions map;
-  int64_t samples = 32;  ///< Laplace posterior samples per image
-  uint64_t seed = 0;     ///< corruption, restarts and samples
+  inference::MapOptions map;      ///< also the likelihood (Gaussian, or Bernoulli for masks)
+  int64_t samples = 32;           ///< posterior samples per image (Laplace, then the chain's when it runs)
+  inference::ChainOptions chain;  ///< optional Metropolis-adjusted Langevin chain from the Laplace samples
+  uint64_t seed = 0;              ///< corruption, restarts and samples
 };
 
 /// Everything a restoration produced, on the CPU, float32; images [N,C,H,W] in [0, 1].
@@ -32,11 +33,23 @@ struct Restoration {
   at::Tensor residual_sigma;      ///< [C,H,W] the AE's residual sigma alone: a clean pixel's spread around g(u)
   at::Tensor mean_fill, ae_fill;  ///< baselines: training-mean image; the AE on the corrupted image
   at::Tensor objective;           ///< [N] negative log posterior at the MAP
+  double accepted = 1;            ///< the posterior chain's acceptance rate (1 without a chain)
+  std::string residual_source;    ///< where the residual sigma came from (a stored file, or computed)
 };
 
 /// The AE's per-pixel residual RMS on `n` validation images (floored at 1e-3); the likelihood's
 /// sigma is this, in quadrature with the noise sigma of a noise corruption.
 at::Tensor residual_sigma(Pae& pae, int64_t n = 2000);
+
+/// residual_sigma, computed once per checkpoint and stored with the AE run: RUN/residual_sigma/
+/// <checkpoint>.npy beside a .json naming the set, the image count and a checksum of the loaded
+/// weights. A stored one is used only when all three match; otherwise (the run was retrained or
+/// resumed since) it is computed again and replaced. A bundle made in memory computes it every
+/// time. `source` (optional) says which happened.
+at::Tensor stored_residual_sigma(Pae& pae, int64_t n = 2000, std::string* source = nullptr);
+
+/// A checksum of a bundle's auto-encoder weights (parameters and buffers, in order).
+std::string weights_checksum(Pae& pae);
 
 /// Restores `truth` corrupted by `c`. Missing pixels of masks are filled; with noise every pixel.
 Restoration restore(Pae& pae, const at::Tensor& truth, const data::Corruption& c, const RestoreOptions& options);

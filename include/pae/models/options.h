@@ -44,6 +44,9 @@ struct ModelOptions {
   double x_step_size = 10.0;
   double x_noise = 0.05;
   double x_grad_clip = 0.01;  ///< nae: per-sample gradient norm limit of the data-space chain
+  /// nae: what x_grad_clip limits: "sample" (each sample's gradient, as the paper states) or "row"
+  /// (each image row's, what the authors' code does: its clip takes the norm over the last axis)
+  std::string x_grad_clip_per = "sample";
   int64_t chain_groups =
       2;  ///< nae: negatives drawn in this many groups with their own random streams (parallel on the CPU)
 };
