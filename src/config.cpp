@@ -299,6 +299,27 @@ std::string Config::where(const std::string& key) const {
 namespace {
 
 /// Reads the `groups` section: a mapping of group names to mappings of optimizer keys.
+/// Duplicate keys anywhere in the document are errors naming both lines (YAML parsers keep the
+/// first and drop the second without a word).
+void check_unique_keys(const YAML::Node& node, const std::string& source, const std::string& path = "") {
+  if (node.IsSequence()) {
+    for (const auto& item : node) check_unique_keys(item, source, path);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& kv : node) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+    const int line = kv.first.Mark().line + 1;
+    const std::string full = path.empty() ? key : path + "." + key;
+    const auto [it, fresh] = first_line.emplace(key, line);
+    if (!fresh)
+      throw Error(source + ":" + std::to_string(line) + ": duplicate key '" + full + "' (first given at line " +
+                  std::to_string(it->second) + "); keep one");
+    check_unique_keys(kv.second, source, full);
+  }
+}
+
 void parse_groups(const YAML::Node& root, Config& config) {
   const auto node = root["groups"];
   if (!node || node.IsNull()) return;
@@ -355,6 +376,8 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   require(root.IsMap(), source + ": expected a mapping with sections data, model, train");
+  check_unique_keys(root, source);
+  for (const auto& sec : root) config.sections.insert(sec.first.as<std::string>());
 
   KeyLister lister;
   visit_fields(config, lister);
@@ -415,12 +438,25 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
     if (!root[s] || root[s].IsNull()) root[s] = YAML::Node(YAML::NodeType::Map);
     root[s][k] = value;
     config.locations[s + "." + k] = "--set " + s + "." + k;
+    config.sections.insert(s);
   }
   Parser parser{root, config, "", YAML::Node()};
   visit_fields(config, parser);
   parse_groups(root, config);
   validate(config);
   return config;
+}
+
+void require_sections(const Config& config, const std::vector<std::string>& needed, const std::string& program,
+                      const std::string& hint) {
+  for (const auto& s : needed) {
+    if (config.sections.count(s)) continue;
+    std::string list;
+    for (const auto& n : needed) list += (list.empty() ? "" : " and ") + n;
+    throw Error(config.source + ": no '" + s + "' section; " + program + " needs " +
+                (needed.size() == 1 ? "a " + list + " section" : list + " sections") +
+                (hint.empty() ? "" : " (" + hint + ")"));
+  }
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

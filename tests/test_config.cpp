@@ -46,6 +46,28 @@ TEST(Config, UnknownKeyNamesFileLineAndValidKeys) {
   EXPECT_NE(msg.find("trainer"), std::string::npos) << msg;
 }
 
+TEST(Config, DuplicateKeysAndMissingSectionsAreErrors) {
+  // YAML parsers keep the first of two equal keys without a word: here it is an error naming both lines.
+  auto msg = error_of([] { parse_config("data:\n  name: mnist\ntrain:\n  epochs: 5\n  epochs: 2\n", "d.yml"); });
+  EXPECT_NE(msg.find("d.yml:5: duplicate key 'train.epochs' (first given at line 4)"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("train:\n  lr: 1\ntrain:\n  epochs: 2\n", "d.yml"); });
+  EXPECT_NE(msg.find("duplicate key 'train'"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("groups:\n  disc: {lr: 1, lr: 2}\n", "d.yml"); });
+  EXPECT_NE(msg.find("duplicate key 'groups.disc.lr'"), std::string::npos) << msg;
+  // A program refuses a config without its sections (an empty file, another program's config).
+  const auto flow_config = parse_config("flow:\n  type: nsf\ntrain:\n  epochs: 2\n", "f.yml");
+  msg = error_of([&] { require_sections(flow_config, {"data", "model"}, "pae-train", "a flow config?"); });
+  EXPECT_NE(msg.find("f.yml: no 'data' section; pae-train needs data and model sections (a flow config?)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NO_THROW(require_sections(flow_config, {"flow"}, "pae-flow"));
+  msg = error_of([] { require_sections(parse_config("", "empty.yml"), {"flow"}, "pae-flow"); });
+  EXPECT_NE(msg.find("empty.yml: no 'flow' section"), std::string::npos) << msg;
+  // Sections given by --set count: the user named them.
+  EXPECT_NO_THROW(require_sections(parse_config("", "e.yml", {"model.latent_dim=4", "data.name=mnist"}),
+                                   {"data", "model"}, "pae-train"));
+}
+
 TEST(Config, WrongTypeAndRangeErrors) {
   auto msg = error_of([] { parse_config("train:\n  lr: 0.1\n  epochs: ten\n", "c.yml"); });
   EXPECT_NE(msg.find("c.yml:3"), std::string::npos) << msg;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -211,4 +213,29 @@ TEST(Train, GroupsSectionSetsTheGroupsOptimizerAndUnknownGroupsAreErrors) {
   EXPECT_NE(msg.find("groups.disc"), std::string::npos) << msg;
   EXPECT_NE(msg.find("its groups: ae"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(tmp.file("bad"))) << "nothing is written for a config that cannot run";
+}
+
+TEST(Train, RunDirectoryIsLockedLoggedAndReleased) {
+  pae::testing::TempDir tmp;
+  const auto dir = tmp.file("run");
+  const auto log = tmp.file("run/train.log");
+  {
+    const train::RunDirectory held(dir, false, false, "train.log");
+    // A second writer (another process, or this one) is refused with the holder's pid.
+    const auto msg = pae::testing::error_of([&] { train::RunDirectory again(dir, false, true, "train.log"); });
+    EXPECT_NE(msg.find("is in use by process " + std::to_string(::getpid())), std::string::npos) << msg;
+    EXPECT_TRUE(fs::exists(log)) << "--force must not have removed the holder's files";
+    spdlog::info("line while held");
+    // Flushed at once: a SIGKILL now would keep the line.
+    EXPECT_NE(read_text(log).find("line while held"), std::string::npos);
+  }
+  spdlog::info("line after release");
+  EXPECT_EQ(read_text(log).find("line after release"), std::string::npos) << "the log sink leaked";
+  // Released: the directory can be taken again (--force, since it is not empty now).
+  EXPECT_NO_THROW(train::RunDirectory(dir, false, true, "train.log"));
+  const auto msg = pae::testing::error_of([&] { train::RunDirectory(dir, true, true, "train.log"); });
+  EXPECT_NE(msg.find("--resume and --force: choose one"), std::string::npos) << msg;
+  EXPECT_NE(
+      pae::testing::error_of([&] { train::RunDirectory("", false, false, "train.log"); }).find("must not be empty"),
+      std::string::npos);
 }

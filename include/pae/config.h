@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,8 @@ struct Config {
   std::string source;  ///< file it was read from
   /// "file:line" (or "--set") of every key given, e.g. locations["train.epochs"].
   std::map<std::string, std::string> locations;
+  /// The sections the file or a --set gave (not those left entirely to defaults).
+  std::set<std::string> sections;
 
   /// Where `key` ("section.key") was set, for error messages ("default" if never set).
   std::string where(const std::string& key) const;
@@ -78,5 +81,10 @@ std::string to_yaml(const Config& config);
 
 /// Checks the value ranges; errors name file, line and key.
 void validate(const Config& config);
+
+/// An error naming the file unless the file gave each of `needed` (a program given another
+/// program's config, or an empty file, must not run on defaults). `hint` follows the message.
+void require_sections(const Config& config, const std::vector<std::string>& needed, const std::string& program,
+                      const std::string& hint = "");
 
 }  // namespace pae

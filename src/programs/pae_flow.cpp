@@ -17,6 +17,7 @@
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
+  pae::log_to_stderr();
   CLI::App app{"pae-flow: fit a normalizing flow on auto-encoder latents; sample and interpolate through the PAE"};
   app.require_subcommand(0, 1);
   // fit (the default, no subcommand)
@@ -102,6 +103,8 @@ int main(int argc, char** argv) {
       src = {latents, val_latents, test_latents};
     }
     pae::Config config = pae::load_config(config_path, overrides);
+    pae::require_sections(config, {"flow"}, "pae-flow",
+                          config.sections.count("model") ? "an auto-encoder config? pae-train takes it" : "");
     if (run_dir.empty()) {
       const auto base = ae_run.empty() ? pae::fs::path("runs") : pae::fs::path(ae_run);
       run_dir = (base / ("flow_" + pae::fs::path(config_path).stem().string())).string();

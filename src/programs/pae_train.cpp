@@ -12,6 +12,7 @@
 #include "pae/util/runtime.h"
 
 int main(int argc, char** argv) {
+  pae::log_to_stderr();
   CLI::App app{
       "pae-train: train an auto-encoder (ae, vae) or the domain classifier of FID (classifier) from a YAML config"};
   std::string config_path, run_dir, device;
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
     if (!device.empty()) overrides.push_back("train.device=" + device);
     if (run_dir.empty()) run_dir = (pae::fs::path("runs") / pae::fs::path(config_path).stem()).string();
     pae::Config config = pae::load_config(config_path, overrides);
+    pae::require_sections(config, {"data", "model"}, "pae-train",
+                          config.sections.count("flow") ? "a flow config? pae-flow takes it" : "");
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
     spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op,
                  threads.blas);

@@ -34,8 +34,7 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
                              train_set.images.size(3), classes);
     check_groups(engine_opts, probe);  // before anything is written
   }
-  prepare_run_dir(options.run_dir, options.resume, options.force);
-  log_to_file((run / "train.log").string());
+  const RunDirectory held(options.run_dir, options.resume, options.force, "train.log");
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
   seed_everything(t.seed);
   auto net = std::make_shared<models::Classifier>(config.data.name, train_set.images.size(1), train_set.images.size(2),

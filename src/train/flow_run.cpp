@@ -60,8 +60,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
     flows::LatentFlow probe(d, config.flow);  // groups checked before anything is written
     check_groups(engine_opts, probe);
   }
-  prepare_run_dir(options.run_dir, options.resume, options.force);
-  log_to_file((run / "flow.log").string());
+  const RunDirectory held(options.run_dir, options.resume, options.force, "flow.log");
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
   const std::string checksum = flows::latent_checksum(train);
   atomic_write_text(

@@ -1,10 +1,17 @@
 #include "pae/train/trainer.h"
 
+#include <fcntl.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -22,21 +29,36 @@ namespace pae::train {
 
 using models::AutoEncoder;
 
-void prepare_run_dir(const std::string& dir, bool resume, bool force) {
+namespace {
+
+/// The checks of prepare_run_dir, which write nothing.
+void check_run_dir(const std::string& dir, bool resume, bool force) {
   require(!dir.empty(), "--run-dir must not be empty");
+  require(!(resume && force), "--resume and --force: choose one (continue the run, or replace it)");
   const fs::path p(dir);
   const bool exists = fs::exists(p);
   require(!exists || fs::is_directory(p), "run directory " + dir + " exists and is not a directory");
-  const bool non_empty = exists && fs::directory_iterator(p) != fs::directory_iterator();
-  if (resume) {
+  bool non_empty = false;  // the lock file of an earlier run does not count
+  if (exists)
+    for (const auto& e : fs::directory_iterator(p)) non_empty = non_empty || e.path().filename() != ".lock";
+  if (resume)
     require(fs::is_regular_file(p / "checkpoints" / "last.pt"),
             "--resume: " + (p / "checkpoints" / "last.pt").string() + " not found; nothing to resume");
-  } else if (non_empty) {
-    require(force, "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
+  else
+    require(!non_empty || force,
+            "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
+}
+
+}  // namespace
+
+void prepare_run_dir(const std::string& dir, bool resume, bool force) {
+  check_run_dir(dir, resume, force);
+  const fs::path p(dir);
+  if (!resume && force && fs::exists(p)) {
     // Remove only what a run writes; anything else the user put there stays.
     for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
                              "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
-                             "classifier.pt", "classifier.json", "negatives"}) {
+                             "classifier.pt", "classifier.json", "negatives", "residual_sigma"}) {
       std::error_code ec;
       fs::remove_all(p / name, ec);
       require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
@@ -45,16 +67,51 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
   ensure_dir(p);
 }
 
-void log_to_file(const std::string& path) {
-  static std::set<std::string> attached;
-  if (!attached.insert(path).second) return;
+RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, const std::string& log_name) {
+  // Checks that write nothing first, then the lock, then what --force removes.
+  check_run_dir(dir, resume, force);
+  const fs::path p(dir);
+  ensure_dir(p);
+  const auto lock_path = (p / ".lock").string();
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  require(lock_fd_ >= 0, "cannot create the lock file " + lock_path + ": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const auto got = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    std::string pid(buf, got > 0 ? size_t(got) : 0);
+    while (!pid.empty() && std::isspace(static_cast<unsigned char>(pid.back()))) pid.pop_back();
+    throw Error("run directory " + dir + " is in use by process " + (pid.empty() ? "?" : pid) + " (lock " + lock_path +
+                "); wait for it to end or choose another --run-dir");
+  }
+  const auto pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
+    spdlog::warn("could not write the pid into {}", lock_path);
   try {
+    prepare_run_dir(dir, resume, force);
+    const auto path = (p / log_name).string();
     auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
     sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
     spdlog::default_logger()->sinks().push_back(sink);
+    spdlog::default_logger()->flush_on(spdlog::level::info);  // a killed run keeps its log
+    sink_ = sink;
   } catch (const spdlog::spdlog_ex& e) {
-    throw Error("cannot open log file " + path + ": " + e.what());
+    ::close(lock_fd_);
+    throw Error("cannot open log file " + (p / log_name).string() + ": " + e.what());
+  } catch (...) {
+    ::close(lock_fd_);
+    throw;
   }
+}
+
+RunDirectory::~RunDirectory() {
+  if (sink_) {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), std::static_pointer_cast<spdlog::sinks::sink>(sink_)),
+                sinks.end());
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir, Config* config_out,
@@ -195,8 +252,7 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   const auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
   check_groups(engine_opts, *models::build_autoencoder(config.model, shape));  // before anything is written
 
-  prepare_run_dir(options.run_dir, options.resume, options.force);
-  log_to_file((run / "train.log").string());
+  const RunDirectory held(options.run_dir, options.resume, options.force, "train.log");
   if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
 
   seed_everything(t.seed);

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sched.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -62,6 +63,11 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   setenv("PAE_BLAS_FALLBACK_CORE", info.core.c_str(), 1);
   execv("/proc/self/exe", argv);  // returns only on failure: carry on with the slow kernels
   unsetenv("OPENBLAS_CORETYPE");
+}
+
+void log_to_stderr() {
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
 }
 
 BlasInfo warn_if_slow_blas() {

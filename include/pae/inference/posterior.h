@@ -65,8 +65,8 @@ at::Tensor bernoulli_sigma(const at::Tensor& p);
 at::Tensor laplace_samples(const at::Tensor& u, const at::Tensor& hessian, int64_t n, uint64_t seed);
 
 struct ChainOptions {
-  int64_t steps = 0;  ///< Metropolis-adjusted Langevin steps per chain (0: the Laplace samples as they are)
-  double step = 0.5;  ///< step epsilon in the Laplace-whitened coordinates (noise sqrt(2 epsilon))
+  int64_t steps = 0;   ///< Metropolis-adjusted Langevin steps per chain (0: the Laplace samples as they are)
+  double step = 0.01;  ///< step epsilon in the Laplace-whitened coordinates (noise sqrt(2 epsilon))
   uint64_t seed = 0;
 };
 

@@ -36,8 +36,22 @@ struct TrainSummary {
 /// (keep it) or `force` (clear what a previous run wrote). Errors name the directory.
 void prepare_run_dir(const std::string& dir, bool resume, bool force);
 
-/// Adds a log file sink to the default logger (idempotent per path).
-void log_to_file(const std::string& path);
+/// A run directory held by this process while the object lives: prepared (prepare_run_dir),
+/// locked against every other writer (RUN/.lock holds the owner's pid under flock(2), which the
+/// kernel releases when the process dies, so a killed run resumes without a stale lock), and
+/// logged to (RUN/<log_name>, every line flushed). A second process (or a second holder in this
+/// one) gets an error naming the holder's pid. The log file stops receiving lines on destruction.
+class RunDirectory {
+ public:
+  RunDirectory(const std::string& dir, bool resume, bool force, const std::string& log_name);
+  ~RunDirectory();
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+
+ private:
+  int lock_fd_ = -1;
+  std::shared_ptr<void> sink_;  // the spdlog file sink (type kept out of this header)
+};
 
 /// The optimizer and schedule of every parameter group, from the train section.
 OptimizerOptions optimizer_options(const TrainOptions& t);
