@@ -108,6 +108,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("save_latents", t.save_latents);
   v("latent_noise", t.latent_noise);
   v("patience", t.patience);
+  v("nonfinite", t.nonfinite);
   v("lr_decay_epoch", t.lr_decay_epoch);
   v("lr_decay", t.lr_decay);
   v("dtype", t.dtype);
@@ -590,6 +591,7 @@ void validate(const Config& c) {
         "'" + t.model_checkpoint + "'");
   check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
   check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
+  check(in(t.nonfinite, {"stop", "skip"}), "train.nonfinite", "stop or skip", "'" + t.nonfinite + "'");
   check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
   check(t.lr_decay > 0, "train.lr_decay", "a positive number", std::to_string(t.lr_decay));
   check(in(t.dtype, {"float32", "float64"}), "train.dtype", "float32 or float64", "'" + t.dtype + "'");

@@ -41,7 +41,14 @@ class Toy : public torch::nn::Module, public nn::Trainable {
     if (crash_at_step >= 0 && ctx.global_step() == crash_at_step) throw std::runtime_error("killed");
     phases_seen.push_back(ctx.phase());
     const auto a0 = a.detach().clone(), b0 = b.detach().clone();
-    ctx.step("a", loss(batch.x));
+    if (ctx.global_step() == bad_at_step) {
+      a_before_bad = a0;
+      // A finite loss whose gradient is NaN (d sqrt(|t|) at t = 0), or a NaN loss.
+      ctx.step("a", bad_gradient ? (a - a.detach()).abs().sqrt().sum() + loss(batch.x)
+                                 : loss(batch.x) * std::numeric_limits<float>::quiet_NaN());
+    } else {
+      ctx.step("a", loss(batch.x));
+    }
     const auto a1 = a.detach().clone();
     if (!torch::equal(b.detach(), b0)) ++foreign_changes;
     if (torch::equal(a1, a0)) ++missed_steps;
@@ -79,6 +86,9 @@ class Toy : public torch::nn::Module, public nn::Trainable {
   torch::Tensor a, b;
   int64_t warm_;
   int64_t crash_at_step = -1, steps_taken = 0, foreign_changes = 0, missed_steps = 0, wrong_sgd_steps = 0;
+  int64_t bad_at_step = -1;  ///< this step's loss (or, with bad_gradient, its gradient) is NaN
+  bool bad_gradient = false;
+  torch::Tensor a_before_bad;
   std::vector<std::string> phases_seen;
 };
 
@@ -128,6 +138,45 @@ ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t cras
 }
 
 }  // namespace
+
+TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
+  for (const bool gradient : {false, true}) {
+    SCOPED_TRACE(gradient ? "NaN gradient" : "NaN loss");
+    pae::testing::TempDir tmp;
+    torch::manual_seed(11);
+    Toy toy(3);
+    toy.bad_at_step = 5;  // epoch 2 (4 batches per epoch), its second step
+    toy.bad_gradient = gradient;
+    train::Engine stop(toy_options(tmp.file("stop"), 4, false), {});
+    const auto msg = pae::testing::error_of([&] { stop.fit(toy, toy_data()); });
+    EXPECT_NE(msg.find(std::string("epoch 2, step 6: the ") + (gradient ? "gradient" : "loss") +
+                       " of parameter group 'a' is not finite"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("checkpoints/last.pt, is intact"), std::string::npos) << msg;  // epoch 1's
+    EXPECT_TRUE(torch::equal(toy.a.detach(), toy.a_before_bad)) << "the bad step must not update";
+    EXPECT_TRUE(torch::isfinite(toy.a).all().item<bool>());
+
+    torch::manual_seed(11);
+    Toy skipping(3);
+    skipping.bad_at_step = 5;
+    skipping.bad_gradient = gradient;
+    auto o = toy_options(tmp.file("skip"), 4, false);
+    o.nonfinite = "skip";
+    auto sink = std::make_shared<report::MemorySink>();
+    train::Engine engine(o, {sink});
+    engine.fit(skipping, toy_data());
+    ASSERT_EQ(sink->records.size(), 4u);
+    const auto value = [&](size_t e, const std::string& key) {
+      for (const auto& [k, v] : sink->records[e].values)
+        if (k == key) return v;
+      return -1.0;
+    };
+    for (size_t e = 0; e < 4; ++e) EXPECT_EQ(value(e, "nonfinite_steps"), e == 1 ? 1.0 : 0.0) << e;
+    EXPECT_EQ(skipping.missed_steps, 1);                 // the skipped step left "a" as it was
+    EXPECT_TRUE(std::isfinite(value(1, "train_loss")));  // the skipped batch's terms are not counted
+  }
+}
 
 TEST(Engine, EachOptimizerStepsOnlyItsGroupThroughBothPhases) {
   TempDir tmp;

@@ -37,8 +37,11 @@ struct TrainOptions {
   int64_t num_samples = 64;  ///< images in the sample / reconstruction grids
   bool save_latents = true;  ///< encode train/val/test at the end
   // Flow fitting (pae-flow) only:
-  double latent_noise = 0.0;   ///< std of Gaussian noise added to latents while fitting
-  int64_t patience = 0;        ///< early stopping: epochs without validation gain (0 = off)
+  double latent_noise = 0.0;  ///< std of Gaussian noise added to latents while fitting
+  int64_t patience = 0;       ///< early stopping: epochs without validation gain (0 = off)
+  /// A non-finite loss or gradient: "stop" (an error naming epoch, step and group; the last
+  /// checkpoint stays) or "skip" (no update; counted as nonfinite_steps in the metrics).
+  std::string nonfinite = "stop";
   int64_t lr_decay_epoch = 0;  ///< lr_schedule step: multiply lr by lr_decay from this epoch
   double lr_decay = 0.1;
   std::string dtype = "float32";  ///< flows: float32 | float64

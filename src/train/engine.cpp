@@ -45,7 +45,8 @@ struct Group {
 /// The engine's side of StepContext: steps named groups, sums named terms.
 class EngineContext : public nn::StepContext {
  public:
-  EngineContext(std::vector<Group>& groups, c10::Device device) : groups_(groups), device_(device) {}
+  EngineContext(std::vector<Group>& groups, c10::Device device, bool skip_nonfinite, std::string run_dir)
+      : groups_(groups), device_(device), skip_nonfinite_(skip_nonfinite), run_dir_(std::move(run_dir)) {}
 
   void step(const std::string& name, const at::Tensor& loss) override {
     Group* g = nullptr;
@@ -57,12 +58,21 @@ class EngineContext : public nn::StepContext {
       throw std::logic_error("StepContext::step: no parameter group '" + name + "' (groups: " + names + ")");
     }
     g->optimizer->zero_grad();
+    if (!finite(loss)) return nonfinite(*g, "loss", loss);
     loss.backward();
+    // The sum of every gradient entry is non-finite when any entry is (one device sync).
+    std::vector<at::Tensor> sums;
+    for (const auto& p : g->params)
+      if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
+    if (!sums.empty() && !finite(torch::stack(sums).sum())) return nonfinite(*g, "gradient", loss);
     if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
     g->optimizer->step();
   }
 
+  int64_t nonfinite_steps() const { return nonfinite_steps_; }
+
   void log(const std::string& term, const at::Tensor& value) override {
+    if (skipped_batch_) return;
     auto v = value.detach();
     auto it = sums_.find(term);
     if (it == sums_.end()) it = sums_.emplace(term, Sum{torch::zeros({}, v.options().dtype(torch::kFloat64)), 0}).first;
@@ -83,10 +93,12 @@ class EngineContext : public nn::StepContext {
     epoch_ = epoch;
     sums_.clear();
     last_.clear();
+    nonfinite_steps_ = 0;
   }
   void begin_batch(int64_t size, int64_t global_step) {
     batch_size_ = size;
     global_step_ = global_step;
+    skipped_batch_ = false;
   }
   /// Batch-size-weighted mean of each term over the batches that logged it (one sync each).
   nn::Terms means() const {
@@ -103,12 +115,35 @@ class EngineContext : public nn::StepContext {
   }
 
  private:
+  static bool finite(const at::Tensor& t) { return torch::isfinite(t.detach()).all().item<bool>(); }
+  /// A step that cannot be taken: counted and skipped, or an error that names where it happened.
+  void nonfinite(Group& g, const char* what, const at::Tensor& loss) {
+    g.optimizer->zero_grad();
+    if (skip_nonfinite_) {
+      ++nonfinite_steps_;
+      skipped_batch_ = true;
+      return;
+    }
+    const auto last = fs::path(run_dir_) / "checkpoints" / "last.pt";
+    const auto value = loss.detach().to(torch::kCPU, torch::kFloat64);
+    throw Error(fmt::format(
+        "epoch {}, step {}: the {} of parameter group '{}' is not finite (loss {}); stopped before the update "
+        "(train.nonfinite: stop).{} Lower the learning rate (train.lr, groups.{}.lr) and --resume, or set "
+        "train.nonfinite: skip",
+        epoch_, global_step_ + 1, what, g.name, value.numel() == 1 ? fmt::format("{}", value.item<double>()) : "?",
+        fs::exists(last) ? " The last checkpoint, " + last.string() + ", is intact." : "", g.name));
+  }
+
   struct Sum {
     at::Tensor total;
     int64_t count;
   };
   std::vector<Group>& groups_;
   c10::Device device_;
+  bool skip_nonfinite_;
+  std::string run_dir_;
+  int64_t nonfinite_steps_ = 0;
+  bool skipped_batch_ = false;  // this batch had a skipped step: its terms are not counted
   std::string phase_;
   int64_t phase_index_ = 0, epoch_ = 0, global_step_ = 0, batch_size_ = 0;
   std::map<std::string, Sum> sums_;
@@ -169,7 +204,9 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   int64_t total_epochs = 0;
   for (const auto& p : phases) total_epochs += p.epochs;
   const auto monitor = trainable.monitor();
-  EngineContext ctx(groups, o.device);
+  require(o.nonfinite == "stop" || o.nonfinite == "skip",
+          "train.nonfinite '" + o.nonfinite + "': expected stop or skip");
+  EngineContext ctx(groups, o.device, o.nonfinite == "skip", o.run_dir);
   FitResult result;
   const int64_t n = data.size, batches = (n + o.batch_size - 1) / o.batch_size;
 
@@ -253,6 +290,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     result.items_per_second = double(items) / std::max(seconds, 1e-9);
     record.values.emplace_back(o.rate_key, result.items_per_second);
     record.values.emplace_back("seconds", seconds);
+    if (o.nonfinite == "skip") record.values.emplace_back("nonfinite_steps", double(ctx.nonfinite_steps()));
     for (auto& sink : sinks_) sink->on_epoch(record);
     // best before last: last.pt is the commit point, and an epoch re-run after a kill between
     // the two writes the same best.pt again.

@@ -183,6 +183,7 @@ EngineOptions engine_options(const Config& config, const std::string& run_dir, c
   e.optimizers[""] = optimizer_options(t);
   for (const auto& [name, group] : config.groups) e.optimizers[name] = with_group(e.optimizers[""], group);
   e.patience = t.patience;
+  e.nonfinite = t.nonfinite;
   e.resume = resume;
   e.quiet = quiet;
   return e;

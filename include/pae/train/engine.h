@@ -49,6 +49,10 @@ struct EngineOptions {
   std::string unit = "img";               ///< progress unit
   std::string rate_key = "images_per_s";  ///< throughput's name in the metrics
   bool drop_singleton_batch = true;       ///< skip a last batch of one (it breaks batch norm)
+  /// A step whose loss or gradient is not finite: "stop" (an error naming epoch, step and
+  /// group, before the update; the last checkpoint stays intact) or "skip" (no update; the
+  /// epoch's count goes to the metrics as nonfinite_steps).
+  std::string nonfinite = "stop";
 };
 
 /// What a fit ended with.
