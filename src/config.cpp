@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -446,6 +448,72 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   parse_groups(root, config);
   validate(config);
   return config;
+}
+
+namespace {
+
+/// A scalar as a person reads it: numbers in their shortest form (0.0003, not 0.00029999999999999997).
+std::string readable(const std::string& scalar) {
+  char* end = nullptr;
+  const double v = std::strtod(scalar.c_str(), &end);
+  if (scalar.empty() || end != scalar.c_str() + scalar.size() || scalar.find_first_of(".eE") == std::string::npos)
+    return scalar;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", v);
+  return buf;
+}
+
+void flatten(const YAML::Node& node, const std::string& path, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node)
+      flatten(kv.second, path.empty() ? kv.first.Scalar() : path + "." + kv.first.Scalar(), out);
+  } else if (node.IsSequence()) {
+    std::string s;
+    for (const auto& item : node) s += (s.empty() ? "" : ", ") + (item.IsScalar() ? item.Scalar() : YAML::Dump(item));
+    out[path] = "[" + s + "]";
+  } else {
+    out[path] = node.IsScalar() ? node.Scalar() : "";
+  }
+}
+
+}  // namespace
+
+std::vector<ConfigChange> config_changes(const std::string& before_yaml, const std::string& after_yaml) {
+  std::map<std::string, std::string> a, b;
+  flatten(YAML::Load(before_yaml), "", a);
+  flatten(YAML::Load(after_yaml), "", b);
+  std::vector<ConfigChange> out;
+  for (const auto& [k, v] : a) {
+    const auto it = b.find(k);
+    if (it == b.end()) {
+      out.push_back({k, readable(v), "(absent)"});
+    } else if (it->second != v) {
+      out.push_back({k, readable(v), readable(it->second)});
+    }
+  }
+  for (const auto& [k, v] : b)
+    if (!a.count(k)) out.push_back({k, "(absent)", readable(v)});
+  std::sort(out.begin(), out.end(), [](const ConfigChange& x, const ConfigChange& y) { return x.key < y.key; });
+  return out;
+}
+
+bool may_change_on_resume(const std::string& key) {
+  static const std::set<std::string> train_keys = {
+      "epochs",       "lr",        "lr_schedule",  "lr_decay_epoch",   "lr_decay",        "warmup_epochs",
+      "patience",     "threads",   "blas_threads", "device",           "eval_batch_size", "num_samples",
+      "save_latents", "nonfinite", "grad_clip",    "model_checkpoint", "weight_decay",    "momentum"};
+  static const std::set<std::string> group_keys = {
+      "lr", "lr_schedule", "lr_decay_epoch", "lr_decay", "warmup_epochs", "grad_clip", "weight_decay", "momentum"};
+  static const std::set<std::string> model_keys = {"nae_epochs", "nae_batches"};  // phase lengths
+  const auto dot = key.find('.');
+  const std::string section = key.substr(0, dot), rest = dot == std::string::npos ? "" : key.substr(dot + 1);
+  if (section == "train") return train_keys.count(rest) > 0;
+  if (section == "model") return model_keys.count(rest) > 0;
+  if (section == "groups") {
+    const auto dot2 = rest.find('.');
+    return dot2 != std::string::npos && group_keys.count(rest.substr(dot2 + 1)) > 0;
+  }
+  return false;
 }
 
 void require_sections(const Config& config, const std::vector<std::string>& needed, const std::string& program,

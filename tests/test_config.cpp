@@ -152,3 +152,25 @@ TEST(Config, GroupsOverrideTheOptimizerOfOneParameterGroup) {
   EXPECT_NE(error_of([] { parse_config("", "g.yml", {"groups.lr=1"}); }).find("groups.<group>.<key>"),
             std::string::npos);
 }
+
+TEST(Config, ChangesBetweenConfigsAndWhichMayChangeOnResume) {
+  Config a = parse_config("", "a.yml"), b = a;
+  b.train.lr = 0.5;
+  b.model.channels = {7, 8};
+  b.groups["disc"].lr = 0.25;
+  const auto changes = config_changes(to_yaml(a), to_yaml(b));
+  std::vector<std::string> keys;
+  for (const auto& c : changes) keys.push_back(c.key);
+  ASSERT_EQ(keys.size(), 3u) << ::testing::PrintToString(keys);
+  EXPECT_EQ(keys[0], "groups.disc.lr");
+  EXPECT_EQ(changes[0].before, "(absent)");
+  EXPECT_EQ(keys[1], "model.channels");
+  EXPECT_EQ(changes[1].after, "[7, 8]");
+  EXPECT_EQ(keys[2], "train.lr");
+  EXPECT_TRUE(config_changes(to_yaml(a), to_yaml(a)).empty());
+  for (const char* k : {"train.epochs", "train.lr", "train.threads", "groups.disc.lr", "model.nae_epochs"})
+    EXPECT_TRUE(may_change_on_resume(k)) << k;
+  for (const char* k : {"model.hidden", "model.latent_dim", "data.name", "train.seed", "train.batch_size",
+                        "train.optimizer", "flow.layers", "groups.disc.optimizer"})
+    EXPECT_FALSE(may_change_on_resume(k)) << k;
+}

@@ -213,6 +213,27 @@ TEST(Eval, PosteriorChainAndBernoulliRestorationsKeepObservedPixels) {
             std::string::npos);
 }
 
+TEST(Eval, FlowResumedOnAnotherAutoEncodersLatentsIsRefused) {
+  TempDir tmp;
+  auto c = tiny_pae(tmp);
+  auto [ro, fo] = train_tiny_pae(tmp, c);
+  const auto json_before = read_text(tmp.file("ae/flow/latents.json"));
+  // Another AE of the same latent size.
+  auto other = c;
+  other.train.seed = 3;
+  train::RunOptions ro2 = ro;
+  ro2.run_dir = tmp.file("ae2");
+  train::train_autoencoder(other, ro2);
+  auto longer = c;
+  longer.train.epochs = c.train.epochs + 1;
+  fo.resume = true;
+  const auto msg = error_of([&] { train::fit_latent_flow(longer, train::latents_of_run(ro2.run_dir), fo); });
+  EXPECT_NE(msg.find("are not the ones the flow started on"), std::string::npos) << msg;
+  EXPECT_EQ(read_text(tmp.file("ae/flow/latents.json")), json_before);  // untouched
+  // Its own latents: resumed.
+  EXPECT_NO_THROW(train::fit_latent_flow(longer, train::latents_of_run(ro.run_dir), fo));
+}
+
 TEST(Eval, OodTableRowsAreComputedByHand) {
   // in: 0 1 2 3; out: 2.5 3.5 and 0 (a tie with the in-distribution 0).
   const std::map<std::string, at::Tensor> in = {{"s", torch::tensor({0.0, 1.0, 2.0, 3.0}, torch::kFloat64)}};

@@ -102,7 +102,10 @@ TEST(Train, CheckpointOfAnotherModelIsAClearError) {
   Config other = c;
   other.model.latent_dim = 5;
   auto msg = error_of([&] { train::train_autoencoder(other, {tmp.file("run"), "cpu", true, false, true}); });
-  EXPECT_NE(msg.find("z3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.latent_dim: 3 -> 5"), std::string::npos) << msg;  // the resume check, first
+  auto z5 = models::build_autoencoder(other.model, {1, 8, 8});
+  msg = error_of([&] { train::load_checkpoint(tmp.file("run/checkpoints/last.pt"), *z5, {}, z5->signature()); });
+  EXPECT_NE(msg.find("z3"), std::string::npos) << msg;  // the signature check, for any loader
   EXPECT_NE(msg.find("z5"), std::string::npos) << msg;
   std::ofstream(tmp.file("junk.pt")) << "not a checkpoint";
   auto model = models::build_autoencoder(c.model, {1, 8, 8});
@@ -238,4 +241,35 @@ TEST(Train, RunDirectoryIsLockedLoggedAndReleased) {
   EXPECT_NE(
       pae::testing::error_of([&] { train::RunDirectory("", false, false, "train.log"); }).find("must not be empty"),
       std::string::npos);
+}
+
+TEST(Train, ResumeRefusesWhatDecidesTheRunAndRecordsWhatMayChange) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 1);
+  const train::RunOptions first{tmp.file("run"), "cpu", false, false, true};
+  train::train_autoencoder(c, first);
+  EXPECT_EQ(train::checkpoint_config(tmp.file("run/checkpoints/last.pt")), to_yaml(c));  // stored with the weights
+  train::RunOptions resume = first;
+  resume.resume = true;
+  // Wider layers and another seed: refused, each key named with both values, nothing trained.
+  Config wider = c;
+  wider.model.hidden = {128};
+  wider.train.seed = 5;
+  wider.train.epochs = 2;
+  const auto msg = error_of([&] { train::train_autoencoder(wider, resume); });
+  EXPECT_NE(msg.find("model.hidden: [16] -> [128]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.seed: 0 -> 5"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("train.epochs"), std::string::npos) << "epochs may change: " << msg;
+  EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 1);
+  // More epochs at another learning rate: allowed, and config.yml follows the run.
+  Config longer = c;
+  longer.train.epochs = 2;
+  longer.train.lr = 3e-4;
+  train::train_autoencoder(longer, resume);
+  EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
+  EXPECT_EQ(to_yaml(load_config(tmp.file("run/config.yml"))), to_yaml(longer));
+  const auto history = read_text(tmp.file("run/config_history.jsonl"));
+  EXPECT_NE(history.find("train.epochs: 1 -> 2"), std::string::npos) << history;
+  EXPECT_NE(history.find("train.lr: 0.001 -> 0.0003"), std::string::npos) << history;
+  EXPECT_EQ(train::checkpoint_config(tmp.file("run/checkpoints/last.pt")), to_yaml(longer));
 }

@@ -85,6 +85,20 @@ std::string to_yaml(const Config& config);
 /// Checks the value ranges; errors name file, line and key.
 void validate(const Config& config);
 
+/// A key whose value differs between two resolved configs.
+struct ConfigChange {
+  std::string key;            ///< "section.key" (groups: "groups.<name>.<key>")
+  std::string before, after;  ///< the values as YAML text ("(absent)" when a side lacks the key)
+};
+
+/// The keys whose values differ between two configs given as YAML (to_yaml text), sorted.
+std::vector<ConfigChange> config_changes(const std::string& before_yaml, const std::string& after_yaml);
+
+/// Whether a resumed run may change `key`: how long, how fast and where it trains (epochs,
+/// learning rates and schedules, patience, threads, device, ...), not what it trains or on
+/// which data (architecture, data, seed, batch size, optimizer, flow).
+bool may_change_on_resume(const std::string& key);
+
 /// An error naming the file unless the file gave each of `needed` (a program given another
 /// program's config, or an empty file, must not run on defaults). `hint` follows the message.
 void require_sections(const Config& config, const std::vector<std::string>& needed, const std::string& program,

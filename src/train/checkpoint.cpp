@@ -56,6 +56,8 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
   archive.write("best_epoch", torch::tensor(state.best_epoch, torch::kInt64));
   archive.write("stale", torch::tensor(state.stale, torch::kInt64));
   archive.write("signature", string_tensor(state.model_signature));
+  archive.write("format_version", torch::tensor(int64_t(2), torch::kInt64));
+  if (!state.config_yaml.empty()) archive.write("config", string_tensor(state.config_yaml));
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -67,6 +69,19 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
     archive.write("extra", extra_archive);
   }
   atomic_write(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
+}
+
+std::string checkpoint_config(const std::string& path) {
+  require(fs::is_regular_file(path), "checkpoint not found: " + path);
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path, torch::Device(torch::kCPU));
+  } catch (const c10::Error& e) {
+    throw Error("checkpoint " + path +
+                " cannot be read (truncated or not a pae checkpoint): " + first_line(e.what_without_backtrace()));
+  }
+  torch::Tensor t;
+  return try_read(archive, "config", t) ? tensor_string(t) : "";
 }
 
 CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
@@ -84,6 +99,7 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& modu
   torch::Tensor t;
   require(try_read(archive, "signature", t), "checkpoint " + path + " is not a pae checkpoint (no model signature)");
   state.model_signature = tensor_string(t);
+  if (try_read(archive, "config", t)) state.config_yaml = tensor_string(t);
   require(expected_signature.empty() || state.model_signature == expected_signature,
           "checkpoint " + path + " was written by model '" + state.model_signature + "', but the config builds '" +
               expected_signature + "'");

@@ -35,7 +35,10 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
     check_groups(engine_opts, probe);  // before anything is written
   }
   const RunDirectory held(options.run_dir, options.resume, options.force, "train.log");
-  if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
+  if (options.resume)
+    reconcile_resume_config(options.run_dir, config);
+  else
+    atomic_write_text(run / "config.yml", to_yaml(config));
   seed_everything(t.seed);
   auto net = std::make_shared<models::Classifier>(config.data.name, train_set.images.size(1), train_set.images.size(2),
                                                   train_set.images.size(3), classes);

@@ -199,6 +199,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
                  std::isfinite(state.best) ? fmt::format("{:.6g}", state.best) : "none", state.best_epoch);
   }
   if (files) ensure_dir(fs::path(o.run_dir) / "checkpoints");
+  state.config_yaml = o.config_yaml;  // what the run continues under from here
 
   const auto phases = trainable.phases(o.epochs);
   int64_t total_epochs = 0;

@@ -60,9 +60,21 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
     flows::LatentFlow probe(d, config.flow);  // groups checked before anything is written
     check_groups(engine_opts, probe);
   }
-  const RunDirectory held(options.run_dir, options.resume, options.force, "flow.log");
-  if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
   const std::string checksum = flows::latent_checksum(train);
+  if (options.resume && fs::exists(run / "latents.json")) {
+    // The flow must continue on the latents it started on (and their standardisation).
+    const auto recorded = nlohmann::json::parse(read_text(run / "latents.json"), nullptr, false);
+    const std::string had = recorded.is_object() ? recorded.value("checksum", "") : "";
+    require(had.empty() || had == checksum,
+            "--resume " + options.run_dir + ": the training latents " + src.train + " (checksum " + checksum +
+                ") are not the ones the flow started on (" + recorded.value("train", std::string("?")) + ", checksum " +
+                had + "); resume with those latents (their --ae-run), or start a new flow run");
+  }
+  const RunDirectory held(options.run_dir, options.resume, options.force, "flow.log");
+  if (options.resume)
+    reconcile_resume_config(options.run_dir, config);
+  else
+    atomic_write_text(run / "config.yml", to_yaml(config));
   atomic_write_text(
       run / "latents.json",
       JsonObject().add("train", fs::absolute(src.train).string()).add("dim", d).add("checksum", checksum).str() + "\n");

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -65,6 +67,44 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force) {
     }
   }
   ensure_dir(p);
+}
+
+void reconcile_resume_config(const std::string& run_dir, const Config& config) {
+  const fs::path run(run_dir);
+  const auto last = (run / "checkpoints" / "last.pt").string();
+  std::string before = checkpoint_config(last), source = last;
+  if (before.empty()) {
+    before = read_text(run / "config.yml");
+    source = (run / "config.yml").string();
+  }
+  const auto now = to_yaml(config);
+  std::vector<ConfigChange> changes, refused;
+  try {
+    changes = config_changes(before, now);
+  } catch (const std::exception& e) {
+    throw Error(source + ": the stored config cannot be read: " + e.what());
+  }
+  for (const auto& c : changes)
+    if (!may_change_on_resume(c.key)) refused.push_back(c);
+  if (!refused.empty()) {
+    std::string list;
+    for (const auto& c : refused) list += "\n  " + c.key + ": " + c.before + " -> " + c.after;
+    throw Error("--resume " + run_dir + ": the run was started with other values of keys that decide what it trains" +
+                " (stored in " + source + "):" + list +
+                "\nresume with the run's own values, or start a new run (another --run-dir, or --force)");
+  }
+  if (changes.empty()) return;
+  std::string list;
+  for (const auto& c : changes) {
+    spdlog::info("resume: {} {} -> {}", c.key, c.before, c.after);
+    list += (list.empty() ? "" : ", ") + c.key + ": " + c.before + " -> " + c.after;
+  }
+  const auto stamp = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&stamp));
+  append_line(run / "config_history.jsonl",
+              JsonObject().add("time", std::string(when)).add("resumed_from", source).add("changes", list).str());
+  atomic_write_text(run / "config.yml", now);
 }
 
 RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, const std::string& log_name) {
@@ -184,6 +224,7 @@ EngineOptions engine_options(const Config& config, const std::string& run_dir, c
   for (const auto& [name, group] : config.groups) e.optimizers[name] = with_group(e.optimizers[""], group);
   e.patience = t.patience;
   e.nonfinite = t.nonfinite;
+  e.config_yaml = to_yaml(config);
   e.resume = resume;
   e.quiet = quiet;
   return e;
@@ -254,7 +295,10 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   check_groups(engine_opts, *models::build_autoencoder(config.model, shape));  // before anything is written
 
   const RunDirectory held(options.run_dir, options.resume, options.force, "train.log");
-  if (!options.resume) atomic_write_text(run / "config.yml", to_yaml(config));
+  if (options.resume)
+    reconcile_resume_config(options.run_dir, config);
+  else
+    atomic_write_text(run / "config.yml", to_yaml(config));
 
   seed_everything(t.seed);
   auto model = models::build_autoencoder(config.model, shape);

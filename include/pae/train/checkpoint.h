@@ -31,7 +31,12 @@ struct CheckpointState {
   int64_t best_epoch = 0;
   int64_t stale = 0;            ///< epochs since the monitored value last improved
   std::string model_signature;  ///< architecture, checked on load
+  std::string config_yaml;      ///< the run's resolved config when written (empty: not stored)
 };
+
+/// The resolved config a checkpoint was written under ("" for checkpoints from before configs
+/// were stored); errors name the file.
+std::string checkpoint_config(const std::string& path);
 
 /// Optimizers by parameter-group name (may be empty: weights only).
 using OptimizerMap = std::map<std::string, torch::optim::Optimizer*>;

@@ -53,6 +53,7 @@ struct EngineOptions {
   /// group, before the update; the last checkpoint stays intact) or "skip" (no update; the
   /// epoch's count goes to the metrics as nonfinite_steps).
   std::string nonfinite = "stop";
+  std::string config_yaml;  ///< the resolved config, stored in every checkpoint (resume compares it)
 };
 
 /// What a fit ended with.

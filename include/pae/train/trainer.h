@@ -36,6 +36,13 @@ struct TrainSummary {
 /// (keep it) or `force` (clear what a previous run wrote). Errors name the directory.
 void prepare_run_dir(const std::string& dir, bool resume, bool force);
 
+/// On --resume, before anything is trained: compares `config` with the one the run's last
+/// checkpoint was written under (RUN/config.yml for checkpoints from before configs were
+/// stored). Keys that may not change (may_change_on_resume) are one error naming each key with
+/// both values; the others are logged, RUN/config.yml is rewritten to the config the run now
+/// follows, and the change is appended to RUN/config_history.jsonl.
+void reconcile_resume_config(const std::string& run_dir, const Config& config);
+
 /// A run directory held by this process while the object lives: prepared (prepare_run_dir),
 /// locked against every other writer (RUN/.lock holds the owner's pid under flock(2), which the
 /// kernel releases when the process dies, so a killed run resumes without a stale lock), and
