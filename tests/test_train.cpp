@@ -234,8 +234,15 @@ TEST(Train, RunDirectoryIsLockedLoggedAndReleased) {
   }
   spdlog::info("line after release");
   EXPECT_EQ(read_text(log).find("line after release"), std::string::npos) << "the log sink leaked";
-  // Released: the directory can be taken again (--force, since it is not empty now).
+  // Released: the directory can be taken again (--force, since it is not empty now), and the
+  // temporaries of writes that a kill interrupted are removed; other files stay.
+  fs::create_directories(tmp.file("run/checkpoints"));
+  for (const char* f : {"run/checkpoints/.last.pt.tmp123_45", "run/.config.yml.tmp9_1", "run/notes.txt"})
+    std::ofstream(tmp.file(f)) << "x";
   EXPECT_NO_THROW(train::RunDirectory(dir, false, true, "train.log"));
+  EXPECT_FALSE(fs::exists(tmp.file("run/checkpoints/.last.pt.tmp123_45")));
+  EXPECT_FALSE(fs::exists(tmp.file("run/.config.yml.tmp9_1")));
+  EXPECT_TRUE(fs::exists(tmp.file("run/notes.txt")));
   const auto msg = pae::testing::error_of([&] { train::RunDirectory(dir, true, true, "train.log"); });
   EXPECT_NE(msg.find("--resume and --force: choose one"), std::string::npos) << msg;
   EXPECT_NE(

@@ -129,6 +129,16 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
   if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
     spdlog::warn("could not write the pid into {}", lock_path);
   try {
+    // Temporaries of writes a kill interrupted: this process is now the only writer.
+    for (const char* sub : {".", "checkpoints", "latents", "negatives", "log_prob"}) {
+      std::error_code ec;
+      if (!fs::is_directory(p / sub)) continue;
+      for (const auto& e : fs::directory_iterator(p / sub, ec))
+        if (e.is_regular_file() && is_temp_file_name(e.path().filename().string())) {
+          spdlog::info("removing {}, left by an interrupted write", e.path().string());
+          fs::remove(e.path(), ec);
+        }
+    }
     prepare_run_dir(dir, resume, force);
     const auto path = (p / log_name).string();
     auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);

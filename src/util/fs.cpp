@@ -1,7 +1,9 @@
 #include "pae/util/fs.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -16,14 +18,31 @@ fs::path temp_sibling(const fs::path& path) {
   return path.parent_path() /
          ("." + path.filename().string() + ".tmp" + std::to_string(::getpid()) + "_" + std::to_string(rng() % 1000000));
 }
+
+/// Flushes a file (or directory) to the disk; errors name it.
+void sync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  require(fd >= 0, "cannot open " + path.string() + " to flush it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  require(rc == 0 || err == EINVAL, "cannot flush " + path.string() + " to the disk: " + std::strerror(err));
+}
+
 }  // namespace
+
+bool is_temp_file_name(const std::string& name) {
+  return name.size() > 1 && name[0] == '.' && name.find(".tmp") != std::string::npos;
+}
 
 void atomic_write(const fs::path& path, const std::function<void(const fs::path&)>& write) {
   if (!path.parent_path().empty()) ensure_dir(path.parent_path());
   const fs::path tmp = temp_sibling(path);
   try {
     write(tmp);
+    sync_path(tmp);  // the data reaches the disk before the name points at it
     fs::rename(tmp, path);
+    sync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path());  // and the rename
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);

@@ -11,9 +11,14 @@ namespace fs = std::filesystem;
 /// Writes `content` to `path` atomically: a temp file in the same folder, then rename.
 void atomic_write_text(const fs::path& path, const std::string& content);
 
-/// Calls write(tmp) to produce the file under a temporary name, then renames it to `path`.
-/// The temporary is removed if write throws, so no half-written file is ever left at `path`.
+/// Calls write(tmp) to produce the file under a temporary name, flushes it to the disk, renames
+/// it to `path` and flushes the folder: after a crash or power loss `path` holds the old file or
+/// the new one, whole. The temporary is removed if write throws; one orphaned by a kill is named
+/// ".<name>.tmp<pid>_<n>" (is_temp_file_name), for the next writer of the folder to remove.
 void atomic_write(const fs::path& path, const std::function<void(const fs::path&)>& write);
+
+/// Whether `name` is an atomic_write temporary (".<name>.tmp...").
+bool is_temp_file_name(const std::string& name);
 
 /// Appends one line (a JSON object, typically) to `path`, flushing it.
 void append_line(const fs::path& path, const std::string& line);
