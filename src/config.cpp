@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -611,11 +612,15 @@ void validate(const Config& c) {
       throw Error(where + ": key '" + key + "' is not used by model.type '" + m.type + "' (arch '" + m.arch +
                   "'): " + why + "; remove it");
   }
-  check(m.latent_dim > 0, "model.latent_dim", "a positive integer", std::to_string(m.latent_dim));
-  for (auto h : m.hidden) check(h > 0, "model.hidden", "positive widths", std::to_string(h));
-  for (auto ch : m.channels) check(ch > 0, "model.channels", "positive widths", std::to_string(ch));
+  // Upper limits: sizes beyond them end in an allocation failure far from the key that caused it.
+  constexpr int64_t kMaxWidth = 1 << 16;
+  check(m.latent_dim > 0 && m.latent_dim <= kMaxWidth, "model.latent_dim", "an integer in [1, 65536]",
+        std::to_string(m.latent_dim));
+  for (auto h : m.hidden) check(h > 0 && h <= kMaxWidth, "model.hidden", "widths in [1, 65536]", std::to_string(h));
+  for (auto ch : m.channels)
+    check(ch > 0 && ch <= kMaxWidth, "model.channels", "widths in [1, 65536]", std::to_string(ch));
   check(!m.channels.empty() || m.arch != "conv", "model.channels", "at least one conv width", "[]");
-  check(m.kernel >= 2, "model.kernel", "a kernel size >= 2", std::to_string(m.kernel));
+  check(m.kernel >= 2 && m.kernel <= 15, "model.kernel", "a kernel size in [2, 15]", std::to_string(m.kernel));
   check(in(m.activation, {"relu", "leaky_relu", "elu", "silu"}), "model.activation", "relu, leaky_relu, elu or silu",
         "'" + m.activation + "'");
   check(in(m.recon_loss, {"mse", "bce", "bernoulli", "gaussian"}), "model.recon_loss",
@@ -666,7 +671,7 @@ void validate(const Config& c) {
   const auto& f = c.flow;
   check(in(f.type, {"nsf", "realnvp"}), "flow.type", "nsf or realnvp", "'" + f.type + "'");
   check(f.layers >= 1, "flow.layers", "a positive integer", std::to_string(f.layers));
-  check(f.hidden >= 1, "flow.hidden", "a positive integer", std::to_string(f.hidden));
+  check(f.hidden >= 1 && f.hidden <= kMaxWidth, "flow.hidden", "an integer in [1, 65536]", std::to_string(f.hidden));
   check(f.hidden_layers >= 1, "flow.hidden_layers", "a positive integer", std::to_string(f.hidden_layers));
   check(in(f.conditioner, {"mlp", "resnet"}), "flow.conditioner", "mlp or resnet", "'" + f.conditioner + "'");
   check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
@@ -681,8 +686,13 @@ void validate(const Config& c) {
         "'" + f.permutation + "'");
   check(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", std::to_string(t.weight_decay));
   check(t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 = off)", std::to_string(t.grad_clip));
-  check(t.threads >= 0, "train.threads", "an integer >= 0 (0 = all cores)", std::to_string(t.threads));
-  check(t.blas_threads >= 0, "train.blas_threads", "an integer >= 0 (0 = 1)", std::to_string(t.blas_threads));
+  // More threads than 4 per core only spin (100,000 hung the machine).
+  const int64_t max_threads = 4 * int64_t(std::max(1u, std::thread::hardware_concurrency()));
+  check(t.threads >= 0 && t.threads <= max_threads, "train.threads",
+        "an integer in [0, " + std::to_string(max_threads) + "] (0 = all cores; 4 per core at most)",
+        std::to_string(t.threads));
+  check(t.blas_threads >= 0 && t.blas_threads <= max_threads, "train.blas_threads",
+        "an integer in [0, " + std::to_string(max_threads) + "] (0 = 1)", std::to_string(t.blas_threads));
   check(t.eval_batch_size >= 1, "train.eval_batch_size", "a positive integer", std::to_string(t.eval_batch_size));
   check(t.num_samples >= 1, "train.num_samples", "a positive integer", std::to_string(t.num_samples));
 }

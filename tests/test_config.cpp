@@ -68,6 +68,23 @@ TEST(Config, DuplicateKeysAndMissingSectionsAreErrors) {
                                    {"data", "model"}, "pae-train"));
 }
 
+TEST(Config, SizesThatWouldExhaustTheMachineAreRangeErrors) {
+  // Each of these ended in an allocation failure, a hang or a crawl far from the key.
+  for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
+           {"model:\n  latent_dim: 2000000000\n", "model.latent_dim"},
+           {"model:\n  arch: mlp\n  hidden: [400, 3000000]\n", "model.hidden"},
+           {"model:\n  channels: [32, 9000000]\n", "model.channels"},
+           {"model:\n  kernel: 200\n", "model.kernel"},
+           {"train:\n  threads: 100000\n", "train.threads"},
+           {"train:\n  blas_threads: 100000\n", "train.blas_threads"},
+           {"flow:\n  hidden: 10000000\n", "flow.hidden"}}) {
+    const auto msg = error_of([&] { parse_config(yaml, "r.yml"); });
+    EXPECT_NE(msg.find(key), std::string::npos) << yaml << msg;
+    EXPECT_NE(msg.find("r.yml:"), std::string::npos) << msg;
+  }
+  EXPECT_NO_THROW(parse_config("model:\n  latent_dim: 65536\ntrain:\n  threads: 2\n", "ok.yml"));
+}
+
 TEST(Config, WrongTypeAndRangeErrors) {
   auto msg = error_of([] { parse_config("train:\n  lr: 0.1\n  epochs: ten\n", "c.yml"); });
   EXPECT_NE(msg.find("c.yml:3"), std::string::npos) << msg;

@@ -120,6 +120,22 @@ TEST(Npy, RejectsBadFiles) {
   complex.replace(complex.find("<f4"), 3, "<c8");
   write_bytes(tmp.file("c.npy"), complex);
   EXPECT_NE(error_of([&] { read_npy(tmp.file("c.npy")); }).find("<c8"), std::string::npos);
+  // Shapes: a negative dimension is an error (it was read as positive), and a header claiming
+  // more than the file holds is refused before anything is allocated (10^12 elements here).
+  for (const auto& [shape, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"(10, -10)", "'-10' is not a dimension"},
+           {"(1000000, 1000000)", "claims shape (1000000, 1000000), 4000000000000 bytes, but the file holds 400"},
+           {"(99999999999999999, 99999999999999999)", "too many elements"}}) {
+    std::string bad = bytes;
+    bad.replace(bad.find("(10, 10)"), 8, shape);
+    // Keep the header length a multiple of 64: take the extra characters out of the padding.
+    const auto pad = bad.find("}") + 1;
+    bad.erase(pad, shape.size() - 8);
+    write_bytes(tmp.file("s.npy"), bad);
+    const auto msg = error_of([&] { read_npy(tmp.file("s.npy")); });
+    EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+    EXPECT_NE(msg.find("s.npy"), std::string::npos) << msg;
+  }
 }
 
 TEST(Cifar, RoundTripBinaryBatch) {

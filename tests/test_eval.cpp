@@ -344,4 +344,20 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   c.data.labels_path.clear();
   ro.run_dir = tmp.file("clf2");
   EXPECT_NE(error_of([&] { train::train_classifier(c, ro); }).find("single label"), std::string::npos);
+  // A stray training label (200 among 0, 1) and a test label the training split lacks: refused,
+  // naming the labels file, before a run directory exists.
+  c.data.labels_path = tmp.file("y_{split}.npy");
+  auto stray = labels.clone();
+  stray.slice(0, 0, 100).fill_(200);  // some of them land in the training carve
+  data::write_npy(tmp.file("y_train.npy"), stray);
+  auto msg = error_of([&] { train::train_classifier(c, ro); });
+  EXPECT_NE(msg.find("are not 0..2 each present (3 distinct labels from 0 to 200)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("y_{split}.npy"), std::string::npos) << msg;
+  data::write_npy(tmp.file("y_train.npy"), labels);
+  auto test_labels = labels.clone();
+  test_labels[3] = 5;
+  data::write_npy(tmp.file("y_test.npy"), test_labels);
+  msg = error_of([&] { train::train_classifier(c, ro); });
+  EXPECT_NE(msg.find("a label of the test split of"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(ro.run_dir));
 }

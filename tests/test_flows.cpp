@@ -308,6 +308,21 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
                                 {tmp.file("flow2"), false, false, true});
   });
   EXPECT_NE(msg.find("bad_val.npy"), std::string::npos) << msg;
+  // A constant dimension (a collapsed latent) and a single latent are refused, naming the file;
+  // nothing is written.
+  auto flat = torch::randn({50, 3});
+  flat.select(1, 1).fill_(0.7f);
+  pae::data::write_npy(tmp.file("flat.npy"), flat);
+  msg = pae::testing::error_of([&] {
+    pae::train::fit_latent_flow(c, {tmp.file("flat.npy"), "", ""}, {tmp.file("flow3"), false, false, true});
+  });
+  EXPECT_NE(msg.find("flat.npy: latent dimension(s) 1 are constant"), std::string::npos) << msg;
+  pae::data::write_npy(tmp.file("one.npy"), torch::randn({1, 3}));
+  msg = pae::testing::error_of([&] {
+    pae::train::fit_latent_flow(c, {tmp.file("one.npy"), "", ""}, {tmp.file("flow3"), false, false, true});
+  });
+  EXPECT_NE(msg.find("one.npy: 1 training latent"), std::string::npos) << msg;
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() / "flow3"));
 }
 
 TEST(LatentFlow, GaussianBaselineMatchesClosedForm) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -82,12 +83,31 @@ at::Tensor read_npy(const std::string& path) {
   require(std::regex_search(header, m, shape_re), path + ": .npy header has no 'shape'");
   std::vector<int64_t> shape;
   const std::string dims = m[1].str();
-  static const std::regex int_re("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), int_re); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
-
-  int64_t numel = 1;
-  for (auto d : shape) numel *= d;
+  std::stringstream entries(dims);
+  static const std::regex dim_re("\\s*([0-9]{1,18})\\s*");
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (std::string entry; std::getline(entries, entry, ',');) {
+    const auto first = entry.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;  // "(3,)": the trailing comma
+    entry = entry.substr(first, entry.find_last_not_of(" \t") - first + 1);
+    std::smatch dm;
+    require(std::regex_match(entry, dm, dim_re),
+            path + ": .npy shape (" + dims + "): '" + entry + "' is not a dimension (an integer >= 0)");
+    const uint64_t d = std::stoull(dm[1].str());
+    shape.push_back(int64_t(d));
+    overflow = overflow || (d != 0 && numel > (uint64_t(1) << 62) / d);
+    numel *= d;
+  }
+  // The header's claim against the bytes the file holds, before anything is allocated.
+  const auto here = in.tellg();
+  in.seekg(0, std::ios::end);
+  const auto left = static_cast<uint64_t>(in.tellg() - here);
+  in.seekg(here);
+  require(!overflow && numel * code->size <= left,
+          path + ": the .npy header claims shape (" + dims + "), " +
+              (overflow ? std::string("too many elements") : std::to_string(numel * code->size) + " bytes") +
+              ", but the file holds " + std::to_string(left) + " data bytes (truncated or a corrupt header)");
   auto tensor = torch::empty(shape, torch::TensorOptions().dtype(code->dtype));
   const auto bytes = static_cast<std::streamsize>(numel * code->size);
   in.read(static_cast<char*>(tensor.data_ptr()), bytes);

@@ -23,7 +23,21 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   const auto val = has_val ? data::load_dataset(config.data, data::Split::kVal) : data::Dataset{};
   const auto test = data::load_dataset(config.data, data::Split::kTest);
   require(test.size() > 0, "domain classifier: the test split of " + config.data.name + " is empty");
-  const int64_t classes = std::max(train_set.labels.max().item<int64_t>(), test.labels.max().item<int64_t>()) + 1;
+  // Classes are the labels the training split has, 0 .. K-1, each present: a stray label (200
+  // among 0..9) would make a 201-class classifier that scores 1.0 on validation and 0.0 on test.
+  const std::string labels_of = config.data.labels_path.empty() ? config.data.name : config.data.labels_path;
+  const auto seen = std::get<0>(at::_unique(train_set.labels));
+  const int64_t classes = seen.numel();
+  require(seen.min().item<int64_t>() == 0 && seen.max().item<int64_t>() == classes - 1,
+          "domain classifier: the training labels of " + labels_of + " are not 0.." + std::to_string(classes - 1) +
+              " each present (" + std::to_string(classes) + " distinct labels from " +
+              std::to_string(seen.min().item<int64_t>()) + " to " + std::to_string(seen.max().item<int64_t>()) +
+              "); relabel them");
+  for (const auto* split : {&val, &test})
+    if (split->size() > 0)
+      require(split->labels.min().item<int64_t>() >= 0 && split->labels.max().item<int64_t>() < classes,
+              "domain classifier: a label of the " + std::string(split == &val ? "validation" : "test") + " split of " +
+                  labels_of + " is outside the training labels 0.." + std::to_string(classes - 1));
   require(classes >= 2, "domain classifier: " + config.data.name +
                             " has a single label; the classifier needs a labelled dataset (data.labels_path for npy)");
 

@@ -48,6 +48,19 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   const torch::Dtype dtype = flow_dtype(t);
   auto train = load_latents(src.train, -1, "training");
   const int64_t d = train.size(1);
+  require(train.size(0) >= 2, src.train + ": " + std::to_string(train.size(0)) +
+                                  " training latent; a flow needs at least 2 (and many more to be of use)");
+  {
+    // A dimension without spread has an infinite density: log p(z) would be a large, meaningless number.
+    const auto spread = train.std(0);
+    std::string flat;
+    for (int64_t j = 0; j < d; ++j)
+      if (!(spread[j].item<double>() > 1e-6 * std::max(1.0, train.select(1, j).abs().max().item<double>())))
+        flat += (flat.empty() ? "" : ", ") + std::to_string(j);
+    require(flat.empty(), src.train + ": latent dimension(s) " + flat +
+                              " are constant over the training latents (std 0); a density on them is infinite. "
+                              "Check the auto-encoder (a collapsed latent) or leave those dimensions out");
+  }
   torch::Tensor val = src.val.empty() ? torch::Tensor() : load_latents(src.val, d, "validation");
   torch::Tensor test = src.test.empty() ? torch::Tensor() : load_latents(src.test, d, "test");
   spdlog::info("latents: train {} x {}{}{}", train.size(0), d,
