@@ -157,7 +157,7 @@ int bench_toy(int64_t epochs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  pae::log_to_stderr();
+  pae::init_program();
   CLI::App app{"pae-bench: throughput benchmarks (not tests)"};
   std::string what = "vae", config_path;
   int threads = 0, blas_threads = 0;

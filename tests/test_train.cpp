@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -279,4 +281,33 @@ TEST(Train, ResumeRefusesWhatDecidesTheRunAndRecordsWhatMayChange) {
   EXPECT_NE(history.find("train.epochs: 1 -> 2"), std::string::npos) << history;
   EXPECT_NE(history.find("train.lr: 0.001 -> 0.0003"), std::string::npos) << history;
   EXPECT_EQ(train::checkpoint_config(tmp.file("run/checkpoints/last.pt")), to_yaml(longer));
+}
+
+TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 1);
+  train::RunOptions run{tmp.file("run"), "cpu", false, false, true};
+  train::train_autoencoder(c, run);
+  const auto before = read_text(tmp.file("run/checkpoints/last.pt"));
+  // A file-size limit below a checkpoint's size stands in for a full disk (same failing write).
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old_limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  rlimit small = old_limit;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  Config longer = c;
+  longer.train.epochs = 2;
+  run.resume = true;
+  const auto msg = error_of([&] { train::train_autoencoder(longer, run); });
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(msg.find("cannot write the checkpoint " + tmp.file("run/checkpoints/")), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the previous checkpoint, if any, is intact"), std::string::npos) << msg;
+  EXPECT_EQ(read_text(tmp.file("run/checkpoints/last.pt")), before);
+  for (const auto& e : fs::directory_iterator(tmp.file("run/checkpoints")))
+    EXPECT_FALSE(is_temp_file_name(e.path().filename().string())) << e.path();
+  // With space again, the run resumes and ends like an uninterrupted one.
+  EXPECT_NO_THROW(train::train_autoencoder(longer, run));
+  EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
 }

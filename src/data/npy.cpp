@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -140,7 +141,8 @@ void write_npy(const std::string& path, const at::Tensor& tensor) {
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
     out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * code->size));
     out.close();
-    require(!out.fail(), "failed writing " + tmp.string());
+    require(!out.fail(),
+            "cannot write " + path + " (disk full, or over a file-size limit?): " + std::strerror(errno ? errno : EIO));
   });
 }
 

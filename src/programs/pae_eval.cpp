@@ -32,7 +32,7 @@ std::vector<std::string> split_list(const std::string& text) {
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
-  pae::log_to_stderr();
+  pae::init_program();
   CLI::App app{"pae-eval: OoD detection, reconstruction error, FID and Parzen likelihood of a trained PAE"};
   app.require_subcommand(1);
   std::string ae_run, flow_dir, out, checkpoint;

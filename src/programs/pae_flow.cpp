@@ -17,7 +17,7 @@
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
-  pae::log_to_stderr();
+  pae::init_program();
   CLI::App app{"pae-flow: fit a normalizing flow on auto-encoder latents; sample and interpolate through the PAE"};
   app.require_subcommand(0, 1);
   // fit (the default, no subcommand)

@@ -12,7 +12,7 @@
 #include "pae/util/runtime.h"
 
 int main(int argc, char** argv) {
-  pae::log_to_stderr();
+  pae::init_program();
   CLI::App app{
       "pae-train: train an auto-encoder (ae, vae) or the domain classifier of FID (classifier) from a YAML config"};
   std::string config_path, run_dir, device;

@@ -3,7 +3,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -68,7 +72,18 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
     extra(extra_archive);
     archive.write("extra", extra_archive);
   }
-  atomic_write(path, [&](const fs::path& tmp) { archive.save_to(tmp.string()); });
+  // Serialised in memory first: LibTorch's file writer, when a write fails (disk full), throws
+  // again from its destructor and terminates the process. Our own write reports the failure.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  const auto data = bytes.str();
+  atomic_write(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    out.close();
+    require(!out.fail(), "cannot write the checkpoint " + path + " (disk full, or over a file-size limit?): " +
+                             std::strerror(errno ? errno : EIO) + "; the previous checkpoint, if any, is intact");
+  });
 }
 
 std::string checkpoint_config(const std::string& path) {

@@ -56,7 +56,8 @@ void atomic_write_text(const fs::path& path, const std::string& content) {
     require(static_cast<bool>(out), "cannot write " + tmp.string() + ": " + std::strerror(errno));
     out << content;
     out.close();
-    require(!out.fail(), "failed writing " + tmp.string());
+    require(!out.fail(), "cannot write " + path.string() +
+                             " (disk full, or over a file-size limit?): " + std::strerror(errno ? errno : EIO));
   });
 }
 
@@ -65,6 +66,8 @@ void append_line(const fs::path& path, const std::string& line) {
   require(static_cast<bool>(out), "cannot append to " + path.string() + ": " + std::strerror(errno));
   out << line << '\n';
   out.flush();
+  require(static_cast<bool>(out), "cannot append to " + path.string() + " (disk full, or over a file-size limit?): " +
+                                      std::strerror(errno ? errno : EIO));
 }
 
 void ensure_dir(const fs::path& dir) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <csignal>
 #include <cstdlib>
 #include <regex>
 
@@ -65,7 +66,8 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   unsetenv("OPENBLAS_CORETYPE");
 }
 
-void log_to_stderr() {
+void init_program() {
+  std::signal(SIGXFSZ, SIG_IGN);
   spdlog::set_default_logger(
       std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
 }

@@ -37,9 +37,11 @@ ThreadSettings configure_threads(ThreadSettings requested);
 /// Does nothing when OPENBLAS_CORETYPE is already set.
 void ensure_fast_blas_kernels(int argc, char** argv);
 
-/// Sends the log (progress, warnings, errors) to standard error, leaving standard output to
-/// results (tables, summaries) that scripts read. Programs call it first thing in main().
-void log_to_stderr();
+/// What every program does first in main(): the log (progress, warnings, errors) goes to
+/// standard error, leaving standard output to results (tables, summaries) that scripts read; and
+/// SIGXFSZ is ignored, so that a write past a file-size limit fails (and is reported, naming the
+/// file) instead of killing the process.
+void init_program();
 
 /// Logs a warning when the BLAS in use is the slow reference one, and the kernel fix
 /// ensure_fast_blas_kernels applied, if any. Returns the info.
