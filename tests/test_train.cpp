@@ -4,10 +4,12 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "pae/config.h"
 #include "pae/data/npy.h"
@@ -16,6 +18,7 @@
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/runtime.h"
 #include "test_util.h"
 
 using namespace pae;
@@ -310,4 +313,21 @@ TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
   // With space again, the run resumes and ends like an uninterrupted one.
   EXPECT_NO_THROW(train::train_autoencoder(longer, run));
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
+}
+
+TEST(Runtime, IdleCoresIsReadFromProcStatAndSeesABusyThread) {
+  const double cpus = double(::sysconf(_SC_NPROCESSORS_ONLN));
+  const double quiet = idle_cores(200);
+  ASSERT_GE(quiet, 0.0) << "/proc/stat could not be read";
+  EXPECT_LE(quiet, cpus + 0.05);
+  // A thread that spins takes about one core of idle time away.
+  std::atomic<bool> stop{false};
+  std::thread spin([&] {
+    volatile uint64_t x = 0;
+    while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+  });
+  const double busy = idle_cores(200);
+  stop = true;
+  spin.join();
+  EXPECT_LT(busy, cpus - 0.5) << "idle " << busy << " of " << cpus << " cores with a spinning thread";
 }

@@ -9,10 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <regex>
+#include <thread>
 
 #include "pae/util/error.h"
 
@@ -44,26 +47,76 @@ BlasInfo blas_info() {
   return info;
 }
 
-void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  const BlasInfo info = blas_info();
-  if (!info.is_openblas || info.core.empty()) return;
+namespace {
+
+/// The OpenBLAS kernel family to ask for, when OpenBLAS fell back to slow generic kernels.
+const char* faster_blas_core(const BlasInfo& info) {
+  if (!info.is_openblas || info.core.empty()) return nullptr;
   std::string core = info.core;
   std::transform(core.begin(), core.end(), core.begin(), ::tolower);
   static const char* kFallbacks[] = {"prescott", "core2",      "penryn",    "dunnington", "nehalem", "atom",
                                      "katmai",   "coppermine", "northwood", "banias",     "unknown"};
   bool fallback = false;
   for (const char* f : kFallbacks) fallback = fallback || core == f;
-  if (!fallback) return;
+  if (!fallback) return nullptr;
   __builtin_cpu_init();
-  const char* want = __builtin_cpu_supports("avx512f") ? "SkylakeX"
-                     : __builtin_cpu_supports("avx2")  ? "Haswell"
-                                                       : nullptr;
-  if (want == nullptr) return;
-  setenv("OPENBLAS_CORETYPE", want, 1);
-  setenv("PAE_BLAS_FALLBACK_CORE", info.core.c_str(), 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: carry on with the slow kernels
+  return __builtin_cpu_supports("avx512f") ? "SkylakeX" : __builtin_cpu_supports("avx2") ? "Haswell" : nullptr;
+}
+
+/// (idle, total) jiffies of all CPUs from /proc/stat's first line.
+bool cpu_jiffies(double& idle, double& total) {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  if (!in || cpu != "cpu") return false;
+  double v[8] = {0};
+  for (double& x : v) in >> x;
+  if (!in) return false;
+  idle = v[3] + v[4];  // idle + iowait
+  total = 0;
+  for (double x : v) total += x;
+  return true;
+}
+
+}  // namespace
+
+double idle_cores(int ms) {
+  double i0, t0, i1, t1;
+  if (!cpu_jiffies(i0, t0)) return -1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  if (!cpu_jiffies(i1, t1) || t1 <= t0) return -1;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return (i1 - i0) / (t1 - t0) * double(cpus > 0 ? cpus : 1);
+}
+
+void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
+  if (std::getenv("PAE_REEXECUTED") != nullptr) {  // once
+    unsetenv("PAE_REEXECUTED");
+    return;
+  }
+  bool again = false;
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+    const BlasInfo info = blas_info();
+    if (const char* want = faster_blas_core(info)) {
+      setenv("OPENBLAS_CORETYPE", want, 1);
+      setenv("PAE_BLAS_FALLBACK_CORE", info.core.c_str(), 1);
+      again = true;
+    }
+  }
+  const int cores = available_cores();
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && cores > 1) {
+    const double idle = idle_cores(100);
+    if (idle >= 0 && idle < double(cores) - 0.5) {
+      setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+      setenv("PAE_BUSY_IDLE_CORES", std::to_string(idle).c_str(), 1);
+      again = true;
+    }
+  }
+  if (!again) return;
+  setenv("PAE_REEXECUTED", "1", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
   unsetenv("OPENBLAS_CORETYPE");
+  unsetenv("OMP_WAIT_POLICY");
 }
 
 void init_program() {
@@ -74,6 +127,13 @@ void init_program() {
 
 BlasInfo warn_if_slow_blas() {
   BlasInfo info = blas_info();
+  if (const char* idle = std::getenv("PAE_BUSY_IDLE_CORES")) {
+    spdlog::info(
+        "the machine is busy ({:.1f} of {} cores idle at start): OpenMP threads wait passively "
+        "(OMP_WAIT_POLICY=PASSIVE) instead of spinning; set OMP_WAIT_POLICY yourself to choose",
+        std::atof(idle), available_cores());
+    unsetenv("PAE_BUSY_IDLE_CORES");
+  }
   if (const char* old = std::getenv("PAE_BLAS_FALLBACK_CORE")) {
     spdlog::info(
         "OpenBLAS had picked its '{}' kernels for this CPU; restarted with OPENBLAS_CORETYPE={} "

@@ -35,7 +35,18 @@ ThreadSettings configure_threads(ThreadSettings requested);
 /// programs call this first thing in main(): when the kernel is a fallback and the CPU has
 /// AVX2/AVX-512, it sets OPENBLAS_CORETYPE and re-executes the program (argv unchanged).
 /// Does nothing when OPENBLAS_CORETYPE is already set.
+///
+/// The same re-execution also makes a program fair on a shared machine: OpenMP threads spin
+/// while they wait, so with another busy process on the cores a 2-thread run fell to ~30% of
+/// its quiet speed. When less than all of this process's cores are idle at start (measured over
+/// 0.1 s from /proc/stat), it sets OMP_WAIT_POLICY=PASSIVE (read only at load time): ~57% under
+/// load. On a quiet machine it spins (passive waiting halves the quiet speed). Neither changes
+/// a number the run computes. A user's own OMP_WAIT_POLICY is left alone.
 void ensure_fast_blas_kernels(int argc, char** argv);
+
+/// CPU time of the whole machine that was idle during the next `ms` milliseconds, in cores
+/// (from /proc/stat; -1 when it cannot be read).
+double idle_cores(int ms);
 
 /// What every program does first in main(): the log (progress, warnings, errors) goes to
 /// standard error, leaving standard output to results (tables, summaries) that scripts read; and
