@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   app.add_option("--val-latents", val_latents, "validation latents (early stopping)");
   app.add_option("--test-latents", test_latents, "test latents (reported)");
   app.add_option("--ae-run", ae_run, "auto-encoder run: use its latents/{train,val,test}.npy");
-  app.add_option("-r,--run-dir", run_dir, "flow run directory (default: <ae-run>/flow_<config name>)");
+  app.add_option("-r,--run-dir", run_dir, "flow run directory (default: <ae-run>/flow_<config name>)")
+      ->check(CLI::Validator([](std::string& s) { return s.empty() ? std::string("an empty path") : ""; }, "DIR"));
   app.add_flag("--resume", run.resume, "continue from RUN/checkpoints/last.pt");
   app.add_flag("--force", run.force, "replace an existing flow run");
   app.add_option("--set", overrides, "override a config key, e.g. --set train.epochs=3");

@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   std::string seed;
   pae::train::RunOptions run;
   app.add_option("-c,--config", config_path, "YAML config (with --resume: defaults to RUN/config.yml)");
-  app.add_option("-r,--run-dir", run_dir, "run directory (default: runs/<config name>)");
+  app.add_option("-r,--run-dir", run_dir, "run directory (default: runs/<config name>)")
+      ->check(CLI::Validator([](std::string& s) { return s.empty() ? std::string("an empty path") : ""; }, "DIR"));
   app.add_option("-d,--device", device, "cpu | cuda | cuda:N | auto (default: train.device)");
   app.add_flag("--resume", run.resume, "continue from RUN/checkpoints/last.pt");
   app.add_flag("--force", run.force, "replace an existing run directory");

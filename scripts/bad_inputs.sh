@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Feeds the programs bad input of every kind (configs, data files, checkpoints, flags, resume)
+# and writes what a user sees as a table: docs/bad_inputs.md (or $OUT). Each case must end with
+# exit code 2 and one error line naming the file, key or value; a crash, a LibTorch message
+# without context ("internal error") or a success is a failure of this script (exit 1).
+#   scripts/bad_inputs.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${PAE_BIN:-$(pwd)/build}
+[ -x "$bin/pae-train" ] || scripts/build.sh
+out=${OUT:-docs/bad_inputs.md}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# A small valid run to break things around (synthetic data: no files needed).
+cat > ok.yml <<'EOF'
+data: {name: noise, synthetic_size: 300, val_size: 50}
+model: {type: ae, arch: mlp, hidden: [32], latent_dim: 4}
+train: {epochs: 2, batch_size: 50, threads: 1, num_samples: 8}
+EOF
+cat > flow.yml <<'EOF'
+flow: {type: realnvp, layers: 2, hidden: 16}
+train: {epochs: 2, batch_size: 50, threads: 1}
+EOF
+"$bin/pae-train" --config ok.yml --run-dir run > /dev/null 2>&1
+"$bin/pae-flow" --config flow.yml --ae-run run --run-dir run/flow > /dev/null 2>&1
+"$bin/pae-train" --config ok.yml --run-dir other --set model.latent_dim=5 > /dev/null 2>&1
+# npy files written byte by byte (python3 without numpy).
+npy() {  # npy FILE SHAPE [DATA_BYTES]: float32 header for SHAPE, then DATA_BYTES zero bytes
+  python3 - "$@" <<'EOF'
+import sys
+path, shape = sys.argv[1], sys.argv[2]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+h = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape
+h += " " * ((64 - (10 + len(h) + 1) % 64) % 64) + "\n"
+open(path, "wb").write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + b"\0" * n)
+EOF
+}
+npy images.npy "(20, 1, 8, 8)" 5120
+npy short.npy "(20, 1, 8, 8)" 100
+npy negative.npy "(20, -1, 8, 8)" 5120
+npy huge.npy "(1000000, 1000000)" 64
+printf 'data: {name: npy, path: %s/IMG, val_size: 5}\nmodel: {arch: mlp, hidden: [8], latent_dim: 2}\ntrain: {epochs: 1}\n' "$work" > npy.yml
+cp run/checkpoints/best.pt good_best.pt
+
+rows=()
+failures=0
+n=0
+case_() {  # case_ "what" CMD...: runs CMD, records exit code and the error line
+  local what=$1
+  shift
+  n=$((n + 1))
+  set +e
+  "$@" > stdout.txt 2> stderr.txt
+  local rc=$?
+  set -e
+  local line
+  # The [error] line with its continuation lines; CLI11's flag errors are the first line.
+  line=$(awk '/\[error\]/ { on = 1; sub(/^\[[^]]*\] \[error\] /, ""); out = $0; next }
+              on && !/^\[/ { out = out " " $0; next } { on = 0 } END { print out }' stderr.txt)
+  [ -n "$line" ] || line=$(head -1 stderr.txt || true)
+  line=${line//$work\//}
+  line=${line//|/\\|}
+  local verdict=ok
+  if [ "$rc" -ne 2 ] || grep -q -E "internal error|terminate called|Exception raised from|frame #" stderr.txt; then
+    verdict=FAIL
+    failures=$((failures + 1))
+  fi
+  rows+=("| $n | $what | $rc | $line |")
+  [ "$verdict" = ok ] || echo "FAIL ($rc): $what: $line" >&2
+}
+
+T="$bin/pae-train"
+F="$bin/pae-flow"
+E="$bin/pae-eval"
+# Configs
+case_ "config file missing" "$T" --config nope.yml --run-dir r1
+printf 'data:\n  name: [noise\n' > syntax.yml
+case_ "YAML syntax error" "$T" --config syntax.yml --run-dir r1
+printf 'data: {name: noise}\nmodel: {}\ntrainer: {epochs: 2}\n' > sect.yml
+case_ "unknown section" "$T" --config sect.yml --run-dir r1
+printf 'data: {name: noise}\nmodel: {latent: 4}\n' > key.yml
+case_ "unknown key (typo)" "$T" --config key.yml --run-dir r1
+printf 'data: {name: noise}\nmodel: {}\ntrain: {epochs: ten}\n' > type.yml
+case_ "wrong type" "$T" --config type.yml --run-dir r1
+printf 'data: {name: noise}\nmodel: {}\ntrain: {epochs: -3}\n' > range.yml
+case_ "negative epochs" "$T" --config range.yml --run-dir r1
+printf 'data: {name: noise}\nmodel: {}\ntrain:\n  epochs: 5\n  epochs: 2\n' > dup.yml
+case_ "duplicate key" "$T" --config dup.yml --run-dir r1
+: > empty.yml
+case_ "empty config file" "$T" --config empty.yml --run-dir r1
+case_ "flow config given to pae-train" "$T" --config flow.yml --run-dir r1
+case_ "auto-encoder config given to pae-flow" "$F" --config ok.yml --ae-run run --run-dir r1
+case_ "latent_dim 2e9" "$T" --config ok.yml --run-dir r1 --set model.latent_dim=2000000000
+case_ "train.threads 100000" "$T" --config ok.yml --run-dir r1 --set train.threads=100000
+printf 'data: {name: noise}\nmodel: {arch: conv, channels: [8]}\n' > conv.yml
+case_ "kernel larger than any image" "$T" --config conv.yml --run-dir r1 --set model.kernel=200
+case_ "learning rate 0" "$T" --config ok.yml --run-dir r1 --set train.lr=0
+case_ "unknown optimizer" "$T" --config ok.yml --run-dir r1 --set train.optimizer=adamax
+case_ "unknown model type" "$T" --config ok.yml --run-dir r1 --set model.type=gan
+case_ "key the family does not use (beta for an AE)" "$T" --config ok.yml --run-dir r1 --set model.beta=2
+case_ "parameter group the model lacks" "$T" --config ok.yml --run-dir r1 --set groups.disc.lr=1e-4
+case_ "--set without '='" "$T" --config ok.yml --run-dir r1 --set train.epochs
+case_ "--set of an unknown key" "$T" --config ok.yml --run-dir r1 --set train.epoch=3
+case_ "unknown train.nonfinite policy" "$T" --config ok.yml --run-dir r1 --set train.nonfinite=ignore
+# Data
+case_ "unknown dataset" "$T" --config ok.yml --run-dir r1 --set data.name=imagenet
+case_ "npy images file missing" "$T" --config npy.yml --run-dir r1 --set data.path="$work/missing_{split}.npy"
+case_ "npy file truncated" "$T" --config npy.yml --run-dir r1 --set data.path="$work/short.npy"
+case_ "npy header with a negative dimension" "$T" --config npy.yml --run-dir r1 --set data.path="$work/negative.npy"
+case_ "npy header claiming 10^12 elements" "$T" --config npy.yml --run-dir r1 --set data.path="$work/huge.npy"
+case_ "validation split larger than the data" "$T" --config npy.yml --run-dir r1 --set data.path="$work/images.npy" --set data.val_size=500
+case_ "dataset folder without the files" "$T" --config ok.yml --run-dir r1 --set data.name=mnist --set data.root="$work"
+# Flags and run directories
+case_ "--run-dir ''" "$T" --config ok.yml --run-dir ''
+case_ "existing run without --resume or --force" "$T" --config ok.yml --run-dir run
+case_ "--resume and --force together" "$T" --config ok.yml --run-dir run --resume --force
+case_ "--resume of a run that has no checkpoint" "$T" --config ok.yml --run-dir fresh --resume
+case_ "--device cuda without CUDA" "$T" --config ok.yml --run-dir r1 --device cuda
+case_ "unknown flag" "$T" --config ok.yml --run-dir r1 --epochs 3
+case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
+# Resume
+case_ "--resume with another latent_dim" "$T" --config ok.yml --run-dir run --resume --set model.latent_dim=8
+case_ "--resume with another seed and width" "$T" --config ok.yml --run-dir run --resume --set train.seed=4 --set model.hidden=[64]
+flock run/.lock sleep 3 &
+sleep 0.3
+case_ "a second process on a run in use" "$T" --config ok.yml --run-dir run --resume --set train.epochs=3
+wait
+case_ "flow resumed on another AE's latents" "$F" --config flow.yml --ae-run other --run-dir run/flow --resume --set train.epochs=3
+# Checkpoints and evaluation
+case_ "pae-eval on a folder that is not a run" "$E" recon --ae-run nowhere
+head -c 1000 good_best.pt > run/checkpoints/best.pt
+case_ "truncated checkpoint" "$E" recon --ae-run run
+printf 'not a checkpoint' > run/checkpoints/best.pt
+case_ "a file that is not a checkpoint" "$E" recon --ae-run run
+cp good_best.pt run/checkpoints/best.pt
+case_ "flow of another auto-encoder" "$E" ood --ae-run other --flow run/flow
+case_ "unknown OoD set" "$E" ood --ae-run run --flow run/flow --ood cifar100
+case_ "unknown inpainting mask" "$E" inpaint --ae-run run --mask diagonal
+case_ "Bernoulli likelihood with noise" "$E" denoise --ae-run run --sigma 0.3 --likelihood bernoulli --n 4 --steps 2
+"$E" recon --ae-run run > /dev/null 2>&1
+case_ "report exists (no --force)" "$E" recon --ae-run run
+case_ "unknown --checkpoint" "$E" recon --ae-run run --checkpoint phase_x
+case_ "--checkpoint with a flow" "$E" ood --ae-run run --flow run/flow --checkpoint last
+
+cd - > /dev/null
+mkdir -p "$(dirname "$out")"
+{
+  echo "# Bad input: what a user sees"
+  echo
+  echo "Made by \`scripts/bad_inputs.sh\` (each row run, not written by hand): the exit code and the"
+  echo "error line of pae-train, pae-flow and pae-eval for each kind of bad input. Paths are relative"
+  echo "to the script's scratch folder. Every row must exit with 2 and name what is wrong."
+  echo
+  echo "| # | bad input | exit | what the user sees (standard error) |"
+  echo "| --- | --- | --- | --- |"
+  printf '%s\n' "${rows[@]}"
+} > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "$n cases, $failures failures; wrote $out"
+[ "$failures" -eq 0 ]
