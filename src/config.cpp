@@ -509,6 +509,7 @@ bool may_change_on_resume(const std::string& key) {
   const auto dot = key.find('.');
   const std::string section = key.substr(0, dot), rest = dot == std::string::npos ? "" : key.substr(dot + 1);
   if (section == "train") return train_keys.count(rest) > 0;
+  if (section == "data") return rest == "root";  // where the same files are (another machine)
   if (section == "model") return model_keys.count(rest) > 0;
   if (section == "groups") {
     const auto dot2 = rest.find('.');

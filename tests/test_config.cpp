@@ -185,7 +185,7 @@ TEST(Config, ChangesBetweenConfigsAndWhichMayChangeOnResume) {
   EXPECT_EQ(changes[1].after, "[7, 8]");
   EXPECT_EQ(keys[2], "train.lr");
   EXPECT_TRUE(config_changes(to_yaml(a), to_yaml(a)).empty());
-  for (const char* k : {"train.epochs", "train.lr", "train.threads", "groups.disc.lr", "model.nae_epochs"})
+  for (const char* k : {"train.epochs", "train.lr", "train.threads", "groups.disc.lr", "model.nae_epochs", "data.root"})
     EXPECT_TRUE(may_change_on_resume(k)) << k;
   for (const char* k : {"model.hidden", "model.latent_dim", "data.name", "train.seed", "train.batch_size",
                         "train.optimizer", "flow.layers", "groups.disc.optimizer"})

@@ -95,8 +95,8 @@ struct ConfigChange {
 std::vector<ConfigChange> config_changes(const std::string& before_yaml, const std::string& after_yaml);
 
 /// Whether a resumed run may change `key`: how long, how fast and where it trains (epochs,
-/// learning rates and schedules, patience, threads, device, ...), not what it trains or on
-/// which data (architecture, data, seed, batch size, optimizer, flow).
+/// learning rates and schedules, patience, threads, device, the data's folder, ...), not what it
+/// trains or on which data (architecture, dataset, seed, batch size, optimizer, flow).
 bool may_change_on_resume(const std::string& key);
 
 /// An error naming the file unless the file gave each of `needed` (a program given another
