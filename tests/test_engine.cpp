@@ -172,7 +172,10 @@ TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
         if (k == key) return v;
       return -1.0;
     };
-    for (size_t e = 0; e < 4; ++e) EXPECT_EQ(value(e, "nonfinite_steps"), e == 1 ? 1.0 : 0.0) << e;
+    for (size_t e = 0; e < 4; ++e) {
+      EXPECT_EQ(value(e, "nonfinite_steps"), e == 1 ? 1.0 : 0.0) << e;
+      EXPECT_EQ(value(e, "step"), 4.0 * double(e + 1)) << e;  // 4 batches per epoch
+    }
     EXPECT_EQ(skipping.missed_steps, 1);                 // the skipped step left "a" as it was
     EXPECT_TRUE(std::isfinite(value(1, "train_loss")));  // the skipped batch's terms are not counted
   }

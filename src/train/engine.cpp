@@ -291,6 +291,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     result.items_per_second = double(items) / std::max(seconds, 1e-9);
     record.values.emplace_back(o.rate_key, result.items_per_second);
     record.values.emplace_back("seconds", seconds);
+    record.values.emplace_back("step", double(state.global_step));  // optimizer steps (batches) so far
     if (o.nonfinite == "skip") record.values.emplace_back("nonfinite_steps", double(ctx.nonfinite_steps()));
     for (auto& sink : sinks_) sink->on_epoch(record);
     // best before last: last.pt is the commit point, and an epoch re-run after a kill between
