@@ -331,4 +331,45 @@ std::string FidReport::markdown() const {
   return table;
 }
 
+std::string write_ood(Pae& pae, const OodOptions& options, const std::string& dir, bool force) {
+  const auto path = prepare_report(dir, "ood.json", force);
+  const auto report = run_ood(pae, options);
+  report.write(pae, dir);
+  spdlog::info(
+      "OoD: {} in-distribution + {} OoD sets scored in {:.1f} s (total {:.1f} s); wrote {}, ood.md, "
+      "roc_*.svg, scores/",
+      report.sizes.at(report.in), report.sets.size(), report.seconds_scores, report.seconds_total, path);
+  return ood_markdown(report.rows);
+}
+
+std::string write_recon(Pae& pae, const std::string& split, int64_t limit, const std::string& dir, bool force) {
+  const auto path = prepare_report(dir, "recon_" + split + ".json", force);
+  const auto r = run_recon(pae, split, limit);
+  data::write_npy((fs::path(dir) / ("recon_mse_" + split + ".npy")).string(), r.per_image_mse.to(at::kFloat));
+  atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
+  spdlog::info("wrote {}", path);
+  return fmt::format("reconstruction MSE per pixel on {} ({} images): {:.6f} (median image {:.6f}, p95 {:.6f})\n",
+                     r.set, r.images, r.mse, r.per_image.at("median"), r.per_image.at("p95"));
+}
+
+std::string write_fid(Pae& pae, const FidOptions& options, const std::string& dir, bool force) {
+  const auto path = prepare_report(dir, "fid_" + options.extractor + ".json", force);
+  const auto r = run_fid(pae, options);
+  atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
+  atomic_write_text(fs::path(dir) / ("fid_" + options.extractor + ".md"), r.markdown());
+  spdlog::info("wrote {}", path);
+  return fmt::format("FID ({}) against {} ({} images):\n{}", r.extractor, r.reference, r.reference_samples,
+                     r.markdown());
+}
+
+std::string write_parzen(Pae& pae, const ParzenOptions& options, const std::string& dir, bool force) {
+  const auto path = prepare_report(dir, "parzen.json", force);
+  const auto r = run_parzen(pae, options);
+  atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
+  spdlog::info("wrote {}", path);
+  return fmt::format(
+      "Parzen log-likelihood on {}: {:.2f} +- {:.2f} (sigma {:.4g} chosen on {} validation images, {} samples)\n",
+      r.test_set, r.result.mean, r.result.std_error, r.result.sigma, r.validation_images, r.samples);
+}
+
 }  // namespace pae::eval

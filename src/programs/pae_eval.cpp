@@ -8,10 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "pae/data/npy.h"
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
 #include "pae/util/error.h"
@@ -140,40 +138,19 @@ int main(int argc, char** argv) {
       out = (pae::fs::path(out) / ("checkpoint_" + pae.checkpoint())).string();
     if (*ood) {
       if (default_out) out = (pae::fs::path(out) / "ood").string();
-      const auto report_path = pae::eval::prepare_report(out, "ood.json", force);
       oo.ood = split_list(ood_specs);
       // A hold-out run's own OoD set comes first unless the user named the sets.
       if (ood->count("--ood") == 0 && !pae.config().data.holdout_classes.empty())
         oo.ood.insert(oo.ood.begin(), "holdout");
       oo.scores = split_list(scores);
       oo.limit = limit;
-      const auto report = pae::eval::run_ood(pae, oo);
-      report.write(pae, out);
-      std::printf("%s", pae::eval::ood_markdown(report.rows).c_str());
-      spdlog::info(
-          "OoD: {} in-distribution + {} OoD sets scored in {:.1f} s (total {:.1f} s); wrote {}, ood.md, "
-          "roc_*.svg, scores/",
-          report.sizes.at(report.in), report.sets.size(), report.seconds_scores, report.seconds_total, report_path);
+      std::printf("%s", pae::eval::write_ood(pae, oo, out, force).c_str());
     } else if (*recon) {
-      const auto report_path = pae::eval::prepare_report(out, "recon_" + split + ".json", force);
-      const auto r = pae::eval::run_recon(pae, split, limit);
-      pae::data::write_npy((pae::fs::path(out) / ("recon_mse_" + split + ".npy")).string(),
-                           r.per_image_mse.to(at::kFloat));
-      pae::atomic_write_text(report_path, r.to_json(pae).dump(1) + "\n");
-      std::printf("reconstruction MSE per pixel on %s (%lld images): %.6f (median image %.6f, p95 %.6f)\n",
-                  r.set.c_str(), static_cast<long long>(r.images), r.mse, r.per_image.at("median"),
-                  r.per_image.at("p95"));
-      spdlog::info("wrote {}", report_path);
+      std::printf("%s", pae::eval::write_recon(pae, split, limit, out, force).c_str());
     } else if (*fid) {
-      const auto report_path = pae::eval::prepare_report(out, "fid_" + fo.extractor + ".json", force);
       fo.sets = split_list(fid_sets);
       if (!fid_sets.empty()) pae::require(!fo.sets.empty(), "--sets: no set given");
-      const auto r = pae::eval::run_fid(pae, fo);
-      pae::atomic_write_text(report_path, r.to_json(pae).dump(1) + "\n");
-      pae::atomic_write_text(pae::fs::path(out) / ("fid_" + fo.extractor + ".md"), r.markdown());
-      std::printf("FID (%s) against %s (%lld images):\n%s", r.extractor.c_str(), r.reference.c_str(),
-                  static_cast<long long>(r.reference_samples), r.markdown().c_str());
-      spdlog::info("wrote {}", report_path);
+      std::printf("%s", pae::eval::write_fid(pae, fo, out, force).c_str());
     } else if (*inpaint || *denoise) {
       const auto corruption = pae::data::parse_corruption(
           *inpaint ? mask : "noise:" + pae::eval::number_text(noise_sigma) + (noclip ? ":noclip" : ""),
@@ -184,15 +161,8 @@ int main(int argc, char** argv) {
       std::printf("%s\n", pae::eval::run_restore(pae, restore_set, restore_n, corruption, ro, out).c_str());
       spdlog::info("wrote {}, panels.png and the arrays as .npy", report_path);
     } else {
-      const auto report_path = pae::eval::prepare_report(out, "parzen.json", force);
       po.limit = limit;
-      const auto r = pae::eval::run_parzen(pae, po);
-      pae::atomic_write_text(report_path, r.to_json(pae).dump(1) + "\n");
-      std::printf(
-          "Parzen log-likelihood on %s: %.2f +- %.2f (sigma %.4g chosen on %lld validation images, %lld samples)\n",
-          r.test_set.c_str(), r.result.mean, r.result.std_error, r.result.sigma,
-          static_cast<long long>(r.validation_images), static_cast<long long>(r.samples));
-      spdlog::info("wrote {}", report_path);
+      std::printf("%s", pae::eval::write_parzen(pae, po, out, force).c_str());
     }
     return 0;
   });

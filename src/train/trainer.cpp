@@ -15,7 +15,6 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "pae/data/npy.h"
 #include "pae/models/autoencoder.h"
@@ -33,7 +32,8 @@ using models::AutoEncoder;
 
 namespace {
 
-/// The checks of prepare_run_dir, which write nothing.
+/// Refuses to touch an existing, non-empty run unless `resume` (keep it) or `force` (replace
+/// it); writes nothing. Errors name the directory.
 void check_run_dir(const std::string& dir, bool resume, bool force) {
   require(!dir.empty(), "--run-dir must not be empty");
   require(!(resume && force), "--resume and --force: choose one (continue the run, or replace it)");
@@ -51,23 +51,18 @@ void check_run_dir(const std::string& dir, bool resume, bool force) {
             "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
 }
 
-}  // namespace
-
-void prepare_run_dir(const std::string& dir, bool resume, bool force) {
-  check_run_dir(dir, resume, force);
-  const fs::path p(dir);
-  if (!resume && force && fs::exists(p)) {
-    // Remove only what a run writes; anything else the user put there stays.
-    for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
-                             "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
-                             "classifier.pt", "classifier.json", "negatives", "residual_sigma"}) {
-      std::error_code ec;
-      fs::remove_all(p / name, ec);
-      require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
-    }
+/// --force: removes what a previous run wrote; anything else the user put there stays.
+void remove_previous_run(const fs::path& p) {
+  for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
+                           "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
+                           "classifier.pt", "classifier.json", "negatives", "residual_sigma"}) {
+    std::error_code ec;
+    fs::remove_all(p / name, ec);
+    require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
   }
-  ensure_dir(p);
 }
+
+}  // namespace
 
 void reconcile_resume_config(const std::string& run_dir, const Config& config) {
   const fs::path run(run_dir);
@@ -139,7 +134,7 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
           fs::remove(e.path(), ec);
         }
     }
-    prepare_run_dir(dir, resume, force);
+    if (!resume && force) remove_previous_run(p);
     const auto path = (p / log_name).string();
     auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
     sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");

@@ -132,4 +132,14 @@ struct FidReport {
 
 FidReport run_fid(Pae& pae, const FidOptions& options);
 
+// ---------------------------------------------------------------- pae-eval's report files
+
+/// pae-eval ood / recon / fid / parzen: run the measurement, write its report files into `dir`
+/// (refusing to replace a report unless `force`), log where they went, and return the text the
+/// program prints.
+std::string write_ood(Pae& pae, const OodOptions& options, const std::string& dir, bool force);
+std::string write_recon(Pae& pae, const std::string& split, int64_t limit, const std::string& dir, bool force);
+std::string write_fid(Pae& pae, const FidOptions& options, const std::string& dir, bool force);
+std::string write_parzen(Pae& pae, const ParzenOptions& options, const std::string& dir, bool force);
+
 }  // namespace pae::eval

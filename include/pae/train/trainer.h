@@ -32,10 +32,6 @@ struct TrainSummary {
   std::map<std::string, double> test_metrics;  ///< e.g. "mse", "neg_elbo"
 };
 
-/// Prepares `dir` for a run: refuses to touch an existing, non-empty run unless `resume`
-/// (keep it) or `force` (clear what a previous run wrote). Errors name the directory.
-void prepare_run_dir(const std::string& dir, bool resume, bool force);
-
 /// On --resume, before anything is trained: compares `config` with the one the run's last
 /// checkpoint was written under (RUN/config.yml for checkpoints from before configs were
 /// stored). Keys that may not change (may_change_on_resume) are one error naming each key with
@@ -43,7 +39,8 @@ void prepare_run_dir(const std::string& dir, bool resume, bool force);
 /// follows, and the change is appended to RUN/config_history.jsonl.
 void reconcile_resume_config(const std::string& run_dir, const Config& config);
 
-/// A run directory held by this process while the object lives: prepared (prepare_run_dir),
+/// A run directory held by this process while the object lives: checked (an existing run is
+/// touched only with `resume`, or replaced with `force`: what a previous run wrote is removed),
 /// locked against every other writer (RUN/.lock holds the owner's pid under flock(2), which the
 /// kernel releases when the process dies, so a killed run resumes without a stale lock), and
 /// logged to (RUN/<log_name>, every line flushed). A second process (or a second holder in this
