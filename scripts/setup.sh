@@ -4,6 +4,8 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config ccache clang-format
           libtorch-dev libopenblas0-pthread libcli11-dev libyaml-cpp-dev libspdlog-dev
           libstb-dev libgtest-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist)
+# scripts/fuzz.sh needs clang with libFuzzer and LLVM's OpenMP: `scripts/setup.sh --fuzz`.
+if [ "${1:-}" = "--fuzz" ]; then packages+=(clang libclang-rt-dev libomp-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

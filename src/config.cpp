@@ -112,6 +112,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("latent_noise", t.latent_noise);
   v("patience", t.patience);
   v("nonfinite", t.nonfinite);
+  v("divergence_check", t.divergence_check);
   v("lr_decay_epoch", t.lr_decay_epoch);
   v("lr_decay", t.lr_decay);
   v("dtype", t.dtype);
@@ -500,9 +501,10 @@ std::vector<ConfigChange> config_changes(const std::string& before_yaml, const s
 
 bool may_change_on_resume(const std::string& key) {
   static const std::set<std::string> train_keys = {
-      "epochs",       "lr",        "lr_schedule",  "lr_decay_epoch",   "lr_decay",        "warmup_epochs",
-      "patience",     "threads",   "blas_threads", "device",           "eval_batch_size", "num_samples",
-      "save_latents", "nonfinite", "grad_clip",    "model_checkpoint", "weight_decay",    "momentum"};
+      "epochs",       "lr",        "lr_schedule",      "lr_decay_epoch", "lr_decay",         "warmup_epochs",
+      "patience",     "threads",   "blas_threads",     "device",         "eval_batch_size",  "num_samples",
+      "save_latents", "nonfinite", "divergence_check", "grad_clip",      "model_checkpoint", "weight_decay",
+      "momentum"};
   static const std::set<std::string> group_keys = {
       "lr", "lr_schedule", "lr_decay_epoch", "lr_decay", "warmup_epochs", "grad_clip", "weight_decay", "momentum"};
   static const std::set<std::string> model_keys = {"nae_epochs", "nae_batches"};  // phase lengths
@@ -665,7 +667,8 @@ void validate(const Config& c) {
         "'" + t.model_checkpoint + "'");
   check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
   check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
-  check(in(t.nonfinite, {"stop", "skip"}), "train.nonfinite", "stop or skip", "'" + t.nonfinite + "'");
+  check(in(t.nonfinite, {"stop", "skip", "reduce_lr"}), "train.nonfinite", "stop, skip or reduce_lr",
+        "'" + t.nonfinite + "'");
   check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
   check(t.lr_decay > 0, "train.lr_decay", "a positive number", std::to_string(t.lr_decay));
   check(in(t.dtype, {"float32", "float64"}), "train.dtype", "float32 or float64", "'" + t.dtype + "'");

@@ -44,8 +44,12 @@ class Toy : public torch::nn::Module, public nn::Trainable {
     if (ctx.global_step() == bad_at_step) {
       a_before_bad = a0;
       // A finite loss whose gradient is NaN (d sqrt(|t|) at t = 0), or a NaN loss.
-      ctx.step("a", bad_gradient ? (a - a.detach()).abs().sqrt().sum() + loss(batch.x)
-                                 : loss(batch.x) * std::numeric_limits<float>::quiet_NaN());
+      // The NaN loss comes with its named parts: the message names the part that is not finite.
+      const auto nan = torch::tensor(std::numeric_limits<float>::quiet_NaN());
+      if (bad_gradient)
+        ctx.step("a", (a - a.detach()).abs().sqrt().sum() + loss(batch.x));
+      else
+        ctx.step("a", loss(batch.x) + nan, {{"fit", loss(batch.x).detach()}, {"penalty", nan}});
     } else {
       ctx.step("a", loss(batch.x));
     }
@@ -154,6 +158,7 @@ TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
               std::string::npos)
         << msg;
     EXPECT_NE(msg.find("checkpoints/last.pt, is intact"), std::string::npos) << msg;  // epoch 1's
+    if (!gradient) EXPECT_NE(msg.find("; penalty = nan)"), std::string::npos) << msg;
     EXPECT_TRUE(torch::equal(toy.a.detach(), toy.a_before_bad)) << "the bad step must not update";
     EXPECT_TRUE(torch::isfinite(toy.a).all().item<bool>());
 
@@ -179,6 +184,42 @@ TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
     EXPECT_EQ(skipping.missed_steps, 1);                 // the skipped step left "a" as it was
     EXPECT_TRUE(std::isfinite(value(1, "train_loss")));  // the skipped batch's terms are not counted
   }
+}
+
+TEST(Engine, NonFiniteStepsUnderReduceLrHalveTheGroupsRateAcrossResume) {
+  pae::testing::TempDir tmp;
+  const auto run = [&](const std::string& dir, int64_t epochs, bool resume) {
+    torch::manual_seed(11);
+    auto toy = std::make_shared<Toy>(3);
+    toy->bad_at_step = 5;  // epoch 2
+    auto o = toy_options(dir, epochs, resume);
+    o.nonfinite = "reduce_lr";
+    auto sink = std::make_shared<report::MemorySink>();
+    train::Engine(o, {sink}).fit(*toy, toy_data());
+    return std::make_pair(toy, sink);
+  };
+  const auto [whole, sink] = run(tmp.file("whole"), 4, false);
+  ASSERT_EQ(sink->records.size(), 4u);
+  const auto value = [](const report::EpochRecord& r, const std::string& key) {
+    for (const auto& [k, v] : r.values)
+      if (k == key) return v;
+    return -1.0;
+  };
+  // The rate at each epoch's start: 1e-3 until the bad step in epoch 2, half of it after; "b" untouched.
+  const double lr_a[] = {1e-3, 1e-3, 5e-4, 5e-4};
+  for (size_t e = 0; e < 4; ++e) {
+    EXPECT_DOUBLE_EQ(value(sink->records[e], "lr_a"), lr_a[e]) << e;
+    EXPECT_DOUBLE_EQ(value(sink->records[e], "lr_b"), 0.01) << e;
+    EXPECT_EQ(value(sink->records[e], "nonfinite_steps"), e == 1 ? 1.0 : 0.0) << e;
+  }
+  EXPECT_EQ(whole->missed_steps, 1);
+  // Stopped after epoch 3 and resumed: the halving comes back from the checkpoint.
+  run(tmp.file("cut"), 3, false);
+  const auto [resumed, resumed_sink] = run(tmp.file("cut"), 4, true);
+  ASSERT_EQ(resumed_sink->records.size(), 1u);
+  EXPECT_DOUBLE_EQ(value(resumed_sink->records[0], "lr_a"), 5e-4);
+  EXPECT_TRUE(torch::equal(resumed->a, whole->a));
+  EXPECT_TRUE(torch::equal(resumed->b, whole->b));
 }
 
 TEST(Engine, EachOptimizerStepsOnlyItsGroupThroughBothPhases) {

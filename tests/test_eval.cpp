@@ -341,6 +341,32 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
 
   // An existing run is kept unless asked; a dataset without labels cannot train a classifier.
   EXPECT_NE(error_of([&] { train::train_classifier(c, ro); }).find("--force"), std::string::npos);
+  // lr 1e6 for over 200 steps on a harder task (four faint class templates under noise): the
+  // training loss explodes past the uniform guess's, an error instead of a success.
+  {
+    torch::manual_seed(2);
+    const auto y4 = torch::arange(2000, torch::kInt64).remainder(4);
+    const auto x4 = torch::rand({2000, 1, 8, 8}) * 0.8 + torch::rand({4, 1, 8, 8}).index_select(0, y4) * 0.2;
+    for (const char* split : {"train", "test"}) {
+      data::write_npy(tmp.file(std::string("x4_") + split + ".npy"), x4);
+      data::write_npy(tmp.file(std::string("y4_") + split + ".npy"), y4);
+    }
+    Config diverging = c;
+    diverging.data.path = tmp.file("x4_{split}.npy");
+    diverging.data.labels_path = tmp.file("y4_{split}.npy");
+    diverging.train.lr = 1e6;
+    diverging.train.batch_size = 64;
+    diverging.train.epochs = 8;  // 29 steps an epoch
+    train::RunOptions dro = ro;
+    dro.run_dir = tmp.file("clf_lr");
+    const auto msg = error_of([&] { train::train_classifier(diverging, dro); });
+    EXPECT_NE(msg.find("divergence check: the trained classifier has test accuracy"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("after 232 optimizer steps"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(dro.run_dir + "/classifier.json"));
+    diverging.train.lr = 1e-3;  // the same run at a sane rate passes the check
+    dro.run_dir = tmp.file("clf_sane");
+    EXPECT_GT(train::train_classifier(diverging, dro).test_accuracy, 0.5);
+  }
   c.data.labels_path.clear();
   ro.run_dir = tmp.file("clf2");
   EXPECT_NE(error_of([&] { train::train_classifier(c, ro); }).find("single label"), std::string::npos);

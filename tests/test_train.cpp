@@ -315,6 +315,38 @@ TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
 }
 
+TEST(Train, ADivergedAutoEncoderIsAnErrorNotASuccess) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 17);
+  c.train.batch_size = 8;  // 10 steps an epoch: 170 in all
+  c.train.lr = 1e6;
+  // Smoke-test length (under 200 steps): a warning, and the run is written.
+  train::RunOptions run{tmp.file("short"), "cpu", false, false, true};
+  EXPECT_NO_THROW(train::train_autoencoder(c, run));
+  EXPECT_TRUE(fs::exists(tmp.file("short/latents/train.npy")));
+  // Past 200 steps at lr 1e6: the run stops with the figures, and writes no latents or summary.
+  c.train.epochs = 25;
+  run.run_dir = tmp.file("long");
+  const auto msg = error_of([&] { train::train_autoencoder(c, run); });
+  EXPECT_NE(msg.find("divergence check: the trained model reconstructs the first 32 test images with MSE"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("after 250 optimizer steps"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Lower train.lr (now 1e+06)"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(tmp.file("long/latents")));
+  EXPECT_FALSE(fs::exists(tmp.file("long/summary.json")));
+  EXPECT_TRUE(fs::exists(tmp.file("long/checkpoints/last.pt")));
+  // At a sane rate the same run passes the check; switched off, the diverged one is kept.
+  c.train.lr = 1e-3;
+  run.run_dir = tmp.file("sane");
+  EXPECT_NO_THROW(train::train_autoencoder(c, run));
+  c.train.lr = 1e6;
+  c.train.divergence_check = false;
+  run.run_dir = tmp.file("kept");
+  EXPECT_NO_THROW(train::train_autoencoder(c, run));
+  EXPECT_TRUE(fs::exists(tmp.file("kept/summary.json")));
+}
+
 TEST(Runtime, IdleCoresIsReadFromProcStatAndSeesABusyThread) {
   const double cpus = double(::sysconf(_SC_NPROCESSORS_ONLN));
   const double quiet = idle_cores(200);

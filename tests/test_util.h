@@ -55,7 +55,7 @@ class OneGroupContext : public pae::nn::StepContext {
  public:
   OneGroupContext(std::string group, std::vector<at::Tensor> params, double lr, std::string phase = "train")
       : group_(std::move(group)), phase_(std::move(phase)), opt_(params, torch::optim::AdamOptions(lr)) {}
-  void step(const std::string& group, const at::Tensor& loss) override {
+  void step(const std::string& group, const at::Tensor& loss, const pae::nn::TensorTerms&) override {
     if (group != group_) return;
     opt_.zero_grad();
     loss.backward();

@@ -40,8 +40,11 @@ struct TrainOptions {
   double latent_noise = 0.0;  ///< std of Gaussian noise added to latents while fitting
   int64_t patience = 0;       ///< early stopping: epochs without validation gain (0 = off)
   /// A non-finite loss or gradient: "stop" (an error naming epoch, step and group; the last
-  /// checkpoint stays) or "skip" (no update; counted as nonfinite_steps in the metrics).
+  /// checkpoint stays), "skip" (no update; counted as nonfinite_steps in the metrics) or
+  /// "reduce_lr" (skip, count, and halve the group's learning rate from then on).
   std::string nonfinite = "stop";
+  /// After training, refuse a model that reconstructs worse than the training set's mean image.
+  bool divergence_check = true;
   int64_t lr_decay_epoch = 0;  ///< lr_schedule step: multiply lr by lr_decay from this epoch
   double lr_decay = 0.1;
   std::string dtype = "float32";  ///< flows: float32 | float64

@@ -36,13 +36,15 @@ const char* kKinds = "left, right, top, bottom, columns:A-B, center:S, random:F,
 /// The user's mask: [H,W] bool, true where missing (white).
 at::Tensor read_png_mask(const std::string& path, int64_t h, int64_t w) {
   int pw = 0, ph = 0, n = 0;
-  unsigned char* px = stbi_load(path.c_str(), &pw, &ph, &n, 1);
-  require(px != nullptr, "mask " + path + ": cannot read the image (" +
-                             std::string(stbi_failure_reason() ? stbi_failure_reason() : "?") + ")");
-  const auto grey = torch::from_blob(px, {ph, pw}, torch::kUInt8).clone();
-  stbi_image_free(px);
+  const auto reason = [] { return std::string(stbi_failure_reason() ? stbi_failure_reason() : "?"); };
+  // The size from the header first: nothing is decoded (or allocated) for an image of the wrong size.
+  require(stbi_info(path.c_str(), &pw, &ph, &n) != 0, "mask " + path + ": cannot read the image (" + reason() + ")");
   require(ph == h && pw == w, "mask " + path + " is " + std::to_string(pw) + "x" + std::to_string(ph) +
                                   " pixels; the auto-encoder takes " + std::to_string(w) + "x" + std::to_string(h));
+  unsigned char* px = stbi_load(path.c_str(), &pw, &ph, &n, 1);
+  require(px != nullptr && ph == h && pw == w, "mask " + path + ": cannot read the image (" + reason() + ")");
+  const auto grey = torch::from_blob(px, {ph, pw}, torch::kUInt8).clone();
+  stbi_image_free(px);
   return grey >= 128;
 }
 

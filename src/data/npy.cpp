@@ -44,28 +44,31 @@ const DtypeCode* find_dtype(torch::Dtype t) {
 }  // namespace
 
 at::Tensor read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  require(static_cast<bool>(in), "cannot open " + path + ": " + std::strerror(errno));
-  char magic[8];
-  in.read(magic, 8);
-  require(in.gcount() == 8 && std::memcmp(magic, "\x93NUMPY", 6) == 0,
+  require(fs::is_regular_file(path),
+          "cannot open " + path + ": " + (fs::exists(path) ? "not a regular file" : "No such file or directory"));
+  return parse_npy(read_text(path), path);
+}
+
+at::Tensor parse_npy(const std::string& bytes, const std::string& path) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  require(bytes.size() >= 10 && std::memcmp(p, "\x93NUMPY", 6) == 0,
           path + ": not an .npy file (bad magic; expected \\x93NUMPY)");
-  const int major = static_cast<unsigned char>(magic[6]);
+  const int major = p[6];
   require(major >= 1 && major <= 3, path + ": unsupported .npy version " + std::to_string(major));
-  uint32_t header_len = 0;
+  size_t header_len = 0, offset = 0;
   if (major == 1) {
-    unsigned char b[2];
-    in.read(reinterpret_cast<char*>(b), 2);
-    header_len = b[0] | (b[1] << 8);
+    header_len = p[8] | (p[9] << 8);
+    offset = 10;
   } else {
-    unsigned char b[4];
-    in.read(reinterpret_cast<char*>(b), 4);
-    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<uint32_t>(b[3]) << 24);
+    require(bytes.size() >= 12, path + ": truncated .npy header");
+    header_len = p[8] | (p[9] << 8) | (p[10] << 16) | (static_cast<uint32_t>(p[11]) << 24);
+    offset = 12;
   }
-  require(static_cast<bool>(in) && header_len < (1u << 24), path + ": truncated .npy header");
-  std::string header(header_len, '\0');
-  in.read(header.data(), header_len);
-  require(in.gcount() == static_cast<std::streamsize>(header_len), path + ": truncated .npy header");
+  require(header_len <= 65536, path + ": .npy header of " + std::to_string(header_len) +
+                                   " bytes (at most 65536 expected: a corrupt header?)");
+  require(bytes.size() - offset >= header_len, path + ": truncated .npy header");
+  const std::string header = bytes.substr(offset, header_len);
+  offset += header_len;
 
   std::smatch m;
   static const std::regex descr_re("'descr'\\s*:\\s*'([^']*)'");
@@ -100,20 +103,19 @@ at::Tensor read_npy(const std::string& path) {
     overflow = overflow || (d != 0 && numel > (uint64_t(1) << 62) / d);
     numel *= d;
   }
+  require(shape.size() <= 16, path + ": .npy shape (" + dims + ") has more than 16 dimensions");
   // The header's claim against the bytes the file holds, before anything is allocated.
-  const auto here = in.tellg();
-  in.seekg(0, std::ios::end);
-  const auto left = static_cast<uint64_t>(in.tellg() - here);
-  in.seekg(here);
+  const uint64_t left = bytes.size() - offset;
   require(!overflow && numel * code->size <= left,
           path + ": the .npy header claims shape (" + dims + "), " +
               (overflow ? std::string("too many elements") : std::to_string(numel * code->size) + " bytes") +
               ", but the file holds " + std::to_string(left) + " data bytes (truncated or a corrupt header)");
+  require_memory(numel * code->size, path);
   auto tensor = torch::empty(shape, torch::TensorOptions().dtype(code->dtype));
-  const auto bytes = static_cast<std::streamsize>(numel * code->size);
-  in.read(static_cast<char*>(tensor.data_ptr()), bytes);
-  require(in.gcount() == bytes, path + ": truncated: expected " + std::to_string(bytes) + " data bytes, found " +
-                                    std::to_string(in.gcount()));
+  if (numel > 0) std::memcpy(tensor.data_ptr(), bytes.data() + offset, numel * code->size);
+  if (code->dtype == torch::kBool) {  // bytes other than 0/1 are not booleans
+    require(tensor.view(torch::kUInt8).le(1).all().item<bool>(), path + ": bool array holds bytes other than 0 and 1");
+  }
   return tensor;
 }
 

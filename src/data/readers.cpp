@@ -6,9 +6,12 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <vector>
 
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -17,31 +20,10 @@ namespace pae::data {
 
 namespace {
 
-/// Whole-file read through zlib: gzread passes raw files through unchanged.
+/// The whole file, decompressed when it is gzip (detected from the magic bytes).
 std::string read_maybe_gzip(const std::string& path) {
   require(fs::exists(path), "file not found: " + path);
-  gzFile f = gzopen(path.c_str(), "rb");
-  require(f != nullptr, "cannot open " + path + ": " + std::strerror(errno));
-  std::string out;
-  std::vector<char> buf(1 << 20);
-  while (true) {
-    const int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw Error(path + ": corrupted gzip data (" + msg + ")");
-    }
-    if (n == 0) break;
-    out.append(buf.data(), static_cast<size_t>(n));
-  }
-  int code = 0;
-  const char* msg = gzerror(f, &code);
-  const std::string err = msg ? msg : "";
-  gzclose(f);
-  // A gzip stream cut short reads as a clean EOF with Z_BUF_ERROR set.
-  require(code == Z_OK || code == Z_STREAM_END, path + ": corrupted or truncated gzip data (" + err + ")");
-  return out;
+  return gunzip_if_needed(read_text(path), path);
 }
 
 uint32_t be32(const unsigned char* p) {
@@ -50,8 +32,44 @@ uint32_t be32(const unsigned char* p) {
 
 }  // namespace
 
-at::Tensor read_idx(const std::string& path) {
-  const std::string bytes = read_maybe_gzip(path);
+std::string gunzip_if_needed(std::string bytes, const std::string& source) {
+  if (bytes.size() < 2 || static_cast<unsigned char>(bytes[0]) != 0x1f || static_cast<unsigned char>(bytes[1]) != 0x8b)
+    return bytes;
+  std::string out;
+  z_stream z{};
+  require(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, source + ": cannot start gzip decompression");
+  z.next_in = reinterpret_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(std::min<size_t>(bytes.size(), std::numeric_limits<uInt>::max()));
+  std::vector<char> buf(1 << 20);
+  int rc = Z_OK;
+  while (true) {
+    z.next_out = reinterpret_cast<Bytef*>(buf.data());
+    z.avail_out = static_cast<uInt>(buf.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    const size_t produced = buf.size() - z.avail_out;
+    if (out.size() + produced > memory_limit()) {
+      inflateEnd(&z);
+      require_memory(out.size() + produced, source + " (decompressed)");
+    }
+    out.append(buf.data(), produced);
+    if (rc == Z_STREAM_END) {
+      // Concatenated gzip members decompress one after another, as gzip(1) does.
+      if (z.avail_in == 0) break;
+      if (inflateReset(&z) != Z_OK) break;
+      continue;
+    }
+    if (rc != Z_OK) break;
+    if (z.avail_in == 0 && produced == 0) break;  // the stream is cut short
+  }
+  const std::string msg = z.msg ? z.msg : rc == Z_STREAM_END ? "" : "unexpected end of data";
+  inflateEnd(&z);
+  require(rc == Z_STREAM_END, source + ": corrupted or truncated gzip data (" + msg + ")");
+  return out;
+}
+
+at::Tensor read_idx(const std::string& path) { return parse_idx(read_maybe_gzip(path), path); }
+
+at::Tensor parse_idx(const std::string& bytes, const std::string& path) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   require(bytes.size() >= 4 && p[0] == 0 && p[1] == 0,
           path + ": not an IDX file (bad magic; expected 0x0000 then type and rank)");
@@ -89,20 +107,20 @@ at::Tensor read_idx(const std::string& path) {
   require(rank >= 1 && rank <= 4, path + ": not an IDX file (rank " + std::to_string(rank) + ")");
   require(bytes.size() >= 4 + 4 * size_t(rank), path + ": truncated IDX header");
   std::vector<int64_t> shape;
-  int64_t numel = 1;
+  uint64_t numel = 1;
   for (int i = 0; i < rank; ++i) {
     shape.push_back(be32(p + 4 + 4 * i));
-    numel *= shape.back();
+    numel = checked_product(numel, uint64_t(shape.back()), path + ": IDX header");
   }
   const size_t offset = 4 + 4 * size_t(rank);
-  const size_t expected = offset + size_t(numel) * elem;
+  const size_t expected = offset + checked_product(numel, elem, path + ": IDX header");
   require(bytes.size() == expected, path + ": truncated or oversized IDX data: header promises " +
                                         std::to_string(expected) + " bytes, file has " + std::to_string(bytes.size()));
   auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
   std::memcpy(t.data_ptr(), p + offset, size_t(numel) * elem);
   if (elem > 1) {  // IDX is big-endian
     auto* d = static_cast<unsigned char*>(t.data_ptr());
-    for (int64_t i = 0; i < numel; ++i) std::reverse(d + i * elem, d + (i + 1) * elem);
+    for (size_t i = 0; i < numel; ++i) std::reverse(d + i * elem, d + (i + 1) * elem);
   }
   return t;
 }
@@ -130,8 +148,11 @@ void write_idx(const std::string& path, const at::Tensor& tensor, bool gzip) {
 }
 
 std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path) {
+  return parse_cifar_batch(read_maybe_gzip(path), path);
+}
+
+std::pair<at::Tensor, at::Tensor> parse_cifar_batch(const std::string& bytes, const std::string& path) {
   constexpr size_t kRecord = 1 + 3 * 32 * 32;
-  const std::string bytes = read_maybe_gzip(path);
   require(!bytes.empty() && bytes.size() % kRecord == 0, path + ": not a CIFAR-10 binary batch (size " +
                                                              std::to_string(bytes.size()) +
                                                              " is not a multiple of 3073-byte records)");
@@ -141,6 +162,42 @@ std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path) {
   require(labels.max().item<int64_t>() <= 9, path + ": label byte above 9: not a CIFAR-10 batch");
   auto images = raw.slice(1, 1).reshape({n, 3, 32, 32}).clone();
   return {images, labels};
+}
+
+at::Tensor decode_image(const std::string& bytes, const std::string& source, const ImageFolderOptions& options) {
+  require(options.channels == 1 || options.channels == 3,
+          "image: channels must be 1 or 3, got " + std::to_string(options.channels));
+  require(options.size > 0 && options.size <= 65536, "image: size must be in 1..65536");
+  require(bytes.size() <= size_t(std::numeric_limits<int>::max()), source + ": image file too large");
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(bytes.size());
+  const int c = int(options.channels), s = int(options.size);
+  int w = 0, h = 0, n = 0;
+  const auto reason = [] { return std::string(stbi_failure_reason() ? stbi_failure_reason() : "?"); };
+  // The header's size first: a corrupt one must not make the decoder allocate gigabytes.
+  require(stbi_info_from_memory(data, len, &w, &h, &n) != 0, source + ": cannot decode image (" + reason() + ")");
+  require(w > 0 && h > 0, source + ": image has no pixels");
+  require_memory(checked_product(checked_product(uint64_t(w), uint64_t(h), source), 4, source), source);
+  // Resize the short side to s, then centre-crop.
+  const double scale = double(s) / std::min(w, h);
+  const double rw_d = std::max<double>(s, std::round(w * scale)), rh_d = std::max<double>(s, std::round(h * scale));
+  require(rw_d * rh_d * c < 1e12, source + ": image of " + std::to_string(w) + "x" + std::to_string(h) +
+                                      " pixels is too elongated to resize to " + std::to_string(s) + " pixels");
+  const int rw = int(rw_d), rh = int(rh_d);
+  require_memory(uint64_t(rw) * uint64_t(rh) * uint64_t(c), source + " (resized)");
+  unsigned char* px = stbi_load_from_memory(data, len, &w, &h, &n, c);
+  require(px != nullptr, source + ": cannot decode image (" + reason() + ")");
+  std::vector<unsigned char> resized(size_t(rw) * size_t(rh) * size_t(c));
+  const int ok = stbir_resize_uint8(px, w, h, 0, resized.data(), rw, rh, 0, c);
+  stbi_image_free(px);
+  require(ok != 0, source + ": resize failed");
+  auto t = torch::from_blob(resized.data(), {rh, rw, c}, torch::kUInt8)
+               .slice(0, (rh - s) / 2, (rh - s) / 2 + s)
+               .slice(1, (rw - s) / 2, (rw - s) / 2 + s)
+               .permute({2, 0, 1})
+               .to(torch::kFloat)
+               .div(255.0);
+  return options.invert ? 1 - t : t;
 }
 
 std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root, const ImageFolderOptions& options) {
@@ -166,29 +223,12 @@ std::pair<at::Tensor, at::Tensor> read_image_folder(const std::string& root, con
   int64_t next = 0;
   for (auto& kv : classes) kv.second = next++;
 
-  const int c = int(options.channels), s = int(options.size);
+  const int64_t c = options.channels, s = options.size;
+  require_memory(checked_product(files.size(), uint64_t(c * s * s) * sizeof(float), root), "image folder " + root);
   auto images = torch::empty({int64_t(files.size()), c, s, s}, torch::kFloat);
   auto labels = torch::zeros({int64_t(files.size())}, torch::kInt64);
-  std::vector<unsigned char> resized;
   for (size_t i = 0; i < files.size(); ++i) {
-    int w = 0, h = 0, n = 0;
-    unsigned char* px = stbi_load(files[i].c_str(), &w, &h, &n, c);
-    require(px != nullptr, files[i].string() + ": cannot decode image (" +
-                               std::string(stbi_failure_reason() ? stbi_failure_reason() : "?") + ")");
-    // Resize the short side to s, then centre-crop.
-    const double scale = double(s) / std::min(w, h);
-    const int rw = std::max(s, int(std::lround(w * scale))), rh = std::max(s, int(std::lround(h * scale)));
-    resized.resize(size_t(rw) * rh * c);
-    const int ok = stbir_resize_uint8(px, w, h, 0, resized.data(), rw, rh, 0, c);
-    stbi_image_free(px);
-    require(ok != 0, files[i].string() + ": resize failed");
-    auto t = torch::from_blob(resized.data(), {rh, rw, c}, torch::kUInt8)
-                 .slice(0, (rh - s) / 2, (rh - s) / 2 + s)
-                 .slice(1, (rw - s) / 2, (rw - s) / 2 + s)
-                 .permute({2, 0, 1})
-                 .to(torch::kFloat)
-                 .div(255.0);
-    images[int64_t(i)].copy_(options.invert ? 1 - t : t);
+    images[int64_t(i)].copy_(decode_image(read_text(files[i]), files[i].string(), options));
     const auto rel = fs::relative(files[i].parent_path(), root).string();
     if (rel != ".") labels[int64_t(i)] = classes.at(rel);
   }

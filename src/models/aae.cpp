@@ -81,7 +81,7 @@ void AdversarialAE::train_step(const pae::nn::Batch& batch, pae::nn::StepContext
   const auto& y = batch.y;
   // 1. Reconstruction: encoder and decoder.
   auto terms = loss(x);
-  ctx.step("ae", terms.loss);
+  ctx.step("ae", terms.loss, terms.terms);
   for (const auto& [name, value] : terms.terms) ctx.log(name, value);
   // 2. Discriminator: prior samples are real, the encoder's codes fake (no gradient to it).
   const auto fake = encode(x).detach();

@@ -21,7 +21,7 @@ std::map<std::string, torch::Tensor> AutoEncoder::scores(const torch::Tensor& x,
 
 void AutoEncoder::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) {
   LossTerms out = loss(batch.x);
-  ctx.step("ae", out.loss);
+  ctx.step("ae", out.loss, out.terms);
   for (const auto& [name, value] : out.terms) ctx.log(name, value);
 }
 

@@ -62,6 +62,8 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
   archive.write("signature", string_tensor(state.model_signature));
   archive.write("format_version", torch::tensor(int64_t(2), torch::kInt64));
   if (!state.config_yaml.empty()) archive.write("config", string_tensor(state.config_yaml));
+  for (const auto& [group, scale] : state.lr_scale)
+    archive.write("lr_scale." + group, torch::tensor(scale, torch::kFloat64));
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -88,9 +90,10 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
 
 std::string checkpoint_config(const std::string& path) {
   require(fs::is_regular_file(path), "checkpoint not found: " + path);
+  const std::string bytes = read_text(path);
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path, torch::Device(torch::kCPU));
+    archive.load_from(bytes.data(), bytes.size(), torch::Device(torch::kCPU));
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path +
                 " cannot be read (truncated or not a pae checkpoint): " + first_line(e.what_without_backtrace()));
@@ -102,10 +105,17 @@ std::string checkpoint_config(const std::string& path) {
 CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
                                 const std::string& expected_signature, const ArchiveReader& extra) {
   require(fs::is_regular_file(path), "checkpoint not found: " + path);
+  return load_checkpoint_bytes(read_text(path), path, module, optimizers, expected_signature, extra);
+}
+
+CheckpointState load_checkpoint_bytes(const std::string& bytes, const std::string& path, torch::nn::Module& module,
+                                      const OptimizerMap& optimizers, const std::string& expected_signature,
+                                      const ArchiveReader& extra) {
   torch::serialize::InputArchive archive;
   try {
     const auto params = module.parameters();
-    archive.load_from(path, params.empty() ? torch::Device(torch::kCPU) : params.front().device());
+    archive.load_from(bytes.data(), bytes.size(),
+                      params.empty() ? torch::Device(torch::kCPU) : params.front().device());
   } catch (const c10::Error& e) {
     throw Error("checkpoint " + path +
                 " cannot be read (truncated or not a pae checkpoint): " + first_line(e.what_without_backtrace()));
@@ -137,6 +147,8 @@ CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& modu
       state.global_step = read_tensor(archive, "global_step").item<int64_t>();
       state.best_epoch = read_tensor(archive, "best_epoch").item<int64_t>();
       state.stale = read_tensor(archive, "stale").item<int64_t>();
+      for (const auto& [group, optimizer] : optimizers)
+        if (try_read(archive, "lr_scale." + group, t)) state.lr_scale[group] = t.item<double>();
     } else {
       state.epoch_in_phase = state.epoch;  // an older single-phase checkpoint
     }

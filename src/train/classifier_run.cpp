@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "pae/data/dataset.h"
 #include "pae/models/classifier.h"
 #include "pae/train/engine.h"
@@ -73,6 +75,20 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   const int64_t model_epoch = load_weights(options.run_dir, t.model_checkpoint, *net).epoch;
   ClassifierSummary summary{config.data.name, classes, net->accuracy(test.images, test.labels, t.eval_batch_size),
                             fit.state.epoch, model_epoch};
+  // After 200 optimizer steps (a smoke test has fewer), against the simplest classifiers there
+  // are: the uniform guess (cross-entropy ln K) and always the test split's most frequent label.
+  if (t.divergence_check && test.size() > 0 && fit.state.global_step >= 200) {
+    const double majority = double(torch::bincount(test.labels).max().item<int64_t>()) / double(test.size());
+    const double train_loss = fit.last.get("train_loss"), uniform = std::log(double(classes));
+    require(summary.test_accuracy > majority && !(train_loss > uniform),
+            fmt::format("divergence check: the trained classifier has test accuracy {:.4f} (always answering the most "
+                        "frequent label: {:.4f}) and a last-epoch training loss of {:.4g} (the uniform guess: {:.4g}) "
+                        "after {} optimizer steps: training diverged or learned nothing. Lower train.lr (now {:g}) "
+                        "and run again with --force, or set train.divergence_check: false to keep it; its "
+                        "checkpoints are in {}",
+                        summary.test_accuracy, majority, train_loss, uniform, fit.state.global_step, t.lr,
+                        (run / "checkpoints").string()));
+  }
   atomic_write_text(run / "classifier.json", JsonObject()
                                                      .add("dataset", summary.dataset)
                                                      .add("classes", classes)

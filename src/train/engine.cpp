@@ -40,15 +40,16 @@ struct Group {
   std::vector<at::Tensor> params;
   OptimizerOptions options;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
+  double lr_scale = 1.0;  ///< halved by each non-finite step under train.nonfinite: reduce_lr
 };
 
 /// The engine's side of StepContext: steps named groups, sums named terms.
 class EngineContext : public nn::StepContext {
  public:
-  EngineContext(std::vector<Group>& groups, c10::Device device, bool skip_nonfinite, std::string run_dir)
-      : groups_(groups), device_(device), skip_nonfinite_(skip_nonfinite), run_dir_(std::move(run_dir)) {}
+  EngineContext(std::vector<Group>& groups, c10::Device device, std::string policy, std::string run_dir)
+      : groups_(groups), device_(device), policy_(std::move(policy)), run_dir_(std::move(run_dir)) {}
 
-  void step(const std::string& name, const at::Tensor& loss) override {
+  void step(const std::string& name, const at::Tensor& loss, const nn::TensorTerms& parts) override {
     Group* g = nullptr;
     for (auto& candidate : groups_)
       if (candidate.name == name) g = &candidate;
@@ -58,13 +59,13 @@ class EngineContext : public nn::StepContext {
       throw std::logic_error("StepContext::step: no parameter group '" + name + "' (groups: " + names + ")");
     }
     g->optimizer->zero_grad();
-    if (!finite(loss)) return nonfinite(*g, "loss", loss);
+    if (!finite(loss)) return nonfinite(*g, "loss", loss, parts);
     loss.backward();
     // The sum of every gradient entry is non-finite when any entry is (one device sync).
     std::vector<at::Tensor> sums;
     for (const auto& p : g->params)
       if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
-    if (!sums.empty() && !finite(torch::stack(sums).sum())) return nonfinite(*g, "gradient", loss);
+    if (!sums.empty() && !finite(torch::stack(sums).sum())) return nonfinite(*g, "gradient", loss, parts);
     if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
     g->optimizer->step();
   }
@@ -116,22 +117,35 @@ class EngineContext : public nn::StepContext {
 
  private:
   static bool finite(const at::Tensor& t) { return torch::isfinite(t.detach()).all().item<bool>(); }
-  /// A step that cannot be taken: counted and skipped, or an error that names where it happened.
-  void nonfinite(Group& g, const char* what, const at::Tensor& loss) {
+  /// A step that cannot be taken: skipped and counted (halving the group's learning rate under
+  /// reduce_lr), or an error; either way the message names the epoch, step, group and term.
+  void nonfinite(Group& g, const char* what, const at::Tensor& loss, const nn::TensorTerms& parts) {
     g.optimizer->zero_grad();
-    if (skip_nonfinite_) {
+    const auto value = loss.detach().to(torch::kCPU, torch::kFloat64);
+    std::string bad;  // the loss's named parts that are not finite
+    for (const auto& [term, v] : parts)
+      if (v.defined() && v.numel() == 1 && !finite(v))
+        bad += fmt::format("{}{} = {}", bad.empty() ? "" : ", ", term, v.detach().to(torch::kCPU).item<double>());
+    const std::string where = fmt::format(
+        "epoch {}, step {}: the {} of parameter group '{}' is not finite (loss {}{})", epoch_, global_step_ + 1, what,
+        g.name, value.numel() == 1 ? fmt::format("{}", value.item<double>()) : "?", bad.empty() ? "" : "; " + bad);
+    if (policy_ != "stop") {
       ++nonfinite_steps_;
       skipped_batch_ = true;
+      if (policy_ == "reduce_lr") {
+        g.lr_scale *= 0.5;
+        const double lr = get_lr(*g.optimizer) * 0.5;
+        set_lr(*g.optimizer, lr);
+        spdlog::warn("{}; step skipped, learning rate of '{}' halved to {:.4g} (train.nonfinite: reduce_lr)", where,
+                     g.name, lr);
+      }
       return;
     }
     const auto last = fs::path(run_dir_) / "checkpoints" / "last.pt";
-    const auto value = loss.detach().to(torch::kCPU, torch::kFloat64);
     throw Error(fmt::format(
-        "epoch {}, step {}: the {} of parameter group '{}' is not finite (loss {}); stopped before the update "
-        "(train.nonfinite: stop).{} Lower the learning rate (train.lr, groups.{}.lr) and --resume, or set "
-        "train.nonfinite: skip",
-        epoch_, global_step_ + 1, what, g.name, value.numel() == 1 ? fmt::format("{}", value.item<double>()) : "?",
-        fs::exists(last) ? " The last checkpoint, " + last.string() + ", is intact." : "", g.name));
+        "{}; stopped before the update (train.nonfinite: stop).{} Lower the learning rate (train.lr, groups.{}.lr) "
+        "and --resume, or set train.nonfinite: skip or reduce_lr",
+        where, fs::exists(last) ? " The last checkpoint, " + last.string() + ", is intact." : "", g.name));
   }
 
   struct Sum {
@@ -140,7 +154,7 @@ class EngineContext : public nn::StepContext {
   };
   std::vector<Group>& groups_;
   c10::Device device_;
-  bool skip_nonfinite_;
+  std::string policy_;  // train.nonfinite: stop, skip or reduce_lr
   std::string run_dir_;
   int64_t nonfinite_steps_ = 0;
   bool skipped_batch_ = false;  // this batch had a skipped step: its terms are not counted
@@ -205,9 +219,11 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   int64_t total_epochs = 0;
   for (const auto& p : phases) total_epochs += p.epochs;
   const auto monitor = trainable.monitor();
-  require(o.nonfinite == "stop" || o.nonfinite == "skip",
-          "train.nonfinite '" + o.nonfinite + "': expected stop or skip");
-  EngineContext ctx(groups, o.device, o.nonfinite == "skip", o.run_dir);
+  require(o.nonfinite == "stop" || o.nonfinite == "skip" || o.nonfinite == "reduce_lr",
+          "train.nonfinite '" + o.nonfinite + "': expected stop, skip or reduce_lr");
+  for (auto& g : groups)  // learning rates halved by earlier non-finite steps stay halved
+    if (state.lr_scale.count(g.name)) g.lr_scale = state.lr_scale.at(g.name);
+  EngineContext ctx(groups, o.device, o.nonfinite, o.run_dir);
   FitResult result;
   const int64_t n = data.size, batches = (n + o.batch_size - 1) / o.batch_size;
 
@@ -227,7 +243,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     const std::string phase_label = phases.size() > 1 ? phase.name : "";
     std::vector<std::pair<std::string, double>> lrs;
     for (auto& g : groups) {
-      const double lr = scheduled_lr(g.options, state.epoch_in_phase, phase.epochs);
+      const double lr = scheduled_lr(g.options, state.epoch_in_phase, phase.epochs) * g.lr_scale;
       set_lr(*g.optimizer, lr);
       lrs.emplace_back(groups.size() > 1 ? "lr_" + g.name : "lr", lr);
     }
@@ -292,7 +308,9 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     record.values.emplace_back(o.rate_key, result.items_per_second);
     record.values.emplace_back("seconds", seconds);
     record.values.emplace_back("step", double(state.global_step));  // optimizer steps (batches) so far
-    if (o.nonfinite == "skip") record.values.emplace_back("nonfinite_steps", double(ctx.nonfinite_steps()));
+    if (o.nonfinite != "stop") record.values.emplace_back("nonfinite_steps", double(ctx.nonfinite_steps()));
+    for (const auto& g : groups)
+      if (g.lr_scale != 1.0) state.lr_scale[g.name] = g.lr_scale;
     for (auto& sink : sinks_) sink->on_epoch(record);
     // best before last: last.pt is the commit point, and an epoch re-run after a kill between
     // the two writes the same best.pt again.

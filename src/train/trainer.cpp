@@ -277,6 +277,48 @@ std::string format_terms(const std::map<std::string, double>& m) {
 
 }  // namespace
 
+namespace {
+
+/// The trained auto-encoder against the simplest model there is, the training set's mean image:
+/// a model that reconstructs test images worse than it (or encodes them to non-finite latents)
+/// after kMinSteps optimizer steps diverged or learned nothing, and its latents and summary are
+/// not written as a success. Before that many steps (a smoke test) it is a warning.
+constexpr int64_t kMinSteps = 200;
+void check_learned(models::AutoEncoder& model, const data::Dataset& train, const data::Dataset& test,
+                   int64_t batch_size, torch::Device device, int64_t steps, const Config& config, const fs::path& run) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const int64_t n = std::min<int64_t>(test.size(), 2000);
+  if (n == 0) return;
+  const auto x = test.images.slice(0, 0, n).to(torch::kFloat);
+  const auto mean = train.images.to(torch::kFloat).mean(0, true);
+  const double baseline = (x - mean).pow(2).mean().item<double>();
+  double sq = 0, z_max = 0;
+  for (int64_t i = 0; i < n; i += batch_size) {
+    const auto xb = x.slice(0, i, std::min(i + batch_size, n)).to(device);
+    const auto z = model.encode(xb);
+    sq += (model.decode(z) - xb).pow(2).sum().item<double>();
+    z_max = std::max(z_max, z.abs().max().item<double>());
+  }
+  const double mse = sq / double(x.numel());
+  if (std::isfinite(mse) && std::isfinite(z_max) && mse <= 1.5 * baseline + 1e-4) return;
+  const auto what = fmt::format(
+      "the trained model reconstructs the first {} test images with MSE {:.4g}, worse than the training set's "
+      "mean image does ({:.4g}), and encodes them to latents up to {:.3g} in magnitude",
+      n, mse, baseline, z_max);
+  if (steps < kMinSteps && std::isfinite(mse) && std::isfinite(z_max)) {
+    spdlog::warn("{}, after only {} optimizer steps: train longer", what, steps);
+    return;
+  }
+  throw Error(fmt::format(
+      "divergence check: {} after {} optimizer steps: training diverged or learned nothing. Lower train.lr (now "
+      "{:g}) and run again with --force, or set train.divergence_check: false to keep it; its checkpoints are in "
+      "{}, its latents and summary.json were not written",
+      what, steps, config.train.lr, (run / "checkpoints").string()));
+}
+
+}  // namespace
+
 TrainSummary train_autoencoder(const Config& config, const RunOptions& options) {
   const auto& t = config.train;
   const fs::path run(options.run_dir);
@@ -343,6 +385,8 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   summary.test_metrics = model->evaluate(test.images, t.eval_batch_size);
   spdlog::info("test ({} model, epoch {}): {}", t.model_checkpoint, summary.model_epoch,
                format_terms(summary.test_metrics));
+  if (t.divergence_check)
+    check_learned(*model, train, test, t.eval_batch_size, device, fit.state.global_step, config, run);
   {
     torch::NoGradGuard no_grad;
     model->eval();

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -85,7 +87,58 @@ void ensure_dir(const fs::path& dir) {
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   require(static_cast<bool>(in), "cannot read " + path.string() + ": " + std::strerror(errno));
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (!ec) require_memory(size, path.string());
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+uint64_t memory_limit() {
+  static const uint64_t limit = [] {
+    const char* env = std::getenv("PAE_MEMORY_LIMIT");
+    if (env == nullptr || *env == '\0') {
+      const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+      return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) / 2 : uint64_t(1) << 33;
+    }
+    char* end = nullptr;
+    errno = 0;
+    const double value = std::strtod(env, &end);
+    const std::string suffix = end;
+    const double scale = suffix.empty() || suffix == "B" ? 1.0
+                         : suffix == "K"                 ? 1024.0
+                         : suffix == "M"                 ? 1024.0 * 1024
+                         : suffix == "G"                 ? 1024.0 * 1024 * 1024
+                         : suffix == "T"                 ? 1024.0 * 1024 * 1024 * 1024
+                                                         : -1.0;
+    require(end != env && errno == 0 && scale > 0 && value > 0 && value * scale < 9.2e18,
+            std::string("PAE_MEMORY_LIMIT='") + env +
+                "': expected a positive number of bytes, optionally with K, M, G or T");
+    return uint64_t(value * scale);
+  }();
+  return limit;
+}
+
+namespace {
+std::string human_bytes(uint64_t n) {
+  char buf[64];
+  if (n >= (uint64_t(1) << 30))
+    std::snprintf(buf, sizeof buf, "%.1f GiB", double(n) / double(uint64_t(1) << 30));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", double(n) / double(1 << 20));
+  return buf;
+}
+}  // namespace
+
+void require_memory(uint64_t bytes, const std::string& what) {
+  const uint64_t limit = memory_limit();
+  require(bytes <= limit, what + " needs " + std::to_string(bytes) + " bytes (" + human_bytes(bytes) +
+                              "), over the memory limit of " + human_bytes(limit) +
+                              " (PAE_MEMORY_LIMIT; raise it if the data really is that large)");
+}
+
+uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what) {
+  require(a == 0 || b <= (uint64_t(1) << 62) / a, what + ": sizes overflow (a corrupt header?)");
+  return a * b;
 }
 
 }  // namespace pae

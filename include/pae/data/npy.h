@@ -10,6 +10,9 @@ namespace pae::data {
 /// Errors name the file and what was wrong (magic, header, dtype, Fortran order, truncation).
 at::Tensor read_npy(const std::string& path);
 
+/// The same from a whole file's bytes (the fuzz target's way in); `source` names it in errors.
+at::Tensor parse_npy(const std::string& bytes, const std::string& source);
+
 /// Writes a tensor (any device; float32/float64/uint8/int32/int64/bool) as .npy, atomically.
 void write_npy(const std::string& path, const at::Tensor& tensor);
 

@@ -12,6 +12,15 @@ namespace pae::data {
 /// of the file's element type (uint8 for images/labels) and shape.
 at::Tensor read_idx(const std::string& path);
 
+/// In-memory entry points of the readers (the fuzz targets' way in): `bytes` is a whole file,
+/// `source` names it in errors. parse_idx takes raw IDX (gunzip_if_needed first for .gz).
+at::Tensor parse_idx(const std::string& bytes, const std::string& source);
+std::pair<at::Tensor, at::Tensor> parse_cifar_batch(const std::string& bytes, const std::string& source);
+
+/// `bytes` decompressed when they are gzip (magic 1f 8b; concatenated members too), else as they
+/// are; the output is bounded by memory_limit().
+std::string gunzip_if_needed(std::string bytes, const std::string& source);
+
 /// Writes a uint8 tensor as a raw or gzip-compressed IDX file (used by tests and tools).
 void write_idx(const std::string& path, const at::Tensor& tensor, bool gzip);
 
@@ -25,6 +34,10 @@ struct ImageFolderOptions {
   int64_t size = 64;     ///< output is size x size: resize the short side, then centre-crop
   bool invert = false;   ///< 1 - x, e.g. Omniglot's black strokes on white
 };
+
+/// Decodes one image file's bytes (PNG, JPEG, BMP, GIF, TGA) to [C,S,S] float in [0,1], the
+/// header's size checked against memory_limit() before decoding.
+at::Tensor decode_image(const std::string& bytes, const std::string& source, const ImageFolderOptions& options);
 
 /// Reads every .png/.jpg/.jpeg/.bmp/.gif/.tga under `root` (sorted). Images in sub-folders get
 /// the sub-folder's index in sorted order as label; images directly in `root` get label 0.

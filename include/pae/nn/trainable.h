@@ -55,6 +55,9 @@ struct Monitor {
 /// Named scalar terms, e.g. {"loss": 0.01, "mse": 0.01}.
 using Terms = std::map<std::string, double>;
 
+/// The named parts of a loss (for messages about it), e.g. {"mse", ...}, {"kl", ...}.
+using TensorTerms = std::vector<std::pair<std::string, at::Tensor>>;
+
 /// Handed to Trainable::train_step by the engine for one batch.
 class StepContext {
  public:
@@ -62,7 +65,10 @@ class StepContext {
   /// Zero-grads the group's parameters, back-propagates `loss` (a scalar), clips the group's
   /// gradient norm (when configured) and steps the group's optimizer. Gradients that `loss`
   /// leaves in other groups' parameters are cleared by their own next step.
-  virtual void step(const std::string& group, const at::Tensor& loss) = 0;
+  /// `parts` (optional) are the loss's named terms: a non-finite loss is reported by the term(s)
+  /// that made it so.
+  virtual void step(const std::string& group, const at::Tensor& loss, const TensorTerms& parts) = 0;
+  void step(const std::string& group, const at::Tensor& loss) { step(group, loss, {}); }
   /// Records a batch-mean scalar (detached by the engine); the epoch reports its mean over the
   /// batches that logged it, weighted by batch size. Read back once per epoch, not per step.
   virtual void log(const std::string& term, const at::Tensor& value) = 0;

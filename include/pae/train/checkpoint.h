@@ -29,9 +29,10 @@ struct CheckpointState {
   int64_t global_step = 0;                                ///< batches stepped so far
   double best = std::numeric_limits<double>::infinity();  ///< best monitored value, as minimised
   int64_t best_epoch = 0;
-  int64_t stale = 0;            ///< epochs since the monitored value last improved
-  std::string model_signature;  ///< architecture, checked on load
-  std::string config_yaml;      ///< the run's resolved config when written (empty: not stored)
+  int64_t stale = 0;                       ///< epochs since the monitored value last improved
+  std::string model_signature;             ///< architecture, checked on load
+  std::string config_yaml;                 ///< the run's resolved config when written (empty: not stored)
+  std::map<std::string, double> lr_scale;  ///< per group, where train.nonfinite: reduce_lr halved it
 };
 
 /// The resolved config a checkpoint was written under ("" for checkpoints from before configs
@@ -53,5 +54,10 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
 /// expected signature skips that check).
 CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,
                                 const std::string& expected_signature, const ArchiveReader& extra = nullptr);
+
+/// The same from a whole checkpoint file's bytes (the fuzz target's way in); `source` names it.
+CheckpointState load_checkpoint_bytes(const std::string& bytes, const std::string& source, torch::nn::Module& module,
+                                      const OptimizerMap& optimizers, const std::string& expected_signature,
+                                      const ArchiveReader& extra = nullptr);
 
 }  // namespace pae::train

@@ -50,8 +50,9 @@ struct EngineOptions {
   std::string rate_key = "images_per_s";  ///< throughput's name in the metrics
   bool drop_singleton_batch = true;       ///< skip a last batch of one (it breaks batch norm)
   /// A step whose loss or gradient is not finite: "stop" (an error naming epoch, step and
-  /// group, before the update; the last checkpoint stays intact) or "skip" (no update; the
-  /// epoch's count goes to the metrics as nonfinite_steps).
+  /// group, before the update; the last checkpoint stays intact), "skip" (no update; the
+  /// epoch's count goes to the metrics as nonfinite_steps) or "reduce_lr" (as skip, and the
+  /// group's learning rate is halved from then on; the factor is checkpointed).
   std::string nonfinite = "stop";
   std::string config_yaml;  ///< the resolved config, stored in every checkpoint (resume compares it)
 };

@@ -1,5 +1,6 @@
 // Filesystem helpers: atomic writes (temp file + rename) and run directories.
 #pragma once
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -26,7 +27,19 @@ void append_line(const fs::path& path, const std::string& line);
 /// Creates `dir` (and parents); a clear error when that is impossible.
 void ensure_dir(const fs::path& dir);
 
-/// Reads a whole file; a clear error naming the file when it cannot be read.
+/// Reads a whole file; a clear error naming the file when it cannot be read or is larger than
+/// memory_limit().
 std::string read_text(const fs::path& path);
+
+/// The most bytes one reader may allocate: PAE_MEMORY_LIMIT (bytes, or with a K/M/G/T suffix),
+/// by default half the machine's memory. Readers check what a header claims against it before
+/// allocating, so a corrupt or hostile header gives an error instead of an allocation failure.
+uint64_t memory_limit();
+
+/// Throws pae::Error naming `what` unless `bytes` fits memory_limit().
+void require_memory(uint64_t bytes, const std::string& what);
+
+/// a * b, or an error naming `what` when the product overflows 2^62.
+uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what);
 
 }  // namespace pae
