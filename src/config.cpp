@@ -369,8 +369,26 @@ void parse_groups(const YAML::Node& root, Config& config) {
 
 }  // namespace
 
+namespace {
+Config parse_config_unguarded(const std::string& yaml_text, const std::string& source,
+                              const std::vector<std::string>& overrides);
+}  // namespace
+
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
+  try {
+    return parse_config_unguarded(yaml_text, source, overrides);
+  } catch (const YAML::Exception& e) {
+    // What the checks below do not name more precisely (a key that is itself a mapping, ...).
+    throw Error(source + (e.mark.is_null() ? "" : ":" + std::to_string(e.mark.line + 1)) + ": " +
+                (e.msg.empty() ? std::string("not a valid config") : e.msg) +
+                " (expected sections of plain key: value pairs)");
+  }
+}
+
+namespace {
+Config parse_config_unguarded(const std::string& yaml_text, const std::string& source,
+                              const std::vector<std::string>& overrides) {
   Config config;
   config.source = source;
   YAML::Node root;
@@ -451,6 +469,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   validate(config);
   return config;
 }
+}  // namespace
 
 namespace {
 

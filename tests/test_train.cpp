@@ -315,6 +315,28 @@ TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
 }
 
+TEST(Train, ACorruptCheckpointIsRefusedBeforeLibTorchReadsIt) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 1);
+  train::train_autoencoder(c, {tmp.file("run"), "cpu", false, false, true});
+  const std::string good = read_text(tmp.file("run/checkpoints/last.pt"));
+  auto model = models::build_autoencoder(c.model, {1, 8, 8});
+  EXPECT_NO_THROW(train::load_checkpoint_bytes(good, "good.pt", *model, {}, model->signature()));
+  // One bit flipped inside the first stored tensor's bytes: LibTorch would load it as a weight.
+  const auto entry = good.find("/data/0");
+  ASSERT_NE(entry, std::string::npos);
+  std::string flipped = good;
+  flipped[good.find("PK", entry) - 7] ^= 0x10;  // in the data before the next zip header
+  auto msg = error_of([&] { train::load_checkpoint_bytes(flipped, "flipped.pt", *model, {}, ""); });
+  EXPECT_NE(msg.find("checkpoint flipped.pt is corrupt or not a pae checkpoint"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fails its CRC-32 check"), std::string::npos) << msg;
+  // Cut short anywhere: a clear error, never a crash.
+  for (const size_t keep : {size_t(10), good.size() / 3, good.size() - 30, good.size() - 1}) {
+    msg = error_of([&] { train::load_checkpoint_bytes(good.substr(0, keep), "cut.pt", *model, {}, ""); });
+    EXPECT_NE(msg.find("checkpoint cut.pt"), std::string::npos) << keep << ": " << msg;
+  }
+}
+
 TEST(Train, ADivergedAutoEncoderIsAnErrorNotASuccess) {
   TempDir tmp;
   Config c = tiny_config(tmp, 17);

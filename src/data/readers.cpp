@@ -117,6 +117,7 @@ at::Tensor parse_idx(const std::string& bytes, const std::string& path) {
   require(bytes.size() == expected, path + ": truncated or oversized IDX data: header promises " +
                                         std::to_string(expected) + " bytes, file has " + std::to_string(bytes.size()));
   auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  if (numel == 0) return t;
   std::memcpy(t.data_ptr(), p + offset, size_t(numel) * elem);
   if (elem > 1) {  // IDX is big-endian
     auto* d = static_cast<unsigned char*>(t.data_ptr());
@@ -178,25 +179,16 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, con
   require(stbi_info_from_memory(data, len, &w, &h, &n) != 0, source + ": cannot decode image (" + reason() + ")");
   require(w > 0 && h > 0, source + ": image has no pixels");
   require_memory(checked_product(checked_product(uint64_t(w), uint64_t(h), source), 4, source), source);
-  // Resize the short side to s, then centre-crop.
-  const double scale = double(s) / std::min(w, h);
-  const double rw_d = std::max<double>(s, std::round(w * scale)), rh_d = std::max<double>(s, std::round(h * scale));
-  require(rw_d * rh_d * c < 1e12, source + ": image of " + std::to_string(w) + "x" + std::to_string(h) +
-                                      " pixels is too elongated to resize to " + std::to_string(s) + " pixels");
-  const int rw = int(rw_d), rh = int(rh_d);
-  require_memory(uint64_t(rw) * uint64_t(rh) * uint64_t(c), source + " (resized)");
   unsigned char* px = stbi_load_from_memory(data, len, &w, &h, &n, c);
   require(px != nullptr, source + ": cannot decode image (" + reason() + ")");
-  std::vector<unsigned char> resized(size_t(rw) * size_t(rh) * size_t(c));
-  const int ok = stbir_resize_uint8(px, w, h, 0, resized.data(), rw, rh, 0, c);
+  // The centred square of the short side, resized to s x s (the resize reads it in place).
+  const int side = std::min(w, h), x0 = (w - side) / 2, y0 = (h - side) / 2;
+  std::vector<unsigned char> resized(size_t(s) * size_t(s) * size_t(c));
+  const int ok = stbir_resize_uint8(px + (size_t(y0) * size_t(w) + size_t(x0)) * size_t(c), side, side, w * c,
+                                    resized.data(), s, s, 0, c);
   stbi_image_free(px);
   require(ok != 0, source + ": resize failed");
-  auto t = torch::from_blob(resized.data(), {rh, rw, c}, torch::kUInt8)
-               .slice(0, (rh - s) / 2, (rh - s) / 2 + s)
-               .slice(1, (rw - s) / 2, (rw - s) / 2 + s)
-               .permute({2, 0, 1})
-               .to(torch::kFloat)
-               .div(255.0);
+  auto t = torch::from_blob(resized.data(), {s, s, c}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat).div(255.0);
   return options.invert ? 1 - t : t;
 }
 

@@ -31,7 +31,7 @@ std::pair<at::Tensor, at::Tensor> read_cifar_batch(const std::string& path);
 /// How images from a folder become tensors.
 struct ImageFolderOptions {
   int64_t channels = 3;  ///< 1 (grey) or 3 (RGB)
-  int64_t size = 64;     ///< output is size x size: resize the short side, then centre-crop
+  int64_t size = 64;     ///< output is size x size: the centred square of the short side, resized
   bool invert = false;   ///< 1 - x, e.g. Omniglot's black strokes on white
 };
 
