@@ -112,6 +112,20 @@ case_ "npy header with a negative dimension" "$T" --config npy.yml --run-dir r1 
 case_ "npy header claiming 10^12 elements" "$T" --config npy.yml --run-dir r1 --set data.path="$work/huge.npy"
 case_ "validation split larger than the data" "$T" --config npy.yml --run-dir r1 --set data.path="$work/images.npy" --set data.val_size=500
 case_ "dataset folder without the files" "$T" --config ok.yml --run-dir r1 --set data.name=mnist --set data.root="$work"
+npy big.npy "(20, 1, 8, 8)" 5120
+case_ "npy larger than PAE_MEMORY_LIMIT" env PAE_MEMORY_LIMIT=4K "$T" --config npy.yml --run-dir r1 --set data.path="$work/big.npy"
+mkdir -p bomb
+python3 -c "
+import gzip, struct
+hdr = bytes([0, 0, 8, 3]) + struct.pack('>III', 10000, 50, 50)
+open('bomb/train-images-idx3-ubyte.gz', 'wb').write(gzip.compress(hdr + bytes(10000 * 50 * 50), 9))
+open('bomb/train-labels-idx1-ubyte.gz', 'wb').write(gzip.compress(bytes([0, 0, 8, 1]) + struct.pack('>I', 10000) + bytes(10000)))"
+case_ "gzip IDX that inflates past the memory limit" env PAE_MEMORY_LIMIT=16M "$T" --config ok.yml --run-dir r1 --set data.name=mnist --set data.root="$work/bomb"
+mkdir -p pics/a pics/b
+printf '\x89PNG\r\n\x1a\nnot really' > pics/a/broken.png
+cp pics/a/broken.png pics/b/broken2.png
+case_ "image folder with a corrupt PNG" "$T" --config ok.yml --run-dir r1 --set data.name=image-folder --set data.root="$work/pics" --set data.val_size=0
+case_ "diverging run (lr 1e6, 200+ steps)" "$T" --config ok.yml --run-dir diverged --set train.lr=1e6 --set train.batch_size=10 --set train.epochs=8
 # Flags and run directories
 case_ "--run-dir ''" "$T" --config ok.yml --run-dir ''
 case_ "existing run without --resume or --force" "$T" --config ok.yml --run-dir run
@@ -134,6 +148,12 @@ head -c 1000 good_best.pt > run/checkpoints/best.pt
 case_ "truncated checkpoint" "$E" recon --ae-run run
 printf 'not a checkpoint' > run/checkpoints/best.pt
 case_ "a file that is not a checkpoint" "$E" recon --ae-run run
+python3 -c "
+b = bytearray(open('good_best.pt', 'rb').read())
+i = b.index(b'/data/0')
+b[b.index(b'PK', i) - 7] ^= 0x10
+open('run/checkpoints/best.pt', 'wb').write(b)"
+case_ "checkpoint with one flipped bit" "$E" recon --ae-run run
 cp good_best.pt run/checkpoints/best.pt
 case_ "flow of another auto-encoder" "$E" ood --ae-run other --flow run/flow
 case_ "unknown OoD set" "$E" ood --ae-run run --flow run/flow --ood cifar100

@@ -36,7 +36,9 @@ const char* kKinds = "left, right, top, bottom, columns:A-B, center:S, random:F,
 /// The user's mask: [H,W] bool, true where missing (white).
 at::Tensor read_png_mask(const std::string& path, int64_t h, int64_t w) {
   int pw = 0, ph = 0, n = 0;
-  const auto reason = [] { return std::string(stbi_failure_reason() ? stbi_failure_reason() : "?"); };
+  const auto reason = [] {
+    return std::string(stbi_failure_reason() ? stbi_failure_reason() : "not an image stb_image reads, or corrupt");
+  };
   // The size from the header first: nothing is decoded (or allocated) for an image of the wrong size.
   require(stbi_info(path.c_str(), &pw, &ph, &n) != 0, "mask " + path + ": cannot read the image (" + reason() + ")");
   require(ph == h && pw == w, "mask " + path + " is " + std::to_string(pw) + "x" + std::to_string(ph) +

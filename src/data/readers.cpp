@@ -174,7 +174,10 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, con
   const int len = static_cast<int>(bytes.size());
   const int c = int(options.channels), s = int(options.size);
   int w = 0, h = 0, n = 0;
-  const auto reason = [] { return std::string(stbi_failure_reason() ? stbi_failure_reason() : "?"); };
+  const auto reason = [] {
+    return std::string(stbi_failure_reason() ? stbi_failure_reason()
+                                             : "not a PNG, JPEG, BMP, GIF or TGA image stb_image reads, or corrupt");
+  };
   // The header's size first: a corrupt one must not make the decoder allocate gigabytes.
   require(stbi_info_from_memory(data, len, &w, &h, &n) != 0, source + ": cannot decode image (" + reason() + ")");
   require(w > 0 && h > 0, source + ": image has no pixels");

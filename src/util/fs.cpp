@@ -123,8 +123,10 @@ std::string human_bytes(uint64_t n) {
   char buf[64];
   if (n >= (uint64_t(1) << 30))
     std::snprintf(buf, sizeof buf, "%.1f GiB", double(n) / double(uint64_t(1) << 30));
-  else
+  else if (n >= (uint64_t(1) << 20))
     std::snprintf(buf, sizeof buf, "%.1f MiB", double(n) / double(1 << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(n) / 1024.0);
   return buf;
 }
 }  // namespace
