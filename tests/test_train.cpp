@@ -8,12 +8,15 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "pae/config.h"
 #include "pae/data/npy.h"
 #include "pae/models/autoencoder.h"
+#include "pae/report/tensorboard.h"
 #include "pae/train/checkpoint.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
@@ -297,7 +300,12 @@ TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
   rlimit old_limit{};
   ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
   rlimit small = old_limit;
-  small.rlim_cur = 4096;
+  // Room for the next epoch's appended TensorBoard events (a few KiB), not for a checkpoint.
+  uintmax_t largest_log = 0;
+  for (const auto& e : fs::recursive_directory_iterator(tmp.file("run/tensorboard")))
+    if (e.is_regular_file()) largest_log = std::max(largest_log, e.file_size());
+  small.rlim_cur = largest_log + 16384;
+  ASSERT_GT(before.size(), small.rlim_cur);
   ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
   Config longer = c;
   longer.train.epochs = 2;
@@ -313,6 +321,151 @@ TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
   // With space again, the run resumes and ends like an uninterrupted one.
   EXPECT_NO_THROW(train::train_autoencoder(longer, run));
   EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
+}
+
+namespace {
+
+/// An events file read without pae's writer: every record's two masked CRC-32C checked (bitwise
+/// CRC here, a table in the writer), each Event's step and its scalar or other values by tag.
+struct TbValue {
+  int64_t step;
+  std::string tag;
+  int kind;  ///< the Value field: 2 simple_value, 4 image, 5 histogram
+  float scalar;
+};
+uint32_t crc32c_bitwise(const std::string& s) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (const unsigned char c : s) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+uint32_t masked(const std::string& s) {
+  const uint32_t c = crc32c_bitwise(s);
+  return ((c >> 15) | (c << 17)) + 0xa282ead8u;
+}
+struct Proto {  // the fields of one message: field number -> (wire type, raw value or bytes)
+  std::vector<std::tuple<int, int, uint64_t, std::string>> fields;
+  explicit Proto(const std::string& b) {
+    size_t at = 0;
+    const auto varint = [&] {
+      uint64_t v = 0;
+      for (int shift = 0;; shift += 7) {
+        if (at >= b.size() || shift > 63) throw std::runtime_error("bad varint");
+        const auto c = static_cast<unsigned char>(b[at++]);
+        v |= uint64_t(c & 0x7f) << shift;
+        if (!(c & 0x80)) return v;
+      }
+    };
+    while (at < b.size()) {
+      const uint64_t key = varint();
+      const int field = int(key >> 3), wire = int(key & 7);
+      if (wire == 0) {
+        fields.emplace_back(field, wire, varint(), "");
+      } else if (wire == 1 || wire == 5) {
+        const size_t n = wire == 1 ? 8 : 4;
+        if (at + n > b.size()) throw std::runtime_error("cut fixed field");
+        uint64_t v = 0;
+        std::memcpy(&v, b.data() + at, n);
+        fields.emplace_back(field, wire, v, "");
+        at += n;
+      } else if (wire == 2) {
+        const uint64_t n = varint();
+        if (n > b.size() - at) throw std::runtime_error("cut bytes field");
+        fields.emplace_back(field, wire, 0, b.substr(at, n));
+        at += n;
+      } else {
+        throw std::runtime_error("wire type " + std::to_string(wire));
+      }
+    }
+  }
+};
+std::vector<TbValue> read_events(const std::string& dir) {
+  std::vector<TbValue> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string b = read_text(e.path());
+    size_t at = 0;
+    const auto u32 = [&](size_t i) {
+      uint32_t v;
+      std::memcpy(&v, b.data() + i, 4);
+      return v;
+    };
+    while (at < b.size()) {
+      EXPECT_LE(at + 16, b.size());
+      uint64_t len;
+      std::memcpy(&len, b.data() + at, 8);
+      EXPECT_EQ(u32(at + 8), masked(b.substr(at, 8))) << "length CRC at " << at;
+      const std::string data = b.substr(at + 12, len);
+      EXPECT_EQ(u32(at + 12 + len), masked(data)) << "data CRC at " << at;
+      at += 16 + len;
+      int64_t step = -1;
+      for (const auto& [f, w, v, bytes] : Proto(data).fields) {
+        if (f == 2) step = int64_t(v);
+        if (f != 5) continue;  // summary
+        for (const auto& [sf, sw, sv, value] : Proto(bytes).fields) {
+          TbValue tv{step, "", 0, 0};
+          for (const auto& [vf, vw, vv, vb] : Proto(value).fields) {
+            if (vf == 1) tv.tag = vb;
+            if (vf == 2) {
+              tv.kind = 2;
+              const auto bits = uint32_t(vv);
+              std::memcpy(&tv.scalar, &bits, 4);
+            }
+            if (vf == 4 || vf == 5) tv.kind = vf;
+          }
+          out.push_back(tv);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Train, TensorBoardEventsHoldEveryMetricsValueAndSurviveResume) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 2);
+  train::RunOptions run{tmp.file("run"), "cpu", false, false, true};
+  train::train_autoencoder(c, run);
+  Config longer = c;
+  longer.train.epochs = 3;
+  run.resume = true;
+  train::train_autoencoder(longer, run);  // epochs 1-2 kept, 3 added
+  const auto events = read_events(tmp.file("run/tensorboard"));
+  // Every number of every metrics.jsonl line is a scalar of the same name at step = epoch, once.
+  std::istringstream lines(read_text(tmp.file("run/metrics.jsonl")));
+  int checked = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const auto json = nlohmann::json::parse(line);
+    const int64_t epoch = json.at("epoch").get<int64_t>();
+    for (const auto& [key, value] : json.items()) {
+      if (key == "epoch" || !value.is_number()) continue;
+      int found = 0;
+      for (const auto& e : events)
+        if (e.kind == 2 && e.tag == key && e.step == epoch) {
+          ++found;
+          EXPECT_FLOAT_EQ(e.scalar, float(value.get<double>())) << key << " epoch " << epoch;
+        }
+      EXPECT_EQ(found, 1) << key << " epoch " << epoch;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 20);
+  // Pictures and histograms: every epoch here (3 epochs, every max(1, 3/10) = 1), once each.
+  for (const std::string tag : {"reconstructions", "samples", "latents", "latent_0"})
+    for (int64_t epoch = 1; epoch <= 3; ++epoch)
+      EXPECT_EQ(std::count_if(events.begin(), events.end(),
+                              [&](const TbValue& e) { return e.tag == tag && e.step == epoch && e.kind != 2; }),
+                1)
+          << tag << " epoch " << epoch;
+  // A resume from epoch 2's checkpoint drops what later epochs wrote, and only that.
+  report::EventWriter(tmp.file("run/tensorboard")).truncate_after(2);
+  const auto kept = read_events(tmp.file("run/tensorboard"));
+  EXPECT_EQ(kept.size(),
+            size_t(std::count_if(events.begin(), events.end(), [](const TbValue& e) { return e.step <= 2; })));
+  EXPECT_TRUE(std::none_of(kept.begin(), kept.end(), [](const TbValue& e) { return e.step > 2; }));
 }
 
 TEST(Train, ACorruptCheckpointIsRefusedBeforeLibTorchReadsIt) {

@@ -19,6 +19,7 @@
 #include "pae/data/npy.h"
 #include "pae/models/autoencoder.h"
 #include "pae/models/nae.h"
+#include "pae/report/tensorboard.h"
 #include "pae/train/checkpoint.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -55,7 +56,7 @@ void check_run_dir(const std::string& dir, bool resume, bool force) {
 void remove_previous_run(const fs::path& p) {
   for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
                            "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
-                           "classifier.pt", "classifier.json", "negatives", "residual_sigma"}) {
+                           "classifier.pt", "classifier.json", "negatives", "residual_sigma", "tensorboard"}) {
     std::error_code ec;
     fs::remove_all(p / name, ec);
     require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
@@ -125,7 +126,7 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
     spdlog::warn("could not write the pid into {}", lock_path);
   try {
     // Temporaries of writes a kill interrupted: this process is now the only writer.
-    for (const char* sub : {".", "checkpoints", "latents", "negatives", "log_prob"}) {
+    for (const char* sub : {".", "checkpoints", "latents", "negatives", "log_prob", "tensorboard"}) {
       std::error_code ec;
       if (!fs::is_directory(p / sub)) continue;
       for (const auto& e : fs::directory_iterator(p / sub, ec))
@@ -235,9 +236,13 @@ EngineOptions engine_options(const Config& config, const std::string& run_dir, c
   return e;
 }
 
-std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet) {
+std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet,
+                                                            std::shared_ptr<report::EventWriter>* events) {
   std::vector<std::shared_ptr<report::MetricsSink>> sinks;
   sinks.push_back(std::make_shared<report::JsonLinesSink>((fs::path(run_dir) / "metrics.jsonl").string()));
+  auto writer = std::make_shared<report::EventWriter>((fs::path(run_dir) / "tensorboard").string());
+  sinks.push_back(std::make_shared<report::TensorBoardSink>(writer));
+  if (events) *events = writer;
   if (!quiet) sinks.push_back(std::make_shared<report::LogSink>(epochs));
   return sinks;
 }
@@ -278,6 +283,53 @@ std::string format_terms(const std::map<std::string, double>& m) {
 }  // namespace
 
 namespace {
+
+/// TensorBoard pictures of an auto-encoder every `every` epochs and at the last: 8 held-out images
+/// over their reconstructions, 16 prior samples, and histograms of the latents of up to 512
+/// held-out images (all of them, and the first 4 dimensions).
+class PictureSink : public report::MetricsSink {
+ public:
+  PictureSink(models::AutoEncoder& model, torch::Tensor images, std::shared_ptr<report::EventWriter> events,
+              int64_t every, int64_t last, int64_t batch, torch::Device device)
+      : model_(model),
+        images_(images.slice(0, 0, std::min<int64_t>(512, images.size(0)))),
+        events_(std::move(events)),
+        every_(every),
+        last_(last),
+        batch_(batch),
+        device_(device) {}
+  void on_epoch(const report::EpochRecord& r) override {
+    if (r.epoch % every_ != 0 && r.epoch != last_) return;
+    torch::NoGradGuard no_grad;
+    const bool was_training = model_.is_training();
+    model_.eval();
+    std::vector<torch::Tensor> zs;
+    for (int64_t i = 0; i < images_.size(0); i += batch_)
+      zs.push_back(model_.encode(images_.slice(0, i, std::min(i + batch_, images_.size(0))).to(device_)).cpu());
+    const auto z = torch::cat(zs).to(torch::kDouble).contiguous();
+    const auto x = images_.slice(0, 0, 8).to(device_);
+    int64_t w = 0, h = 0;
+    const auto pair = encode_png_grid(torch::cat({x, model_.reconstruct(x)}), 8, &w, &h);
+    events_->image("reconstructions", pair, w, h, 3, r.epoch);
+    const auto samples = encode_png_grid(model_.sample_prior(16), 8, &w, &h);
+    events_->image("samples", samples, w, h, 3, r.epoch);
+    const auto values = [](const torch::Tensor& t) {
+      const auto c = t.contiguous();
+      return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+    };
+    events_->histogram("latents", values(z), r.epoch);
+    for (int64_t d = 0; d < std::min<int64_t>(4, z.size(1)); ++d)
+      events_->histogram("latent_" + std::to_string(d), values(z.select(1, d)), r.epoch);
+    if (was_training) model_.train();
+  }
+
+ private:
+  models::AutoEncoder& model_;
+  torch::Tensor images_;
+  std::shared_ptr<report::EventWriter> events_;
+  int64_t every_, last_, batch_;
+  torch::Device device_;
+};
 
 /// The trained auto-encoder against the simplest model there is, the training set's mean image:
 /// a model that reconstructs test images worse than it (or encodes them to non-finite latents)
@@ -371,7 +423,11 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   data.eval_batch_size = t.eval_batch_size;
   int64_t total_epochs = 0;  // over all the model's phases (the NAE has two)
   for (const auto& phase : model->phases(t.epochs)) total_epochs += phase.epochs;
-  auto sinks = run_sinks(options.run_dir, total_epochs, options.quiet);
+  std::shared_ptr<report::EventWriter> events;
+  auto sinks = run_sinks(options.run_dir, total_epochs, options.quiet, &events);
+  sinks.push_back(std::make_shared<PictureSink>(*model, val.size() > 0 ? val.images : test.images, events,
+                                                std::max<int64_t>(1, total_epochs / 10), total_epochs,
+                                                t.eval_batch_size, device));
   if (auto* nae = dynamic_cast<models::NormalizedAE*>(model.get()))
     sinks.push_back(std::make_shared<NegativesSink>(*nae, run / "negatives"));
   Engine engine(engine_opts, sinks);

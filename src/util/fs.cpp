@@ -72,6 +72,15 @@ void append_line(const fs::path& path, const std::string& line) {
                                       std::strerror(errno ? errno : EIO));
 }
 
+void append_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::app | std::ios::binary);
+  require(static_cast<bool>(out), "cannot append to " + path.string() + ": " + std::strerror(errno));
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  out.flush();
+  require(static_cast<bool>(out), "cannot append to " + path.string() + " (disk full, or over a file-size limit?): " +
+                                      std::strerror(errno ? errno : EIO));
+}
+
 void ensure_dir(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);

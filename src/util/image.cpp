@@ -3,12 +3,14 @@
 #include <stb_image_write.h>
 #include <torch/torch.h>
 
+#include <fstream>
+
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
 namespace pae {
 
-void save_image_grid(const at::Tensor& images, int64_t ncol, const std::string& path) {
+std::string encode_png_grid(const at::Tensor& images, int64_t ncol, int64_t* width, int64_t* height) {
   TORCH_CHECK(images.dim() == 4, "save_image_grid: expected [N,C,H,W], got ", images.sizes());
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
   TORCH_CHECK(c == 1 || c == 3, "save_image_grid: expected 1 or 3 channels, got ", c);
@@ -26,10 +28,25 @@ void save_image_grid(const at::Tensor& images, int64_t ncol, const std::string& 
         .copy_(src[i]);
   }
   auto bytes = grid.mul(255).round_().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
+  std::string png;
+  const int ok = stbi_write_png_to_func(
+      [](void* context, void* data, int size) {
+        static_cast<std::string*>(context)->append(static_cast<char*>(data), size_t(size));
+      },
+      &png, static_cast<int>(gw), static_cast<int>(gh), 3, bytes.data_ptr<uint8_t>(), static_cast<int>(gw * 3));
+  require(ok != 0, "cannot encode a PNG grid");
+  if (width) *width = gw;
+  if (height) *height = gh;
+  return png;
+}
+
+void save_image_grid(const at::Tensor& images, int64_t ncol, const std::string& path) {
+  const std::string png = encode_png_grid(images, ncol);
   atomic_write(path, [&](const fs::path& tmp) {
-    const int ok = stbi_write_png(tmp.c_str(), static_cast<int>(gw), static_cast<int>(gh), 3, bytes.data_ptr<uint8_t>(),
-                                  static_cast<int>(gw * 3));
-    require(ok != 0, "cannot write PNG " + path);
+    std::ofstream out(tmp, std::ios::binary);
+    out.write(png.data(), std::streamsize(png.size()));
+    out.close();
+    require(!out.fail(), "cannot write PNG " + path + " (disk full?)");
   });
 }
 

@@ -15,6 +15,10 @@
 #include "pae/config.h"
 #include "pae/train/engine.h"
 
+namespace pae::report {
+class EventWriter;
+}
+
 namespace pae::train {
 
 struct RunOptions {
@@ -68,8 +72,11 @@ OptimizerOptions with_group(OptimizerOptions base, const GroupOptions& group);
 EngineOptions engine_options(const Config& config, const std::string& run_dir, c10::Device device, bool resume,
                              bool quiet);
 
-/// The default sinks of a run: metrics.jsonl in run_dir and, unless quiet, a log line per epoch.
-std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet);
+/// The default sinks of a run: metrics.jsonl and TensorBoard scalars (RUN/tensorboard/) in
+/// run_dir and, unless quiet, a log line per epoch.
+/// `events` (optional) receives the run's TensorBoard writer (RUN/tensorboard/).
+std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& run_dir, int64_t epochs, bool quiet,
+                                                            std::shared_ptr<report::EventWriter>* events = nullptr);
 
 /// Trains config's auto-encoder into options.run_dir (see the header comment for its layout).
 TrainSummary train_autoencoder(const Config& config, const RunOptions& options);

@@ -24,6 +24,9 @@ bool is_temp_file_name(const std::string& name);
 /// Appends one line (a JSON object, typically) to `path`, flushing it.
 void append_line(const fs::path& path, const std::string& line);
 
+/// Appends bytes as they are to `path`, flushing them.
+void append_bytes(const fs::path& path, const std::string& bytes);
+
 /// Creates `dir` (and parents); a clear error when that is impossible.
 void ensure_dir(const fs::path& dir);
 
