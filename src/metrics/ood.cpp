@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "pae/report/svg.h"
 #include "pae/util/error.h"
 
 namespace pae::metrics {
@@ -23,21 +24,6 @@ std::vector<std::pair<double, bool>> labelled(const std::vector<double>& in, con
   for (const auto& p : v) require(!std::isnan(p.first), "OoD metrics: a score is NaN");
   std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   return v;
-}
-
-std::string xml_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '<')
-      out += "&lt;";
-    else if (c == '>')
-      out += "&gt;";
-    else if (c == '&')
-      out += "&amp;";
-    else
-      out += c;
-  }
-  return out;
 }
 
 }  // namespace
@@ -95,36 +81,24 @@ double fpr_at_tpr(const std::vector<double>& in, const std::vector<double>& out,
 }
 
 std::string roc_svg(const std::vector<RocSeries>& series, const std::string& title) {
-  const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
-  const double x0 = 50, y0 = 30, size = 360;
-  std::string s =
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"440\" font-family=\"sans-serif\" "
-      "font-size=\"12\">\n<rect width=\"620\" height=\"440\" fill=\"white\"/>\n";
-  char buf[512];
-  std::snprintf(
-      buf, sizeof(buf),
-      "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"black\"/>\n"
-      "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>\n"
-      "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">false-positive rate</text>\n"
-      "<text x=\"15\" y=\"%g\" text-anchor=\"middle\" transform=\"rotate(-90 15 %g)\">true-positive rate</text>\n",
-      x0, y0, size, size, x0, y0 + size, x0 + size, y0, x0 + size / 2, y0 + size + 30, y0 + size / 2, y0 + size / 2);
-  s += buf;
-  s += "<text x=\"" + std::to_string(x0) + "\" y=\"20\">" + xml_escape(title) + "</text>\n";
-  for (size_t k = 0; k < series.size(); ++k) {
-    s += std::string("<polyline fill=\"none\" stroke-width=\"1.5\" stroke=\"") + colours[k % 8] + "\" points=\"";
-    // At most ~2000 vertices per curve: enough to draw, small to open.
-    const size_t step = std::max<size_t>(1, series[k].points.size() / 2000);
-    for (size_t i = 0; i < series[k].points.size(); i += step) {
-      const auto& p = series[k].points[i];
-      std::snprintf(buf, sizeof(buf), "%.2f,%.2f ", x0 + p.fpr * size, y0 + (1 - p.tpr) * size);
-      s += buf;
+  std::vector<report::Series> lines;
+  for (const auto& r : series) {
+    report::Series line{r.label, {}, {}};
+    for (const auto& p : r.points) {
+      line.x.push_back(p.fpr);
+      line.y.push_back(p.tpr);
     }
-    s += std::to_string(x0 + size) + "," + std::to_string(y0) + "\"/>\n";
-    std::snprintf(buf, sizeof(buf), "<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", x0 + size + 15,
-                  y0 + 15 + 18 * double(k), colours[k % 8], xml_escape(series[k].label).c_str());
-    s += buf;
+    lines.push_back(std::move(line));
   }
-  return s + "</svg>\n";
+  report::PlotOptions o;
+  o.title = title;
+  o.x_label = "false-positive rate";
+  o.y_label = "true-positive rate";
+  o.width = 620;
+  o.height = 440;
+  o.x_range = o.y_range = {0.0, 1.0};
+  o.diagonal = true;
+  return report::line_plot(lines, o);
 }
 
 }  // namespace pae::metrics
