@@ -15,6 +15,8 @@
 #include "pae/flows/latent_flow.h"
 #include "pae/metrics/ood.h"
 #include "pae/models/autoencoder.h"
+#include "pae/report/html.h"
+#include "pae/report/svg.h"
 #include "pae/train/classifier_run.h"
 #include "pae/train/flow_run.h"
 #include "pae/train/trainer.h"
@@ -59,6 +61,22 @@ std::pair<train::RunOptions, train::FlowRunOptions> train_tiny_pae(const TempDir
   train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
   return {ro, fo};
 }
+
+/// A tiny PAE trained into a fresh folder (tmp/ae, tmp/ae/flow) and loaded.
+struct TinyPae {
+  TempDir tmp;
+  Config c;
+  train::RunOptions ro;
+  train::FlowRunOptions fo;
+  eval::Pae pae;
+  TinyPae() : c(tiny_pae(tmp)), pae(trained()) {}
+
+ private:
+  eval::Pae trained() {
+    std::tie(ro, fo) = train_tiny_pae(tmp, c);
+    return eval::Pae::load(ro.run_dir, fo.run_dir);
+  }
+};
 
 }  // namespace
 
@@ -120,10 +138,8 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
 }
 
 TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
-  TempDir tmp;
-  auto c = tiny_pae(tmp);
-  const auto [ro, fo] = train_tiny_pae(tmp, c);
-  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
   const auto truth = eval::load_set("npy:test", pae.config(), {1, 8, 8}, 6).images;
   eval::RestoreOptions o;
   o.map.steps = 30;
@@ -158,10 +174,8 @@ TEST(Eval, RestorationKeepsObservedPixelsAndIsReproducible) {
 }
 
 TEST(Eval, ResidualSigmaIsStoredWithTheRunAndRecomputedForOtherWeights) {
-  TempDir tmp;
-  auto c = tiny_pae(tmp);
-  const auto [ro, fo] = train_tiny_pae(tmp, c);
-  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
   std::string source;
   const auto first = eval::stored_residual_sigma(pae, 16, &source);
   const auto npy = tmp.file("ae/residual_sigma/" + pae.checkpoint() + ".npy");
@@ -188,10 +202,8 @@ TEST(Eval, ResidualSigmaIsStoredWithTheRunAndRecomputedForOtherWeights) {
 }
 
 TEST(Eval, PosteriorChainAndBernoulliRestorationsKeepObservedPixels) {
-  TempDir tmp;
-  auto c = tiny_pae(tmp);
-  const auto [ro, fo] = train_tiny_pae(tmp, c);
-  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
   const auto truth = eval::load_set("npy:test", pae.config(), {1, 8, 8}, 4).images;
   eval::RestoreOptions o;
   o.map.steps = 20;
@@ -386,4 +398,43 @@ TEST(Eval, DomainClassifierIsTrainedByPaeTrainAndLoadedForFid) {
   msg = error_of([&] { train::train_classifier(c, ro); });
   EXPECT_NE(msg.find("a label of the test split of"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(ro.run_dir));
+}
+
+TEST(Report, HtmlPageOfATinyPaeHasEverySectionAndNothingExternal) {
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
+  eval::OodOptions oo;
+  oo.ood = {"noise"};
+  eval::write_ood(pae, oo, fo.run_dir + "/ood", false);
+  eval::write_recon(pae, "test", 0, ro.run_dir, false);
+
+  report::HtmlReportOptions options;
+  options.runs = {ro.run_dir};
+  const auto path = tmp.file("report.html");
+  report::write_html_report(options, path, false);
+  const std::string html = read_text(path);
+  for (const char* part :
+       {"class=\"summary\"", "class=\"config\"", "class=\"curves\"", "class=\"images\"", "class=\"flow\"",
+        "OoD detection: flow/ood/ood.json", "reconstruction error: recon_test.json", "Score histograms", "ROC curves",
+        "ae: mse", "flow: nll", "auroc", "Protocol"})
+    EXPECT_NE(html.find(part), std::string::npos) << part;
+  const auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = html.find(what); at != std::string::npos; at = html.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("<img "), count("src=\"data:image/png;base64,"));  // every image embedded
+  EXPECT_GE(count("<img "), 2u);                                     // recon.png, samples.png
+  EXPECT_GE(count("<svg "), 8u);                                     // curves, ROC, histograms
+  EXPECT_EQ(count("<script"), 0u);
+  EXPECT_EQ(count("http"), count("xmlns=\"http://www.w3.org/2000/svg\""));  // no external asset
+  // The config shown is the run's, escaped.
+  EXPECT_NE(html.find(report::xml_escape(read_text(ro.run_dir + "/config.yml"))), std::string::npos);
+  // An existing page is kept unless asked; several runs get a comparison section.
+  EXPECT_NE(error_of([&] { report::write_html_report(options, path, false); }).find("--force"), std::string::npos);
+  options.runs = {ro.run_dir, fo.run_dir};
+  report::write_html_report(options, path, true);
+  EXPECT_NE(read_text(path).find("class=\"comparison\""), std::string::npos);
+  options.runs = {tmp.file("nowhere")};
+  EXPECT_NE(error_of([&] { report::html_report(options); }).find("nowhere"), std::string::npos);
 }

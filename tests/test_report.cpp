@@ -36,7 +36,8 @@ TEST(Svg, TicksAreNiceAndCoverTheRange) {
   EXPECT_NEAR(small[1] - small[0], 0.001, 1e-12);
   EXPECT_EQ(log_ticks(0.003, 20), (std::vector<double>{1e-3, 1e-2, 1e-1, 1, 10, 100}));
   EXPECT_EQ(tick_label(0.2), "0.2");
-  EXPECT_EQ(tick_label(1e-4), "1e-04");
+  EXPECT_EQ(tick_label(1e-5), "1e-05");
+  EXPECT_EQ(tick_label(0.00095), "0.00095");
   EXPECT_EQ(tick_label(2000), "2000");
 }
 

@@ -4,14 +4,17 @@
 //   pae-eval parzen  Parzen-window log-likelihood of generated samples (the AAE protocol)
 //   pae-eval fid     Fréchet distance of generated sets to a reference split
 //   pae-eval inpaint / denoise   posterior restoration of masked / noisy images with uncertainty
+//   pae-eval report  one self-contained HTML page of a run (curves, images, every report found)
 // The work is in pae/eval/reports.h; this file parses flags and says where results went.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <sstream>
 
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
+#include "pae/report/html.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/runtime.h"
@@ -121,12 +124,28 @@ int main(int argc, char** argv) {
   restore_options(denoise);
   denoise->add_option("--sigma", noise_sigma, "noise sigma on [0, 1] pixels")->check(CLI::PositiveNumber);
   denoise->add_flag("--noclip", noclip, "do not clip the noisy pixels to [0, 1]");
+  pae::report::HtmlReportOptions hro;
+  std::string report_out;
+  auto* report = app.add_subcommand("report", "one self-contained HTML page of a run, or of several side by side");
+  report->add_option("runs", hro.runs, "run directories (auto-encoder, flow or classifier)")->required();
+  report->add_option("--flow", hro.flow, "a flow run to show with the first run (flows inside a run are found)");
+  report->add_option("-o,--out", report_out, "output HTML file (default RUN/report.html; needed for several runs)");
+  report->add_flag("--force", force, "replace an existing report");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
   }
   return pae::run_guarded([&]() -> int {
+    if (*report) {
+      pae::require(!report_out.empty() || hro.runs.size() == 1, "report: give -o FILE for several runs");
+      if (report_out.empty()) report_out = (pae::fs::path(hro.runs[0]) / "report.html").string();
+      const auto t0 = std::chrono::steady_clock::now();
+      pae::report::write_html_report(hro, report_out, force);
+      spdlog::info("wrote {} ({:.0f} KiB in {:.2f} s)", report_out, double(pae::fs::file_size(report_out)) / 1024,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      return 0;
+    }
     pae::warn_if_slow_blas();
     pae::configure_threads({});
     auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint);

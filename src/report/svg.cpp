@@ -42,13 +42,7 @@ std::vector<double> log_ticks(double lo, double hi) {
 
 std::string tick_label(double v) {
   char b[32];
-  const double a = std::abs(v);
-  if (v == 0)
-    return "0";
-  else if (a >= 1e5 || a < 1e-3)
-    std::snprintf(b, sizeof b, "%.0e", v);
-  else
-    std::snprintf(b, sizeof b, "%g", v);
+  std::snprintf(b, sizeof b, "%.4g", v);  // 0.00095, 1e-05, 2000, 1.5e+06
   return b;
 }
 
