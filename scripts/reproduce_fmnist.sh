@@ -2,7 +2,9 @@
 # The PAE on Fashion-MNIST, end to end, with the paper's numbers beside ours:
 #   conv AE (latent 32 and 64) -> NSF on the latents -> OoD vs MNIST-test, noise, constant;
 #   reconstruction MSE; domain FID of reconstructions, PAE samples and decoded N(0, I) codes.
-# Writes $OUT/results.md (default OUT=runs/reproduce_fmnist). About 30 minutes on 2 cores.
+# Writes $OUT/results.md (default OUT=runs/reproduce_fmnist), an HTML report per run
+# ($OUT/ae32/report.html, $OUT/ae64/report.html) and both compared ($OUT/report.html).
+# About 30 minutes on 2 cores.
 #   scripts/reproduce_fmnist.sh [--quick]   --quick: 2 AE epochs, 5 flow epochs, 2,000 FID samples
 # Steps whose outputs exist are skipped, so an interrupted run continues where it stopped.
 # MNIST's test set is looked up under $PAE_DATA_DIR/mnist or ./data/mnist (IDX files).
@@ -39,6 +41,8 @@ for z in 32 64; do
   [ -f "$ae/recon_test.json" ] || build/pae-eval recon --ae-run "$ae" --split test --force
   [ -f "$flow/fid_domain.json" ] || build/pae-eval fid --ae-run "$ae" --flow "$flow" --sets recon,flow,prior,data \
     --n $fid_n --extractor domain --classifier "$out/classifier" --force
+  [ -f "$flow/samples_T1.png" ] || build/pae-flow sample --ae-run "$ae" --flow "$flow" --n 64
+  [ -f "$flow/interpolation_0_1.png" ] || build/pae-flow interpolate --ae-run "$ae" --flow "$flow" --a 0 --b 1
 done
 elapsed=$(( $(date +%s) - start ))
 
@@ -95,3 +99,6 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
 } > "$out/results.md.tmp"
 mv "$out/results.md.tmp" "$out/results.md"
 cat "$out/results.md"
+# One HTML page per latent size (curves, images, every report above), and both side by side.
+for z in 32 64; do build/pae-eval report "$out/ae$z" --force; done
+build/pae-eval report "$out/ae32" "$out/ae64" -o "$out/report.html" --force
