@@ -43,7 +43,7 @@ train: {epochs: 40, batch_size: 50, threads: 1, blas_threads: 1, num_samples: 8}
 EOF
 cat > "$work/flow.yml" <<'EOF'
 flow: {type: nsf, layers: 2, hidden: 16, bins: 4}
-train: {epochs: 60, batch_size: 50, threads: 1, blas_threads: 1}
+train: {epochs: 60, batch_size: 50, threads: 1, blas_threads: 1, patience: 4}
 EOF
 
 now() { date +%s.%N; }
