@@ -4,12 +4,18 @@
 //   pae-bench nsf|realnvp     flow fitting samples/s: 8 layers, 2x256 MLP conditioners, dim 32,
 //                             batch 256, 8 bins, tail bound 3, reverse permutations
 //   pae-bench toy             NSF on a 2-D ring; test log-likelihood vs the analytic density
+//   pae-bench density [--dims 2,8,32] [--sets a,b] [--config FLOW.yml] [--set k=v]
+//                             the config's flow fitted on each known-density set
+//                             (pae/flows/density_sets.h): flow, Gaussian and true test
+//                             log-likelihood, a JSON line each and runs/bench_density/results.md
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <sstream>
 
+#include "density.h"
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/flows/flow.h"
@@ -162,13 +168,20 @@ int main(int argc, char** argv) {
   std::string what = "vae", config_path;
   int threads = 0, blas_threads = 0;
   int64_t epochs = 1, limit = 0;
-  app.add_option("what", what, "gemm | vae | ae | nsf | realnvp | toy")
-      ->check(CLI::IsMember({"gemm", "vae", "ae", "nsf", "realnvp", "toy"}));
+  app.add_option("what", what, "gemm | vae | ae | nsf | realnvp | toy | density")
+      ->check(CLI::IsMember({"gemm", "vae", "ae", "nsf", "realnvp", "toy", "density"}));
   app.add_option("--config", config_path, "config (default configs/fmnist_<what>.yml)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0 = all cores)");
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (0 = 1)");
   app.add_option("--epochs", epochs, "epochs to time");
   app.add_option("--limit", limit, "train on the first N images only (0 = all)");
+  DensityBenchOptions dbo;
+  std::string dims, sets;
+  app.add_option("--dims", dims, "density: comma-separated dimensions (default 2,8,32)");
+  app.add_option("--sets", sets, "density: comma-separated set names (default all)");
+  app.add_option("--set", dbo.overrides, "density: override a key of the flow config");
+  app.add_option("--work", dbo.work, "density: where the sets and fits go");
+  app.add_option("--n-train", dbo.n_train, "density: training points")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   pae::ensure_fast_blas_kernels(argc, argv);
   try {
@@ -186,6 +199,17 @@ int main(int argc, char** argv) {
     }
     if (what == "nsf" || what == "realnvp") return bench_flow(what, epochs, peak);
     if (what == "toy") return bench_toy(epochs);
+    if (what == "density") {
+      if (!config_path.empty()) dbo.config = config_path;
+      if (!dims.empty()) {
+        dbo.dims.clear();
+        std::stringstream ss(dims);
+        for (std::string item; std::getline(ss, item, ',');) dbo.dims.push_back(std::stoll(item));
+      }
+      std::stringstream ss(sets);
+      for (std::string item; std::getline(ss, item, ',');) dbo.sets.push_back(item);
+      return bench_density(dbo);
+    }
     if (config_path.empty()) config_path = "configs/fmnist_" + what + ".yml";
     auto config = pae::load_config(config_path);
     config.data.val_size = 0;
