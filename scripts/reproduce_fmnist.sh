@@ -46,13 +46,32 @@ for z in 32 64; do
 done
 elapsed=$(( $(date +%s) - start ))
 
-json_number() {  # json_number FILE KEY: the first number after "KEY":, 4 significant digits
-  printf '%.4g' "$(sed -n "s/.*\"$2\": \([-0-9.e]*\).*/\1/p" "$1" | head -1)"
+# The reports are read as JSON (python3's json module), not by pattern: their layout may change.
+json_get() {  # json_get FILE PATH...: the value at the path (keys, or set=S,score=K in a list), or nothing
+  python3 - "$@" <<'EOF' 2>/dev/null || true
+import json, sys
+try:
+    v = json.load(open(sys.argv[1]))
+    for step in sys.argv[2:]:
+        if "=" in step:
+            want = dict(kv.split("=", 1) for kv in step.split(","))
+            v = next(x for x in v if all(str(x.get(k)) == w for k, w in want.items()))
+        else:
+            v = v[step]
+    print(v)
+except Exception:
+    pass
+EOF
+}
+json_number() {  # json_number FILE KEY: the number at top-level KEY, 4 significant digits
+  local v
+  v=$(json_get "$1" "$2")
+  [ -n "$v" ] && printf '%.4g' "$v" || printf 'n/a'
 }
 r4() { [ -n "$1" ] && printf '%.4f' "$1" || printf 'n/a'; }
 r1() { [ -n "$1" ] && printf '%.1f' "$1" || printf 'n/a'; }
 fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measured)
-  grep -so "\"$2\": {\"fid\": [0-9.e-]*" "$out/ae$1/nsf/fid_domain.json" | sed 's/.*: //'
+  json_get "$out/ae$1/nsf/fid_domain.json" results "$2" fid
 }
 {
   echo "# PAE on Fashion-MNIST: reproduction$([ $quick = 1 ] && echo ' (quick: short training, not the paper protocol)')"
@@ -68,9 +87,9 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
     [ $set = mnist:test ] && row="$row 0.997 / - (latent 64; pixel likelihood 0.855) |" || row="$row - |"
     for z in 32 64; do
       f=$out/ae$z/nsf/ood/ood.json
-      [ -f "$f" ] && grep -q "\"$set\"" "$f" || { row="$row n/a |"; continue; }
-      lp=$(grep -o "\"set\": \"$set\", \"score\": \"neg_log_p_z\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
-      re=$(grep -o "\"set\": \"$set\", \"score\": \"recon_mse\", \"auroc\": [0-9.e-]*" "$f" | sed 's/.*: //')
+      [ -f "$f" ] || { row="$row n/a |"; continue; }
+      lp=$(json_get "$f" results "set=$set,score=neg_log_p_z" auroc)
+      re=$(json_get "$f" results "set=$set,score=recon_mse" auroc)
       row="$row $(r4 "$lp") / $(r4 "$re") |"
     done
     echo "$row"
@@ -94,7 +113,7 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
   echo "| domain FID ratio: PAE samples / reconstructions | 1.11 (Inception) | $(ratio 32 flow recon) | $(ratio 64 flow recon) |"
   echo "| domain FID ratio: PAE samples / N(0, I) decodes | 0.34 (Inception) | $(ratio 32 flow prior) | $(ratio 64 flow prior) |"
   echo
-  echo "Domain FID uses our classifier's 128-d features ($(grep -o '"test_accuracy": [0-9.]*' "$out/classifier/classifier.json" | sed 's/.*: //') test accuracy), so its scale differs from the paper's Inception FID: compare the ratios."
+  echo "Domain FID uses our classifier's 128-d features ($(json_get "$out/classifier/classifier.json" test_accuracy) test accuracy), so its scale differs from the paper's Inception FID: compare the ratios."
   echo "OoD: in = Fashion-MNIST test (10,000); AUROC with OoD as positives, ties counted one half. Full tables: ae*/nsf/ood/ood.md."
 } > "$out/results.md.tmp"
 mv "$out/results.md.tmp" "$out/results.md"

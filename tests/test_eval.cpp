@@ -104,7 +104,8 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto report = eval::run_ood(pae, oo);
   EXPECT_EQ(report.in, "npy:test");
   EXPECT_EQ(report.sizes.at("npy:test"), 25);
-  ASSERT_EQ(report.rows.size(), 6u);
+  ASSERT_EQ(report.rows.size(), 8u);  // 2 sets x (recon_mse, latent_norm, neg_log_p_z, neg_log_p_x)
+  EXPECT_EQ(report.pixel_sigma, pae.pixel_sigma_source());
   report.write(pae, tmp.file("ood"));
   const auto to_vec = [](const at::Tensor& t) {
     const auto c = t.to(torch::kFloat64).contiguous();
@@ -113,7 +114,8 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto in_scores = report.scores.at("npy:test");
   EXPECT_TRUE(torch::allclose(in_scores.at("recon_mse"), scores.at("recon_mse").slice(0, 0, 25)));
   const auto json = nlohmann::json::parse(read_text(tmp.file("ood/ood.json")));
-  ASSERT_EQ(json["results"].size(), 6u);
+  ASSERT_EQ(json["results"].size(), 8u);
+  EXPECT_NE(json["protocol"]["neg_log_p_x"].get<std::string>().find("residual_sigma"), std::string::npos);
   for (const auto& row : json["results"]) {
     const std::string set = row["set"], score = row["score"];
     const auto file = tmp.file("ood/scores/npy_test__" + score + ".npy");
@@ -124,6 +126,15 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   }
   EXPECT_NE(read_text(tmp.file("ood/ood.md")).find("| noise |"), std::string::npos);
   EXPECT_TRUE(fs::exists(tmp.file("ood/roc_neg_log_p_z.svg")));
+
+  // The data likelihood: -log p(z) plus the Gaussian NLL of the pixels around the decoded mean,
+  // computed here by hand with the sigma run_ood stored.
+  const auto sigma = data::read_npy(ro.run_dir + "/residual_sigma/" + pae.checkpoint() + ".npy").to(torch::kFloat64);
+  const auto x = test.images.slice(0, 0, 9);
+  const auto with_x = pae.scores(x, 4);
+  const auto resid = (x.to(torch::kFloat64) - pae.decode(pae.encode(x)).to(torch::kFloat64)) / sigma;
+  const auto nll = 0.5 * resid.pow(2).flatten(1).sum(1) + sigma.log().sum() + 0.5 * 64 * std::log(2 * M_PI);
+  EXPECT_LT((with_x.at("neg_log_p_x") - with_x.at("neg_log_p_z") - nll).abs().max().item<double>(), 1e-3);
 
   // Another AE's flow: dimension mismatch, then a checksum mismatch.
   EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 5, 4); }).find("latent_dim 4"),

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "pae/data/npy.h"
@@ -139,12 +140,26 @@ std::map<std::string, at::Tensor> Pae::scores(const at::Tensor& images, int64_t 
     for (auto& [name, s] : ae_->scores(x, &z)) parts[name].push_back(s.to(torch::kCPU, torch::kFloat64));
     if (flow_) {
       const auto dtype = flow_->parameters().front().scalar_type();
-      parts["neg_log_p_z"].push_back(-flow_->log_prob(z.to(dtype)).to(torch::kCPU, torch::kFloat64));
+      const auto nlpz = -flow_->log_prob(z.to(dtype)).to(torch::kCPU, torch::kFloat64);
+      parts["neg_log_p_z"].push_back(nlpz);
+      if (sigma_.defined()) {  // Gaussian residual likelihood of the pixels given the decoded mean
+        const auto s = sigma_.to(device, torch::kFloat64);
+        const auto r = ((x.to(torch::kFloat64) - ae_->decode(z).to(torch::kFloat64)) / s).pow(2);
+        const double log_norm = s.log().sum().item<double>() + 0.5 * double(s.numel()) * std::log(2 * M_PI);
+        parts["neg_log_p_x"].push_back(nlpz + (0.5 * r.flatten(1).sum(1) + log_norm).to(torch::kCPU));
+      }
     }
   }
   std::map<std::string, at::Tensor> out;
   for (auto& [name, p] : parts) out[name] = torch::cat(p);
   return out;
+}
+
+void Pae::set_pixel_sigma(const at::Tensor& sigma, const std::string& source) {
+  require(sigma.sizes() == at::IntArrayRef(image_shape()) && torch::all(sigma > 0).item<bool>(),
+          "pixel sigma from " + source + ": expected positive values of the image shape");
+  sigma_ = sigma.to(torch::kFloat32);
+  sigma_source_ = source;
 }
 
 void check_flow_matches(const std::string& flow_dir, const std::string& ae_run, int64_t flow_dim, int64_t ae_dim) {

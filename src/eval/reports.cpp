@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pae/data/npy.h"
+#include "pae/eval/restore.h"
 #include "pae/metrics/ood.h"
 #include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
@@ -69,6 +70,13 @@ OodReport run_ood(Pae& pae, const OodOptions& o) {
     }
     return keep;
   };
+  // The data likelihood needs the residual sigma, measured on held-out images (stored with the run).
+  if (pae.has_flow() && (o.scores.empty() || std::count(o.scores.begin(), o.scores.end(), "neg_log_p_x"))) {
+    std::string source;
+    const auto sigma = stored_residual_sigma(pae, 2000, &source);
+    pae.set_pixel_sigma(sigma, source);
+    r.pixel_sigma = source;
+  }
   // Unknown score names fail before the long work.
   if (!o.scores.empty()) select(pae.scores(in.images.slice(0, 0, 2)), r.in);
   const double t_load = now();
@@ -90,6 +98,8 @@ json OodReport::to_json(const Pae& pae) const {
                    {"auroc", "Mann-Whitney U / (n_in n_out), ties count one half"},
                    {"average_precision", "sum over distinct thresholds of recall step x precision"},
                    {"fpr_at_tpr", 0.95},
+                   {"neg_log_p_x", "-(log p(z) + log N(x; decoder(z), sigma^2)), sigma per pixel: " +
+                                       (pixel_sigma.empty() ? std::string("not computed") : pixel_sigma)},
                    {"limit_per_set", limit}});
   json results = json::array();
   for (const auto& row : rows)

@@ -63,12 +63,20 @@ class Pae {
   /// Per-sample scores, higher = more anomalous, each [N] float64: the model family's own plus
   /// "neg_log_p_z" with a flow.
   std::map<std::string, at::Tensor> scores(const at::Tensor& images, int64_t batch = 500);
+  /// A per-pixel residual sigma [C,H,W] (eval/restore.h measures it on held-out images): with it
+  /// and a flow, scores() adds "neg_log_p_x" = -(log p(z) + log N(x; decoder(z), sigma^2)), the
+  /// data likelihood of the PAE, which catches images the encoder maps into the data's latent
+  /// cloud but the decoder cannot produce (noise). `source` says where it came from.
+  void set_pixel_sigma(const at::Tensor& sigma, const std::string& source);
+  const std::string& pixel_sigma_source() const { return sigma_source_; }
 
  private:
   std::shared_ptr<models::AutoEncoder> ae_;
   std::shared_ptr<flows::LatentFlow> flow_;
   Config config_;
   std::string ae_run_, flow_run_, checkpoint_;
+  at::Tensor sigma_;  ///< per-pixel residual sigma, or undefined
+  std::string sigma_source_;
 };
 
 /// Refuses a flow fitted on another auto-encoder's latents: dimension, then the checksum of

@@ -33,8 +33,9 @@ struct OodOptions {
 
 struct OodReport {
   std::string in;
-  std::vector<std::string> sets;                                    ///< OoD sets, in order
-  std::map<std::string, int64_t> sizes;                             ///< images per set (in included)
+  std::string pixel_sigma;               ///< where neg_log_p_x's residual sigma came from (empty: no such score)
+  std::vector<std::string> sets;         ///< OoD sets, in order
+  std::map<std::string, int64_t> sizes;  ///< images per set (in included)
   std::map<std::string, std::map<std::string, at::Tensor>> scores;  ///< set -> score -> [N] float64
   std::vector<OodResult> rows;
   double seconds_load = 0, seconds_scores = 0, seconds_total = 0;
