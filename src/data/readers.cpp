@@ -181,6 +181,12 @@ at::Tensor decode_image(const std::string& bytes, const std::string& source, con
   // The header's size first: a corrupt one must not make the decoder allocate gigabytes.
   require(stbi_info_from_memory(data, len, &w, &h, &n) != 0, source + ": cannot decode image (" + reason() + ")");
   require(w > 0 && h > 0, source + ": image has no pixels");
+  // No image format packs more than a few thousand pixels into a byte (deflate's limit is ~1032:1,
+  // LZW's ~2700:1): a header that claims more describes a truncated or corrupt file, whose
+  // decoding would still fill (and resize) every claimed pixel.
+  require(uint64_t(w) * uint64_t(h) <= 4096 * uint64_t(bytes.size()) + (uint64_t(1) << 20),
+          source + ": the header claims " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than its " +
+              std::to_string(bytes.size()) + " bytes can hold (truncated or corrupt)");
   require_memory(checked_product(checked_product(uint64_t(w), uint64_t(h), source), 4, source), source);
   unsigned char* px = stbi_load_from_memory(data, len, &w, &h, &n, c);
   require(px != nullptr, source + ": cannot decode image (" + reason() + ")");
