@@ -24,6 +24,31 @@ torch::Tensor LatentFlow::to_gaussian(const torch::Tensor& z) { return flow_->fo
 
 torch::Tensor LatentFlow::from_gaussian(const torch::Tensor& u) { return flow_->inverse(u).first * std_ + mean_; }
 
+double chi2_quantile(int64_t dim, double p) {
+  // Bisection on the chi-square CDF, the regularised lower incomplete gamma P(dim/2, x/2).
+  const auto a = torch::tensor(double(dim) / 2, torch::kFloat64);
+  double lo = 0, hi = double(dim) + 40 * std::sqrt(double(dim)) + 100;
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (torch::igamma(a, torch::tensor(mid / 2, torch::kFloat64)).item<double>() < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+double typical_set_fraction(LatentFlow& flow, const torch::Tensor& z) {
+  torch::NoGradGuard no_grad;
+  flow.eval();
+  const auto p = flow.parameters().front();
+  const double lo = chi2_quantile(flow.dim(), 0.005), hi = chi2_quantile(flow.dim(), 0.995);
+  int64_t inside = 0;
+  for (int64_t i = 0; i < z.size(0); i += 4096) {
+    const auto u = flow.to_gaussian(z.slice(0, i, std::min(i + 4096, z.size(0))).to(p.device(), p.scalar_type()));
+    const auto r2 = u.pow(2).sum(1);
+    inside += ((r2 >= lo) & (r2 <= hi)).sum().item<int64_t>();
+  }
+  return z.size(0) > 0 ? double(inside) / double(z.size(0)) : 0.0;
+}
+
 double LatentFlow::mean_log_prob(const torch::Tensor& z, torch::Tensor* per_sample) {
   torch::NoGradGuard no_grad;
   eval();

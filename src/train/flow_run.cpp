@@ -118,7 +118,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   // Report with the run's model.
   summary.model_epoch = load_weights(options.run_dir, t.model_checkpoint, *flow).epoch;
   ensure_dir(run / "log_prob");
-  JsonObject flow_lp, gauss_lp;
+  JsonObject flow_lp, gauss_lp, typical;
   std::vector<std::pair<std::string, torch::Tensor>> splits = {{"train", train}};
   if (val.defined()) splits.emplace_back("val", val);
   if (test.defined()) splits.emplace_back("test", test);
@@ -129,19 +129,26 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
     data::write_npy((run / "log_prob" / (name + ".npy")).string(), lp);
     flow_lp.add(name, summary.mean_log_prob[name]);
     gauss_lp.add(name, summary.gaussian_log_prob[name]);
-    spdlog::info("{}: mean log p(z) {:.3f} nats (full-covariance Gaussian {:.3f})", name, summary.mean_log_prob[name],
-                 summary.gaussian_log_prob[name]);
+    summary.typical_set_fraction[name] = flows::typical_set_fraction(*flow, z);
+    typical.add(name, summary.typical_set_fraction[name]);
+    spdlog::info(
+        "{}: mean log p(z) {:.3f} nats (full-covariance Gaussian {:.3f}); {:.3f} of the latents in the "
+        "prior's 99% typical set",
+        name, summary.mean_log_prob[name], summary.gaussian_log_prob[name], summary.typical_set_fraction[name]);
   }
-  atomic_write_text(run / "summary.json", JsonObject()
-                                                  .add("epochs", summary.epochs)
-                                                  .add("samples_per_s", summary.samples_per_second)
-                                                  .add("flow", flow->signature())
-                                                  .add("checkpoint", t.model_checkpoint)
-                                                  .add("checkpoint_epoch", summary.model_epoch)
-                                                  .add("mean_log_prob", flow_lp)
-                                                  .add("gaussian_mean_log_prob", gauss_lp)
-                                                  .str() +
-                                              "\n");
+  atomic_write_text(run / "summary.json",
+                    JsonObject()
+                            .add("epochs", summary.epochs)
+                            .add("samples_per_s", summary.samples_per_second)
+                            .add("flow", flow->signature())
+                            .add("checkpoint", t.model_checkpoint)
+                            .add("checkpoint_epoch", summary.model_epoch)
+                            .add("mean_log_prob", flow_lp)
+                            .add("gaussian_mean_log_prob", gauss_lp)
+                            .add("typical_set_fraction", typical)
+                            .add("typical_set", "|flow(z)|^2 within the central 99% of chi-square(D)")
+                            .str() +
+                        "\n");
   return summary;
 }
 

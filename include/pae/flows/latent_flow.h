@@ -51,6 +51,14 @@ class LatentFlow : public torch::nn::Module, public pae::nn::Trainable {
   double noise_ = 0;
 };
 
+/// The chi-square quantile of `dim` degrees of freedom at probability p (bisection on the CDF).
+double chi2_quantile(int64_t dim, double p);
+
+/// The fraction of `z` whose Gaussian-space image u = flow(z) lies in the base's typical set: |u|^2
+/// within the central 99% of chi-square(D). About 0.99 when the flow's prior fits the latents; a
+/// lower fraction says how many latents sit where the prior puts little mass (the PAE's prior check).
+double typical_set_fraction(LatentFlow& flow, const torch::Tensor& z);
+
 /// Mean log-density of `test` under a full-covariance Gaussian fitted to `train` (float64).
 double gaussian_mean_log_prob(const torch::Tensor& train, const torch::Tensor& test);
 

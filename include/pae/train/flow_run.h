@@ -30,8 +30,9 @@ struct FlowFitSummary {
   int64_t epochs = 0;
   int64_t model_epoch = 0;  ///< epoch of the run's model
   double samples_per_second = 0;
-  std::map<std::string, double> mean_log_prob;      ///< per split, nats per sample
-  std::map<std::string, double> gaussian_log_prob;  ///< full-covariance Gaussian baseline
+  std::map<std::string, double> mean_log_prob;         ///< per split, nats per sample
+  std::map<std::string, double> gaussian_log_prob;     ///< full-covariance Gaussian baseline
+  std::map<std::string, double> typical_set_fraction;  ///< per split: in the prior's 99% typical set
 };
 
 /// Fits config.flow on the latents with config.train (epochs, batch, optimizer and schedule,
