@@ -9,8 +9,6 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <chrono>
-#include <sstream>
 
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
@@ -18,18 +16,9 @@
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/runtime.h"
+#include "pae/util/text.h"
 
-namespace {
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-}  // namespace
+using pae::split_list;
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
@@ -138,12 +127,7 @@ int main(int argc, char** argv) {
   }
   return pae::run_guarded([&]() -> int {
     if (*report) {
-      pae::require(!report_out.empty() || hro.runs.size() == 1, "report: give -o FILE for several runs");
-      if (report_out.empty()) report_out = (pae::fs::path(hro.runs[0]) / "report.html").string();
-      const auto t0 = std::chrono::steady_clock::now();
       pae::report::write_html_report(hro, report_out, force);
-      spdlog::info("wrote {} ({:.0f} KiB in {:.2f} s)", report_out, double(pae::fs::file_size(report_out)) / 1024,
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       return 0;
     }
     pae::warn_if_slow_blas();

@@ -1,5 +1,6 @@
 #include "pae/report/html.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -409,10 +410,15 @@ std::string html_report(const HtmlReportOptions& options) {
          kStyle + "</style></head>\n<body>\n" + body + "</body></html>\n";
 }
 
-void write_html_report(const HtmlReportOptions& options, const std::string& path, bool force) {
+std::string write_html_report(const HtmlReportOptions& options, std::string path, bool force) {
+  require(!path.empty() || options.runs.size() == 1, "report: give -o FILE for several runs");
+  if (path.empty()) path = (fs::path(options.runs.front()) / "report.html").string();
   require(force || !fs::exists(path), path + " exists: pass --force to replace it, or -o another file");
-  const std::string html = html_report(options);
-  atomic_write_text(path, html);
+  const auto t0 = std::chrono::steady_clock::now();
+  atomic_write_text(path, html_report(options));
+  spdlog::info("wrote {} ({:.0f} KiB in {:.2f} s)", path, double(fs::file_size(path)) / 1024,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return path;
 }
 
 }  // namespace pae::report

@@ -17,7 +17,8 @@ struct HtmlReportOptions {
 /// The page's HTML. Errors name the run or file that cannot be read.
 std::string html_report(const HtmlReportOptions& options);
 
-/// Writes html_report to `path` atomically; an existing file is replaced only with `force`.
-void write_html_report(const HtmlReportOptions& options, const std::string& path, bool force);
+/// Writes html_report to `path` (empty: RUN/report.html for a single run) atomically and logs its
+/// size and build time; an existing file is replaced only with `force`. Returns the path.
+std::string write_html_report(const HtmlReportOptions& options, std::string path, bool force);
 
 }  // namespace pae::report
