@@ -466,6 +466,13 @@ TEST(Train, TensorBoardEventsHoldEveryMetricsValueAndSurviveResume) {
   EXPECT_EQ(kept.size(),
             size_t(std::count_if(events.begin(), events.end(), [](const TbValue& e) { return e.step <= 2; })));
   EXPECT_TRUE(std::none_of(kept.begin(), kept.end(), [](const TbValue& e) { return e.step > 2; }));
+  // A record cut short by a kill (its first 14 bytes) is dropped too: every record left reads back.
+  std::string events_file;
+  for (const auto& e : fs::directory_iterator(tmp.file("run/tensorboard"))) events_file = e.path().string();
+  const std::string whole = read_text(events_file);
+  append_bytes(events_file, whole.substr(0, 14));
+  report::EventWriter(tmp.file("run/tensorboard")).truncate_after(2);
+  EXPECT_EQ(read_text(events_file), whole);
 }
 
 TEST(Train, ACorruptCheckpointIsRefusedBeforeLibTorchReadsIt) {

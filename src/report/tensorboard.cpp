@@ -221,7 +221,7 @@ void EventWriter::truncate_after(int64_t step) {
   bool dropped = false;
   for (size_t at = 0; at + 12 <= bytes.size();) {
     const uint64_t len = read_le(bytes, at, 8);
-    if (len > bytes.size() - at - 16) break;  // a record cut short by a kill: dropped
+    if (at + 16 > bytes.size() || len > bytes.size() - at - 16) break;  // cut short by a kill: dropped
     const std::string e = bytes.substr(at + 12, len);
     if (event_step(e) <= step) {
       kept += bytes.substr(at, 16 + len);
@@ -229,7 +229,6 @@ void EventWriter::truncate_after(int64_t step) {
       dropped = true;
     }
     at += 16 + len;
-    if (at + 12 > bytes.size() && at != bytes.size()) dropped = true;
   }
   if (dropped || kept.size() != bytes.size()) atomic_write_text(path_, kept);
 }

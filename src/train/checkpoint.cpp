@@ -70,7 +70,7 @@ void verify_zip(const std::string& bytes, const std::string& path) {
   if (entries == 0xFFFF || dir_size == 0xFFFFFFFF || dir_offset == 0xFFFFFFFF) {  // ZIP64
     if (eocd < 20 || le32(p + eocd - 20) != 0x07064b50) throw corrupt("zip64 locator missing");
     const uint64_t z = le64(p + eocd - 20 + 8);
-    if (z > n - 56 || le32(p + z) != 0x06064b50) throw corrupt("zip64 directory record out of bounds");
+    if (n < 56 || z > n - 56 || le32(p + z) != 0x06064b50) throw corrupt("zip64 directory record out of bounds");
     entries = le64(p + z + 32);
     dir_size = le64(p + z + 40);
     dir_offset = le64(p + z + 48);
