@@ -13,7 +13,6 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <sstream>
 
 #include "density.h"
 #include "pae/config.h"
@@ -26,6 +25,7 @@
 #include "pae/util/error.h"
 #include "pae/util/json.h"
 #include "pae/util/runtime.h"
+#include "pae/util/text.h"
 
 namespace {
 
@@ -201,13 +201,12 @@ int main(int argc, char** argv) {
     if (what == "toy") return bench_toy(epochs);
     if (what == "density") {
       if (!config_path.empty()) dbo.config = config_path;
-      if (!dims.empty()) {
-        dbo.dims.clear();
-        std::stringstream ss(dims);
-        for (std::string item; std::getline(ss, item, ',');) dbo.dims.push_back(std::stoll(item));
+      if (!dims.empty()) dbo.dims.clear();
+      for (const auto& d : pae::split_list(dims)) {
+        pae::require(d.find_first_not_of("0123456789") == std::string::npos, "--dims: '" + d + "' is not a dimension");
+        dbo.dims.push_back(std::stoll(d));
       }
-      std::stringstream ss(sets);
-      for (std::string item; std::getline(ss, item, ',');) dbo.sets.push_back(item);
+      dbo.sets = pae::split_list(sets);
       return bench_density(dbo);
     }
     if (config_path.empty()) config_path = "configs/fmnist_" + what + ".yml";

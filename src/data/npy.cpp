@@ -41,15 +41,16 @@ const DtypeCode* find_dtype(torch::Dtype t) {
   return nullptr;
 }
 
-}  // namespace
+struct NpyHeader {
+  std::vector<int64_t> shape;
+  const DtypeCode* code;
+  size_t offset;        ///< where the data starts
+  uint64_t data_bytes;  ///< what the shape and dtype make
+};
 
-at::Tensor read_npy(const std::string& path) {
-  require(fs::is_regular_file(path),
-          "cannot open " + path + ": " + (fs::exists(path) ? "not a regular file" : "No such file or directory"));
-  return parse_npy(read_text(path), path);
-}
-
-at::Tensor parse_npy(const std::string& bytes, const std::string& path) {
+/// The header of an .npy file whose first bytes are `bytes` (at least its header, when the file
+/// has one) and whose size is `file_size`: checked against the file size and the memory limit.
+NpyHeader parse_header(const std::string& bytes, uint64_t file_size, const std::string& path) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   require(bytes.size() >= 10 && std::memcmp(p, "\x93NUMPY", 6) == 0,
           path + ": not an .npy file (bad magic; expected \\x93NUMPY)");
@@ -105,17 +106,48 @@ at::Tensor parse_npy(const std::string& bytes, const std::string& path) {
   }
   require(shape.size() <= 16, path + ": .npy shape (" + dims + ") has more than 16 dimensions");
   // The header's claim against the bytes the file holds, before anything is allocated.
-  const uint64_t left = bytes.size() - offset;
+  const uint64_t left = file_size - offset;
   require(!overflow && numel * code->size <= left,
           path + ": the .npy header claims shape (" + dims + "), " +
               (overflow ? std::string("too many elements") : std::to_string(numel * code->size) + " bytes") +
               ", but the file holds " + std::to_string(left) + " data bytes (truncated or a corrupt header)");
   require_memory(numel * code->size, path);
-  auto tensor = torch::empty(shape, torch::TensorOptions().dtype(code->dtype));
-  if (numel > 0) std::memcpy(tensor.data_ptr(), bytes.data() + offset, numel * code->size);
-  if (code->dtype == torch::kBool) {  // bytes other than 0/1 are not booleans
-    require(tensor.view(torch::kUInt8).le(1).all().item<bool>(), path + ": bool array holds bytes other than 0 and 1");
-  }
+  return {shape, code, offset, numel * code->size};
+}
+
+/// Bytes other than 0/1 are not booleans.
+void check_bools(const at::Tensor& t, const std::string& path) {
+  if (t.scalar_type() == torch::kBool)
+    require(t.view(torch::kUInt8).le(1).all().item<bool>(), path + ": bool array holds bytes other than 0 and 1");
+}
+
+}  // namespace
+
+at::Tensor read_npy(const std::string& path) {
+  require(fs::is_regular_file(path),
+          "cannot open " + path + ": " + (fs::exists(path) ? "not a regular file" : "No such file or directory"));
+  std::ifstream in(path, std::ios::binary);
+  require(static_cast<bool>(in), "cannot open " + path + ": " + std::strerror(errno));
+  const uint64_t size = fs::file_size(path);
+  // The header only (at most 12 + 65536 bytes), then the data straight into the tensor.
+  std::string prefix(size_t(std::min<uint64_t>(size, 12 + 65536)), '\0');
+  in.read(prefix.data(), std::streamsize(prefix.size()));
+  const NpyHeader h = parse_header(prefix, size, path);
+  auto tensor = torch::empty(h.shape, torch::TensorOptions().dtype(h.code->dtype));
+  in.clear();
+  in.seekg(std::streamoff(h.offset));
+  in.read(static_cast<char*>(tensor.data_ptr()), std::streamsize(h.data_bytes));
+  require(static_cast<uint64_t>(in.gcount()) == h.data_bytes,
+          path + ": truncated: expected " + std::to_string(h.data_bytes) + " data bytes");
+  check_bools(tensor, path);
+  return tensor;
+}
+
+at::Tensor parse_npy(const std::string& bytes, const std::string& path) {
+  const NpyHeader h = parse_header(bytes, bytes.size(), path);
+  auto tensor = torch::empty(h.shape, torch::TensorOptions().dtype(h.code->dtype));
+  if (h.data_bytes > 0) std::memcpy(tensor.data_ptr(), bytes.data() + h.offset, h.data_bytes);
+  check_bools(tensor, path);
   return tensor;
 }
 

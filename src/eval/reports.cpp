@@ -12,6 +12,7 @@
 #include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/text.h"
 
 namespace pae::eval {
 
@@ -20,12 +21,6 @@ using nlohmann::json;
 namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-std::string file_safe(std::string s) {
-  for (char& c : s)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-  return s;
-}
 
 /// The runs a report was made from.
 json runs_of(const Pae& pae) {

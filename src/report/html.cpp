@@ -16,6 +16,7 @@
 #include "pae/report/svg.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/text.h"
 
 namespace pae::report {
 
@@ -198,12 +199,6 @@ std::string pngs_in(const fs::path& dir) {
   std::string out;
   for (const auto& f : files) out += figure(f, f.filename().string());
   return out;
-}
-
-std::string file_safe(std::string s) {
-  for (char& ch : s)
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
-  return s;
 }
 
 /// Histograms (densities over shared bins) of one score for the in-distribution set and each

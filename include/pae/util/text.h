@@ -1,5 +1,6 @@
 // Small text helpers for flag values.
 #pragma once
+#include <cctype>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -13,6 +14,14 @@ inline std::vector<std::string> split_list(const std::string& text, char sep = '
   for (std::string item; std::getline(ss, item, sep);)
     if (!item.empty()) out.push_back(item);
   return out;
+}
+
+/// A name made safe for a file name: every character but letters, digits, '-' and '_' becomes '_'
+/// ("mnist:test" -> "mnist_test"; OoD score files are named so).
+inline std::string file_safe(std::string s) {
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+  return s;
 }
 
 }  // namespace pae
