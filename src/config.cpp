@@ -102,6 +102,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("model_checkpoint", t.model_checkpoint);
   v("weight_decay", t.weight_decay);
   v("grad_clip", t.grad_clip);
+  v("ema", t.ema);
   v("seed", t.seed);
   v("threads", t.threads);
   v("blas_threads", t.blas_threads);
@@ -109,7 +110,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("eval_batch_size", t.eval_batch_size);
   v("num_samples", t.num_samples);
   v("save_latents", t.save_latents);
-  v("latent_noise", t.latent_noise);
+  v("latent_noise_std", t.latent_noise_std);
   v("patience", t.patience);
   v("nonfinite", t.nonfinite);
   v("divergence_check", t.divergence_check);
@@ -131,6 +132,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("permutation", f.permutation);
   v("actnorm", f.actnorm);
   v("batch_norm", f.batch_norm);
+  v("dropout", f.dropout);
   v("seed", f.seed);
 }
 
@@ -303,6 +305,27 @@ std::string Config::where(const std::string& key) const {
 
 namespace {
 
+/// Keys that changed meaning: an error that says what replaced them, never a silent reinterpretation
+/// (an old flow run's config.yml included, so that --resume refuses it).
+/// Returns "" when `value` means the same under the new key (a run directory's config.yml lists
+/// every key, `latent_noise: 0` included).
+bool is_retired(const std::string& key) { return key == "train.latent_noise"; }
+
+std::string retired_key(const std::string& key, const YAML::Node& value) {
+  double number = 1;
+  if (value.IsScalar()) {
+    try {
+      number = value.as<double>();
+    } catch (const YAML::Exception&) {
+    }
+  }
+  if (key == "train.latent_noise" && number != 0)
+    return "key 'train.latent_noise' (noise in raw latent units) was replaced by 'train.latent_noise_std', in "
+           "units of each latent dimension's std; divide the old value by the latents' std (on the shipped "
+           "Fashion-MNIST AE, 2-5: the old 0.3 is about 0.1), or start from configs/fmnist_nsf.yml";
+  return "";
+}
+
 /// Reads the `groups` section: a mapping of group names to mappings of optimizer keys.
 /// Duplicate keys anywhere in the document are errors naming both lines (YAML parsers keep the
 /// first and drop the second without a word).
@@ -418,6 +441,11 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
       const std::string k = kv.first.as<std::string>();
       const std::string at = source + ":" + std::to_string(kv.first.Mark().line + 1);
       if (std::find(valid.begin(), valid.end(), k) == valid.end()) {
+        if (is_retired(s + "." + k)) {
+          const auto why = retired_key(s + "." + k, kv.second);
+          if (why.empty()) continue;  // means the same as before
+          throw Error(at + ": " + why);
+        }
         std::string list;
         for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
         throw Error(at + ": unknown key '" + s + "." + k + "'; valid keys in '" + s + "': " + list);
@@ -450,6 +478,7 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
       continue;
     }
     const auto& valid = lister.keys[s];
+    require(!is_retired(s + "." + k), "--set '" + ov + "': " + retired_key(s + "." + k, YAML::Node()));
     require(lister.keys.count(s) && std::find(valid.begin(), valid.end(), k) != valid.end(),
             "--set '" + ov + "': unknown key '" + s + "." + k + "'");
     YAML::Node value;
@@ -684,7 +713,9 @@ void validate(const Config& c) {
   check(t.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", std::to_string(t.warmup_epochs));
   check(in(t.model_checkpoint, {"best", "last"}), "train.model_checkpoint", "best or last",
         "'" + t.model_checkpoint + "'");
-  check(t.latent_noise >= 0, "train.latent_noise", "a number >= 0", std::to_string(t.latent_noise));
+  check(t.latent_noise_std >= 0, "train.latent_noise_std", "a number >= 0 (in units of each latent's std)",
+        std::to_string(t.latent_noise_std));
+  check(t.ema >= 0 && t.ema < 1, "train.ema", "a decay in [0, 1) (0 = off)", std::to_string(t.ema));
   check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
   check(in(t.nonfinite, {"stop", "skip", "reduce_lr"}), "train.nonfinite", "stop, skip or reduce_lr",
         "'" + t.nonfinite + "'");
@@ -698,6 +729,7 @@ void validate(const Config& c) {
   check(f.hidden_layers >= 1, "flow.hidden_layers", "a positive integer", std::to_string(f.hidden_layers));
   check(in(f.conditioner, {"mlp", "resnet"}), "flow.conditioner", "mlp or resnet", "'" + f.conditioner + "'");
   check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
+  check(f.dropout >= 0 && f.dropout < 1, "flow.dropout", "a number in [0, 1)", std::to_string(f.dropout));
   check(f.tail_bound > 0, "flow.tail_bound", "a positive number", std::to_string(f.tail_bound));
   check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins",
         std::to_string(f.min_bin_width));

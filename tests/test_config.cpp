@@ -101,6 +101,19 @@ TEST(Config, WrongTypeAndRangeErrors) {
   EXPECT_NE(msg.find("YAML syntax"), std::string::npos) << msg;
 }
 
+TEST(Config, ARetiredKeyIsAnErrorSayingWhatReplacedItUnlessItMeansTheSame) {
+  // train.latent_noise was in raw latent units; latent_noise_std is in units of each latent's std.
+  auto msg = error_of([] { parse_config("train:\n  epochs: 2\n  latent_noise: 0.3\n", "old.yml"); });
+  EXPECT_NE(msg.find("old.yml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("latent_noise_std"), std::string::npos) << msg;
+  msg = error_of([] { parse_config("", "c.yml", {"train.latent_noise=0.3"}); });
+  EXPECT_NE(msg.find("--set 'train.latent_noise=0.3'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("latent_noise_std"), std::string::npos) << msg;
+  // Zero means the same in both units: every older run directory's config.yml lists it.
+  EXPECT_EQ(parse_config("train:\n  latent_noise: 0\n", "run/config.yml").train.latent_noise_std, 0.0);
+  EXPECT_EQ(parse_config("", "c.yml", {"train.latent_noise_std=0.1"}).train.latent_noise_std, 0.1);
+}
+
 TEST(Config, SetOverridesAnyKey) {
   Config c = parse_config("train:\n  epochs: 10\n", "c.yml",
                           {"train.epochs=3", "model.arch=mlp", "model.hidden=[64, 32]", "data.name=mnist"});

@@ -111,8 +111,9 @@ train::TrainData toy_data() {
   return d;
 }
 
-train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool resume) {
+train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool resume, double ema = 0) {
   train::EngineOptions o;
+  o.ema = ema;
   o.run_dir = dir;
   o.epochs = epochs;
   o.batch_size = 8;
@@ -130,11 +131,11 @@ train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool re
 }
 
 ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t crash_at_step = -1,
-               int64_t kill_after_metrics = -1) {
+               int64_t kill_after_metrics = -1, double ema = 0) {
   torch::manual_seed(11);
   ToyRun r{std::make_shared<Toy>(3), std::make_shared<report::MemorySink>()};
   r.toy->crash_at_step = crash_at_step;
-  train::Engine engine(toy_options(dir, epochs, resume),
+  train::Engine engine(toy_options(dir, epochs, resume, ema),
                        {r.sink, std::make_shared<report::JsonLinesSink>(dir + "/metrics.jsonl"),
                         std::make_shared<pae::testing::KillAfterMetrics>(kill_after_metrics)});
   engine.fit(*r.toy, toy_data());
@@ -284,6 +285,49 @@ TEST(Engine, ResumeAfterAKillMidPhaseTwoEqualsAnUninterruptedRun) {
   EXPECT_TRUE(torch::equal(late.toy->b, straight.toy->b));
   EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("late/metrics.jsonl")),
             pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+}
+
+TEST(Engine, PolyakAveragedWeightsAreValidatedAndSavedAndSurviveResume) {
+  TempDir tmp;
+  const double decay = 0.9;
+  // The raw trajectory without averaging (averaging must not change it) and its average by hand.
+  struct Recorder : Toy {
+    using Toy::Toy;
+    void train_step(const nn::Batch& batch, nn::StepContext& ctx) override {
+      Toy::train_step(batch, ctx);
+      const double t = double(ctx.global_step()), d = std::min(0.9, (1 + t) / (10 + t));
+      avg[0] = d * avg[0] + (1 - d) * a.detach();
+      avg[1] = d * avg[1] + (1 - d) * b.detach();
+    }
+    std::vector<torch::Tensor> avg;
+  };
+  torch::manual_seed(11);
+  Recorder rec(3);
+  rec.avg = {rec.a.detach().clone(), rec.b.detach().clone()};
+  train::Engine(toy_options(tmp.file("plain"), 6, false)).fit(rec, toy_data());
+
+  auto averaged = run_toy(tmp.file("ema"), 6, false, -1, -1, decay);
+  EXPECT_TRUE(torch::equal(averaged.toy->a, rec.a)) << "averaging changed the training trajectory";
+  torch::manual_seed(5);
+  Toy saved(3);
+  train::load_weights(tmp.file("ema"), "last", saved);
+  EXPECT_TRUE(torch::allclose(saved.a, rec.avg[0], 1e-5, 1e-6)) << saved.a << rec.avg[0];
+  EXPECT_TRUE(torch::allclose(saved.b, rec.avg[1], 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(saved.a, rec.a, 1e-3, 1e-4)) << "the checkpoint holds the raw weights";
+  // The last epoch's validation loss is the averaged weights' loss.
+  const auto& last = averaged.sink->records.back();
+  double val = -1;
+  for (const auto& [k, v] : last.values)
+    if (k == "val_loss") val = v;
+  EXPECT_NEAR(val, saved.validate(toy_data().validation, 0).at("loss"), 1e-6);
+  // Killed in epoch 5 and resumed: the same raw weights and the same average.
+  EXPECT_THROW(run_toy(tmp.file("killed"), 6, false, 18, -1, decay), std::runtime_error);
+  auto resumed = run_toy(tmp.file("killed"), 6, true, -1, -1, decay);
+  EXPECT_TRUE(torch::equal(resumed.toy->a, averaged.toy->a));
+  Toy saved_resumed(3);
+  train::load_weights(tmp.file("killed"), "last", saved_resumed);
+  EXPECT_TRUE(torch::equal(saved_resumed.a, saved.a));
+  EXPECT_TRUE(torch::equal(saved_resumed.b, saved.b));
 }
 
 TEST(Engine, PatienceEndsAPhaseAndIsRestoredOnResume) {

@@ -449,3 +449,19 @@ TEST(Report, HtmlPageOfATinyPaeHasEverySectionAndNothingExternal) {
   options.runs = {tmp.file("nowhere")};
   EXPECT_NE(error_of([&] { report::html_report(options); }).find("nowhere"), std::string::npos);
 }
+
+TEST(Eval, FlowSetsAtAnExplicitTemperature) {
+  TinyPae t;
+  eval::GenerateOptions o;
+  o.n = 16;
+  const auto cold = eval::generate_set("flow:0.5", t.pae, o);
+  torch::manual_seed(0);  // generate_set seeds every set with 0
+  EXPECT_TRUE(torch::equal(cold.images, t.pae.sample(16, 0.5)));
+  EXPECT_NE(cold.what.find("T = 0.5"), std::string::npos) << cold.what;
+  EXPECT_FALSE(torch::equal(cold.images, eval::generate_set("flow", t.pae, o).images));
+  o.temperature = 0.5;  // --temperature: the same samples as flow:0.5
+  EXPECT_TRUE(torch::equal(cold.images, eval::generate_set("flow", t.pae, o).images));
+  for (const std::string bad : {"flow:0", "flow:warm", "flow:0.5x", "flow:11"})
+    EXPECT_NE(error_of([&] { eval::generate_set(bad, t.pae, o); }).find("expected a temperature"), std::string::npos)
+        << bad;
+}

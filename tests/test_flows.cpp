@@ -353,3 +353,61 @@ TEST(Flow, ChiSquareQuantilesAndTheTypicalSetCheck) {
   EXPECT_NEAR(pae::flows::typical_set_fraction(flow, fresh), 0.99, 0.02);
   EXPECT_LT(pae::flows::typical_set_fraction(flow, (fresh - 3) * 10 + 3), 0.05);
 }
+
+namespace {
+/// Records the loss of each step instead of stepping.
+struct LossRecorder : pae::testing::OneGroupContext {
+  LossRecorder() : OneGroupContext("flow", {torch::zeros({1}, torch::requires_grad())}, 1e-3) {}
+  void step(const std::string&, const at::Tensor& loss, const pae::nn::TensorTerms&) override {
+    losses.push_back(loss.item<double>());
+  }
+  std::vector<double> losses;
+};
+}  // namespace
+
+TEST(LatentFlow, TrainingNoiseIsInUnitsOfEachLatentsStd) {
+  // At initialisation the flow is the identity on standardised latents, so the training loss is
+  // E|u + n eps|^2 / 2 + D/2 log 2 pi + sum log std with u standardised: D (1 + n^2) / 2 plus
+  // constants, whatever the latents' scale. Noise in raw units would vanish at std 100 and
+  // swamp the data at std 0.01.
+  const int64_t d = 4;
+  const double n = 0.5;
+  for (const double scale : {0.01, 100.0}) {
+    torch::manual_seed(1);
+    const auto z = torch::randn({50000, d}, torch::kFloat64) * scale + 7;
+    FlowOptions o;
+    o.type = "realnvp";
+    o.layers = 1;
+    o.hidden = 8;
+    LatentFlow flow(d, o);
+    flow.to(torch::kFloat64);
+    flow.fit_standardisation(z);
+    flow.set_training_noise(n);
+    LossRecorder ctx;
+    flow.train_step(pae::nn::Batch{z, {}}, ctx);
+    ASSERT_EQ(ctx.losses.size(), 1u);
+    const double constants = 0.5 * d * std::log(2 * M_PI) + flow.named_buffers()["std"].log().sum().item<double>();
+    EXPECT_NEAR(ctx.losses[0] - constants, d * (1 + n * n) / 2, 0.03 * d) << "latent scale " << scale;
+  }
+}
+
+TEST(Flow, ConditionerDropoutActsOnlyInTraining) {
+  FlowOptions o;
+  o.layers = 2;
+  o.hidden = 16;
+  o.dropout = 0.5;
+  auto flow = build_flow(4, o);
+  randomize(*flow, 0.3);
+  const auto x = torch::randn({64, 4});
+  flow->train();
+  EXPECT_FALSE(torch::equal(flow->log_prob(x), flow->log_prob(x))) << "dropout 0.5 left training deterministic";
+  flow->eval();
+  EXPECT_TRUE(torch::equal(flow->log_prob(x), flow->log_prob(x)));
+  o.dropout = 0;
+  auto plain = build_flow(4, o);
+  randomize(*plain, 0.3);
+  plain->train();
+  EXPECT_TRUE(torch::equal(plain->log_prob(x), plain->log_prob(x)));
+  o.dropout = 1;
+  EXPECT_THROW(build_flow(4, o), pae::Error);
+}

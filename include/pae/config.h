@@ -29,6 +29,7 @@ struct TrainOptions {
   std::string model_checkpoint = "best";  ///< the run's model, from which every output is made: best | last
   double weight_decay = 0.0;
   double grad_clip = 0.0;  ///< max gradient norm (0 = off)
+  double ema = 0.0;        ///< Polyak averaging decay per step (0 = off): the model validated and saved
   uint64_t seed = 0;
   int64_t threads = 0;         ///< LibTorch intra-op threads (0 = every available core)
   int64_t blas_threads = 0;    ///< OpenBLAS threads (0 = 1: avoids oversubscription)
@@ -37,8 +38,10 @@ struct TrainOptions {
   int64_t num_samples = 64;  ///< images in the sample / reconstruction grids
   bool save_latents = true;  ///< encode train/val/test at the end
   // Flow fitting (pae-flow) only:
-  double latent_noise = 0.0;  ///< std of Gaussian noise added to latents while fitting
-  int64_t patience = 0;       ///< early stopping: epochs without validation gain (0 = off)
+  /// Std of the Gaussian noise added to latents while fitting, in units of each latent
+  /// dimension's std (the noise is applied to the standardised latents the flow sees).
+  double latent_noise_std = 0.0;
+  int64_t patience = 0;  ///< early stopping: epochs without validation gain (0 = off)
   /// A non-finite loss or gradient: "stop" (an error naming epoch, step and group; the last
   /// checkpoint stays), "skip" (no update; counted as nonfinite_steps in the metrics) or
   /// "reduce_lr" (skip, count, and halve the group's learning rate from then on).

@@ -195,6 +195,20 @@ json ParzenReport::to_json(const Pae& pae) const {
 
 // ---------------------------------------------------------------- FID
 
+namespace {
+
+/// The T of a set "flow:T" (several temperatures in one call); plain "flow" samples at `fallback`.
+double set_temperature(const std::string& t, double fallback) {
+  if (t.empty()) return fallback;
+  char* end = nullptr;
+  const double temperature = std::strtod(t.c_str(), &end);
+  require(end && *end == '\0' && temperature > 0 && temperature <= 10,
+          "--sets flow:" + t + ": expected a temperature in (0, 10], e.g. flow:0.8");
+  return temperature;
+}
+
+}  // namespace
+
 const std::map<std::string, SetGenerator>& generated_sets() {
   static const std::map<std::string, SetGenerator> registry = {
       {"recon",
@@ -210,10 +224,11 @@ const std::map<std::string, SetGenerator>& generated_sets() {
                                              " images (real data: the floor)"};
        }},
       {"flow",
-       [](Pae& pae, const GenerateOptions& o, const std::string&) {
+       [](Pae& pae, const GenerateOptions& o, const std::string& t) {
          require(pae.has_flow(), "--sets flow needs --flow FLOW_DIR");
-         return GeneratedSet{pae.sample(o.n, o.temperature),
-                             "PAE samples: N(0, T^2 I) -> flow -> decoder, T = " + std::to_string(o.temperature)};
+         const double temperature = set_temperature(t, o.temperature);
+         return GeneratedSet{pae.sample(o.n, temperature),
+                             "PAE samples: N(0, T^2 I) -> flow -> decoder, T = " + fmt::format("{:g}", temperature)};
        }},
       {"prior",
        [](Pae& pae, const GenerateOptions& o, const std::string&) {
@@ -240,7 +255,8 @@ GeneratedSet generate_set(const std::string& spec, Pae& pae, const GenerateOptio
   auto it = registry.find(name);
   if (it == registry.end()) {
     std::string names;
-    for (const auto& [k, v] : registry) names += (names.empty() ? "" : ", ") + k + (k == "npy" ? ":FILE" : "");
+    for (const auto& [k, v] : registry)
+      names += (names.empty() ? "" : ", ") + k + (k == "npy" ? ":FILE" : k == "flow" ? "[:T]" : "");
     throw Error("--sets: unknown set '" + spec + "' (expected " + names + ")");
   }
   torch::manual_seed(0);
@@ -287,8 +303,11 @@ FidReport run_fid(Pae& pae, const FidOptions& o) {
   // Every name is checked, and the extractor built, before any long work.
   for (const auto& name : names) {
     const auto registered = generated_sets().count(name.substr(0, name.find(':')));
-    require(registered, "--sets: unknown set '" + name + "' (expected recon, flow, prior, data or npy:FILE)");
-    require(name != "flow" || pae.has_flow(), "--sets flow needs --flow FLOW_DIR");
+    require(registered, "--sets: unknown set '" + name + "' (expected recon, flow, flow:T, prior, data or npy:FILE)");
+    if (name.rfind("flow", 0) == 0) {
+      require(pae.has_flow(), "--sets " + name + " needs --flow FLOW_DIR");
+      if (name.size() > 4) set_temperature(name.substr(5), 1.0);
+    }
   }
   auto extractor = make_extractor(o.extractor, pae, o.extractor_options);
   FidReport r;

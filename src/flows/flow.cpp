@@ -87,6 +87,7 @@ class Conditioner : public nn::Module {
       }
     }
     resnet_ = o.conditioner == "resnet";
+    dropout_ = o.dropout;
     output_ = register_module("output", Dense(width, out));
     torch::NoGradGuard no_grad;
     output_->weight.zero_();
@@ -96,12 +97,15 @@ class Conditioner : public nn::Module {
   torch::Tensor forward(const torch::Tensor& x) {
     // A 1-D flow has nothing to condition on: a constant input makes the parameters learned constants.
     auto h = torch::relu(input_(in_ > 0 ? x : torch::zeros({x.size(0), 1}, x.options())));
+    const bool drop = dropout_ > 0 && is_training();
     for (size_t i = 0; i < blocks_a_.size(); ++i) {
+      if (drop) h = torch::dropout(h, dropout_, true);
       if (resnet_)
         h = h + blocks_b_[i](torch::relu(blocks_a_[i](torch::relu(h))));
       else
         h = torch::relu(blocks_a_[i](h));
     }
+    if (drop) h = torch::dropout(h, dropout_, true);
     return output_(h);
   }
   Dense& output_layer() { return output_; }
@@ -109,6 +113,7 @@ class Conditioner : public nn::Module {
  private:
   int64_t in_;
   bool resnet_ = false;
+  double dropout_ = 0;
   Dense input_{nullptr}, output_{nullptr};
   std::vector<Dense> blocks_a_, blocks_b_;
 };
@@ -385,6 +390,7 @@ std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& o) {
           "flow.permutation '" + o.permutation + "': expected reverse, random or lu");
   require(o.layers >= 1 && o.hidden >= 1 && o.hidden_layers >= 1 && o.bins >= 2 && o.tail_bound > 0,
           "flow: layers, hidden, hidden_layers must be >= 1, bins >= 2 and tail_bound > 0");
+  require(o.dropout >= 0 && o.dropout < 1, "flow.dropout " + std::to_string(o.dropout) + ": expected [0, 1)");
   auto& r = TransformRegistry::instance();
   auto composite = std::make_shared<CompositeTransform>();
   const std::string coupling = o.type == "nsf" ? "spline_coupling" : "affine_coupling";

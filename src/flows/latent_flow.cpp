@@ -63,7 +63,7 @@ double LatentFlow::mean_log_prob(const torch::Tensor& z, torch::Tensor* per_samp
 
 void LatentFlow::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) {
   auto z = batch.x;
-  if (noise_ > 0) z = z + noise_ * torch::randn_like(z);
+  if (noise_ > 0) z = z + noise_ * std_ * torch::randn_like(z);  // noise_ std's of each dimension
   auto loss = -log_prob(z).mean();
   ctx.step("flow", loss);
   ctx.log("nll", loss);

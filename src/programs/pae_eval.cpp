@@ -66,7 +66,9 @@ int main(int argc, char** argv) {
   std::string fid_sets;
   auto* fid = app.add_subcommand("fid", "Fréchet distance of generated sets to a reference split");
   common(fid, true);
-  fid->add_option("--sets", fid_sets, "comma-separated: recon, flow, prior, data, npy:FILE (default recon,flow,prior)");
+  fid->add_option(
+      "--sets", fid_sets,
+      "comma-separated: recon, flow, flow:T (at temperature T), prior, data, npy:FILE (default recon,flow,prior)");
   fid->add_option("--ref", fo.ref, "reference split of the AE's dataset")
       ->check(CLI::IsMember({"train", "val", "test"}));
   fid->add_option("--recon-split", fo.generate.recon_split, "split reconstructed for 'recon' (and used for 'data')")

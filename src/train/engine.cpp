@@ -201,8 +201,24 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   const bool files = !o.run_dir.empty();
   const std::string last_path = files ? checkpoint_path(o.run_dir, "last") : "";
   const std::string best_path = files ? checkpoint_path(o.run_dir, "best") : "";
-  auto save_extra = [&](torch::serialize::OutputArchive& a) { trainable.save_state(a); };
-  auto load_extra = [&](torch::serialize::InputArchive& a) { trainable.load_state(a); };
+  // Polyak averaging: `averaged` follows the parameters; `raw` holds the training weights while the
+  // averaged ones are swapped in (validation, checkpoints).
+  require(o.ema >= 0 && o.ema < 1, "train.ema " + std::to_string(o.ema) + ": expected a decay in [0, 1)");
+  auto params = trainable.module().parameters();
+  std::vector<torch::Tensor> averaged, raw;
+  auto save_extra = [&](torch::serialize::OutputArchive& a) {
+    trainable.save_state(a);
+    for (size_t i = 0; i < raw.size(); ++i) a.write("engine.raw_weights." + std::to_string(i), raw[i]);
+  };
+  auto load_extra = [&](torch::serialize::InputArchive& a) {
+    trainable.load_state(a);
+    if (o.ema <= 0) return;
+    raw.clear();
+    for (size_t i = 0; i < params.size(); ++i) {
+      raw.push_back(torch::empty_like(params[i]));
+      a.read("engine.raw_weights." + std::to_string(i), raw[i]);
+    }
+  };
   CheckpointState state;
   state.model_signature = trainable.signature();
   if (o.resume) {
@@ -211,6 +227,12 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     for (auto& sink : sinks_) sink->on_resume(state.epoch);
     spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", state.epoch, state.phase + 1,
                  std::isfinite(state.best) ? fmt::format("{:.6g}", state.best) : "none", state.best_epoch);
+  }
+  if (o.ema > 0) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params) averaged.push_back(p.detach().clone());  // a resumed run's were loaded as the model
+    for (size_t i = 0; i < raw.size(); ++i) params[i].copy_(raw[i]);
+    raw.clear();
   }
   if (files) ensure_dir(fs::path(o.run_dir) / "checkpoints");
   state.config_yaml = o.config_yaml;  // what the run continues under from here
@@ -259,6 +281,11 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
       const auto batch = data.batch(idx);
       ctx.begin_batch(batch.size(), state.global_step);
       trainable.train_step(batch, ctx);
+      if (o.ema > 0) {
+        torch::NoGradGuard no_grad;
+        const double t = double(state.global_step), decay = std::min(o.ema, (1 + t) / (10 + t));
+        for (size_t i = 0; i < params.size(); ++i) averaged[i].mul_(decay).add_(params[i].detach(), 1 - decay);
+      }
       ++state.global_step;
       items += batch.size();
       if (!o.quiet) progress.update(1, batch.size(), [&] { return ctx.status(); });
@@ -269,6 +296,13 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     for (const auto& [name, v] : train_terms)
       require(std::isfinite(v),
               fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)", epoch, name, v));
+    if (o.ema > 0) {  // the averaged weights are the model from here to the checkpoints
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i) {
+        raw.push_back(params[i].detach().clone());
+        params[i].copy_(averaged[i]);
+      }
+    }
     const auto val_terms =
         data.validation.x.defined() ? trainable.validate(data.validation, data.eval_batch_size) : nn::Terms{};
 
@@ -321,6 +355,11 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
         save_checkpoint(checkpoint_path(o.run_dir, "phase_" + phase.name), trainable.module(), optimizers, state,
                         save_extra);
       save_checkpoint(last_path, trainable.module(), optimizers, state, save_extra);
+    }
+    if (o.ema > 0) {  // training continues from the raw weights
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(raw[i]);
+      raw.clear();
     }
     result.last = record;
   }

@@ -96,7 +96,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(dtype);
   flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(dtype));
-  flow->set_training_noise(t.latent_noise);
+  flow->set_training_noise(t.latent_noise_std);
   int64_t n_params = 0;
   for (const auto& p : flow->parameters()) n_params += p.numel();
   spdlog::info("flow {} with {} layers, {} parameters", flow->signature(), config.flow.layers, n_params);

@@ -230,6 +230,7 @@ EngineOptions engine_options(const Config& config, const std::string& run_dir, c
   for (const auto& [name, group] : config.groups) e.optimizers[name] = with_group(e.optimizers[""], group);
   e.patience = t.patience;
   e.nonfinite = t.nonfinite;
+  e.ema = t.ema;
   e.config_yaml = to_yaml(config);
   e.resume = resume;
   e.quiet = quiet;

@@ -11,7 +11,8 @@ namespace pae::flows {
 /// A flow on standardised latents: u = flow((z - mean) / std). The standardisation is part of
 /// the model (saved with it), so log_prob and sample work in the AE's own latent units.
 /// As a Trainable (one group "flow") it minimises the mean negative log-likelihood of its
-/// batches, with Gaussian noise of std `training_noise` added to them (the PAE's latent noise).
+/// batches, with Gaussian noise added to them (the PAE's latent noise) whose std is
+/// `set_training_noise`'s value times each dimension's std: a fraction of the standardised scale.
 class LatentFlow : public torch::nn::Module, public pae::nn::Trainable {
  public:
   LatentFlow(int64_t dim, const FlowOptions& options);

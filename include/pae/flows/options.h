@@ -20,6 +20,7 @@ struct FlowOptions {
   std::string permutation = "lu";  ///< between couplings: reverse | random | lu
   bool actnorm = false;            ///< ActNorm before each coupling
   bool batch_norm = false;         ///< batch normalisation before each coupling
+  double dropout = 0.0;            ///< dropout in the conditioners' hidden layers (training only)
   uint64_t seed = 0;               ///< fixed random permutations
 };
 

@@ -55,6 +55,11 @@ struct EngineOptions {
   /// group's learning rate is halved from then on; the factor is checkpointed).
   std::string nonfinite = "stop";
   std::string config_yaml;  ///< the resolved config, stored in every checkpoint (resume compares it)
+  /// Polyak averaging: > 0 keeps an exponential moving average of the parameters with this decay
+  /// per step (warmed up as min(ema, (1 + t) / (10 + t))). Validation, early stopping and both
+  /// checkpoints' models use the averaged weights; the raw weights training continues from are
+  /// kept beside them in the checkpoints for resume.
+  double ema = 0;
 };
 
 /// What a fit ended with.

@@ -36,7 +36,7 @@ struct FlowFitSummary {
 };
 
 /// Fits config.flow on the latents with config.train (epochs, batch, optimizer and schedule,
-/// latent_noise, patience, dtype) into run_dir; writes log p(z) of each split as .npy.
+/// latent_noise_std, patience, dtype) into run_dir; writes log p(z) of each split as .npy.
 FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& latents, const FlowRunOptions& options);
 
 /// Loads a fitted flow directory (config.yml + its model checkpoint: `which` = best | last,
