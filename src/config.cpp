@@ -394,13 +394,13 @@ void parse_groups(const YAML::Node& root, Config& config) {
 
 namespace {
 Config parse_config_unguarded(const std::string& yaml_text, const std::string& source,
-                              const std::vector<std::string>& overrides);
+                              const std::vector<std::string>& overrides, RetiredKeys retired);
 }  // namespace
 
-Config parse_config(const std::string& yaml_text, const std::string& source,
-                    const std::vector<std::string>& overrides) {
+Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides,
+                    RetiredKeys retired) {
   try {
-    return parse_config_unguarded(yaml_text, source, overrides);
+    return parse_config_unguarded(yaml_text, source, overrides, retired);
   } catch (const YAML::Exception& e) {
     // What the checks below do not name more precisely (a key that is itself a mapping, ...).
     throw Error(source + (e.mark.is_null() ? "" : ":" + std::to_string(e.mark.line + 1)) + ": " +
@@ -411,7 +411,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 
 namespace {
 Config parse_config_unguarded(const std::string& yaml_text, const std::string& source,
-                              const std::vector<std::string>& overrides) {
+                              const std::vector<std::string>& overrides, RetiredKeys retired) {
   Config config;
   config.source = source;
   YAML::Node root;
@@ -443,7 +443,7 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
       if (std::find(valid.begin(), valid.end(), k) == valid.end()) {
         if (is_retired(s + "." + k)) {
           const auto why = retired_key(s + "." + k, kv.second);
-          if (why.empty()) continue;  // means the same as before
+          if (why.empty() || retired == RetiredKeys::ignore) continue;  // means the same as before, or unused
           throw Error(at + ": " + why);
         }
         std::string list;
@@ -580,9 +580,9 @@ void require_sections(const Config& config, const std::vector<std::string>& need
   }
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+Config load_config(const std::string& path, const std::vector<std::string>& overrides, RetiredKeys retired) {
   require(fs::is_regular_file(path), "config file not found: " + path);
-  return parse_config(read_text(path), path, overrides);
+  return parse_config(read_text(path), path, overrides, retired);
 }
 
 std::string to_yaml(const Config& config) {

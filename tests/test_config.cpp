@@ -112,6 +112,9 @@ TEST(Config, ARetiredKeyIsAnErrorSayingWhatReplacedItUnlessItMeansTheSame) {
   // Zero means the same in both units: every older run directory's config.yml lists it.
   EXPECT_EQ(parse_config("train:\n  latent_noise: 0\n", "run/config.yml").train.latent_noise_std, 0.0);
   EXPECT_EQ(parse_config("", "c.yml", {"train.latent_noise_std=0.1"}).train.latent_noise_std, 0.1);
+  // A finished flow run's config.yml read for evaluation (which does not use the noise) loads.
+  EXPECT_EQ(parse_config("train:\n  latent_noise: 0.3\n", "flow/config.yml", {}, RetiredKeys::ignore).train.epochs,
+            Config().train.epochs);
 }
 
 TEST(Config, SetOverridesAnyKey) {

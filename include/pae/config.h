@@ -79,11 +79,16 @@ struct Config {
 };
 
 /// Parses YAML text (`source` names it in errors), then applies "section.key=value" overrides.
+/// Keys whose meaning changed (train.latent_noise): `refuse` (a config to train or resume under)
+/// is an error that names the replacement; `ignore` reads a finished run's config.yml for
+/// evaluation, which does not use them.
+enum class RetiredKeys { refuse, ignore };
 Config parse_config(const std::string& yaml_text, const std::string& source,
-                    const std::vector<std::string>& overrides = {});
+                    const std::vector<std::string>& overrides = {}, RetiredKeys retired = RetiredKeys::refuse);
 
 /// Reads and parses a config file.
-Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {},
+                   RetiredKeys retired = RetiredKeys::refuse);
 
 /// The resolved config as YAML, every key written out (parse_config round-trips it).
 std::string to_yaml(const Config& config);

@@ -155,7 +155,8 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
 std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out,
                                                     const std::string& which) {
   const fs::path dir(flow_dir);
-  Config config = load_config((dir / "config.yml").string());
+  // Evaluation: a flow fitted under a key that has since changed meaning still loads.
+  Config config = load_config((dir / "config.yml").string(), {}, RetiredKeys::ignore);
   const auto meta_path = (dir / "latents.json").string();
   int64_t d = 0;
   try {
