@@ -39,7 +39,8 @@ for z in 32 64; do
   [ -f "$flow/ood/ood.json" ] || build/pae-eval ood --ae-run "$ae" --flow "$flow" --in fashion-mnist:test \
     --ood $ood_sets --force
   [ -f "$ae/recon_test.json" ] || build/pae-eval recon --ae-run "$ae" --split test --force
-  [ -f "$flow/fid_domain.json" ] || build/pae-eval fid --ae-run "$ae" --flow "$flow" --sets recon,flow,prior,data \
+  [ -f "$flow/fid_domain.json" ] || build/pae-eval fid --ae-run "$ae" --flow "$flow" \
+    --sets recon,flow,flow:0.9,flow:0.8,flow:0.7,prior,data \
     --n $fid_n --extractor domain --classifier "$out/classifier" --force
   [ -f "$flow/samples_T1.png" ] || build/pae-flow sample --ae-run "$ae" --flow "$flow" --n 64
   [ -f "$flow/interpolation_0_1.png" ] || build/pae-flow interpolate --ae-run "$ae" --flow "$flow" --a 0 --b 1
@@ -82,21 +83,29 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
   echo "| measure | paper (REFERENCE.md) | ours, latent 32 | ours, latent 64 |"
   echo "| --- | --- | --- | --- |"
   echo "| recon MSE per pixel, test | 0.00642 (latent 32) | $(json_number "$out/ae32/recon_test.json" mse_per_pixel) | $(json_number "$out/ae64/recon_test.json" mse_per_pixel) |"
+  row="| test log p(z), nats (full-covariance Gaussian); fraction of test latents in the flow's typical set | - |"
+  for z in 32 64; do
+    f=$out/ae$z/nsf/summary.json
+    row="$row $(r4 "$(json_get "$f" mean_log_prob test)") ($(r4 "$(json_get "$f" gaussian_mean_log_prob test)")); $(r4 "$(json_get "$f" typical_set_fraction test)") |"
+  done
+  echo "$row"
   for set in mnist:test noise constant; do
-    row="| OoD AUROC vs $set: log p(z) / recon error |"
-    [ $set = mnist:test ] && row="$row 0.997 / - (latent 64; pixel likelihood 0.855) |" || row="$row - |"
+    row="| OoD AUROC vs $set: log p(z) / recon error / data likelihood log p(z) + log N(x; decoder(z), sigma^2) |"
+    [ $set = mnist:test ] && row="$row 0.997 / - / 0.855 (latent 64, pixel likelihood) |" || row="$row - |"
     for z in 32 64; do
       f=$out/ae$z/nsf/ood/ood.json
       [ -f "$f" ] || { row="$row n/a |"; continue; }
       lp=$(json_get "$f" results "set=$set,score=neg_log_p_z" auroc)
       re=$(json_get "$f" results "set=$set,score=recon_mse" auroc)
-      row="$row $(r4 "$lp") / $(r4 "$re") |"
+      px=$(json_get "$f" results "set=$set,score=neg_log_p_x" auroc)
+      row="$row $(r4 "$lp") / $(r4 "$re") / $(r4 "$px") |"
     done
     echo "$row"
   done
-  for s in recon flow prior data; do
+  for s in recon flow flow:0.9 flow:0.8 flow:0.7 prior data; do
     label=$s
-    [ $s = flow ] && label="PAE samples (flow)"
+    [ $s = flow ] && label="PAE samples (flow, temperature 1)"
+    [ "${s#flow:}" != "$s" ] && label="PAE samples at temperature ${s#flow:}"
     [ $s = prior ] && label="N(0, I) decodes"
     [ $s = data ] && label="real training images (floor)"
     paper="-"
@@ -111,6 +120,9 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
     [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }' || printf 'n/a'
   }
   echo "| domain FID ratio: PAE samples / reconstructions | 1.11 (Inception) | $(ratio 32 flow recon) | $(ratio 64 flow recon) |"
+  for t in 0.9 0.8 0.7; do
+    echo "| domain FID ratio: PAE samples at temperature $t / reconstructions | - | $(ratio 32 flow:$t recon) | $(ratio 64 flow:$t recon) |"
+  done
   echo "| domain FID ratio: PAE samples / N(0, I) decodes | 0.34 (Inception) | $(ratio 32 flow prior) | $(ratio 64 flow prior) |"
   echo
   echo "Domain FID uses our classifier's 128-d features ($(json_get "$out/classifier/classifier.json" test_accuracy) test accuracy), so its scale differs from the paper's Inception FID: compare the ratios."

@@ -20,8 +20,11 @@ struct FlowOptions {
   std::string permutation = "lu";  ///< between couplings: reverse | random | lu
   bool actnorm = false;            ///< ActNorm before each coupling
   bool batch_norm = false;         ///< batch normalisation before each coupling
-  double dropout = 0.0;            ///< dropout in the conditioners' hidden layers (training only)
-  uint64_t seed = 0;               ///< fixed random permutations
+  /// linear: the data enter the couplings as they are; asinh: through a learned element-wise
+  /// asinh compression first (heavy-tailed data)
+  std::string tails = "linear";
+  double dropout = 0.0;  ///< dropout in the conditioners' hidden layers (training only)
+  uint64_t seed = 0;     ///< fixed random permutations
 };
 
 }  // namespace pae::flows
