@@ -581,6 +581,10 @@ void require_sections(const Config& config, const std::vector<std::string>& need
   }
 }
 
+std::vector<ConfigChange> changes_since(const std::string& stored_yaml, const std::string& source, const Config& now) {
+  return config_changes(to_yaml(parse_config(stored_yaml, source)), to_yaml(now));
+}
+
 Config load_config(const std::string& path, const std::vector<std::string>& overrides, RetiredKeys retired) {
   require(fs::is_regular_file(path), "config file not found: " + path);
   return parse_config(read_text(path), path, overrides, retired);

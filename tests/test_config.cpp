@@ -207,3 +207,24 @@ TEST(Config, ChangesBetweenConfigsAndWhichMayChangeOnResume) {
                         "train.optimizer", "flow.layers", "groups.disc.optimizer"})
     EXPECT_FALSE(may_change_on_resume(k)) << k;
 }
+
+TEST(Config, AResumedRunFromBeforeANewKeyTakesTheKeysDefault) {
+  Config c = parse_config("train:\n  epochs: 3\n", "c.yml");
+  std::string stored = to_yaml(c);
+  // A run started before train.ema existed: its stored config lacks the key.
+  const std::string line = "  ema: 0\n";
+  const auto at = stored.find(line);
+  ASSERT_NE(at, std::string::npos) << stored;
+  stored.erase(at, line.size());
+  EXPECT_FALSE(config_changes(stored, to_yaml(c)).empty());  // compared as text: "(absent) -> 0"
+  EXPECT_TRUE(changes_since(stored, "run/config.yml", c).empty());
+  // The key at another value than its default is a change.
+  c.train.ema = 0.999;
+  const auto changes = changes_since(stored, "run/config.yml", c);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].key, "train.ema");
+  // A stored config with the retired raw-unit noise is refused with the retired key's message.
+  auto old = stored;
+  old.insert(old.find("train:\n") + 7, "  latent_noise: 0.3\n");
+  EXPECT_NE(error_of([&] { changes_since(old, "run/config.yml", c); }).find("latent_noise_std"), std::string::npos);
+}

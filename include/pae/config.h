@@ -105,6 +105,12 @@ struct ConfigChange {
 /// The keys whose values differ between two configs given as YAML (to_yaml text), sorted.
 std::vector<ConfigChange> config_changes(const std::string& before_yaml, const std::string& after_yaml);
 
+/// The changes from a run's stored config (`source` names it in errors) to `now`, the stored one
+/// read as this version reads it: a key added since the run started is absent there and means
+/// its default (every new key defaults to the behaviour before it); a retired key that changed
+/// meaning is an error with its own message.
+std::vector<ConfigChange> changes_since(const std::string& stored_yaml, const std::string& source, const Config& now);
+
 /// Whether a resumed run may change `key`: how long, how fast and where it trains (epochs,
 /// learning rates and schedules, patience, threads, device, the data's folder, ...), not what it
 /// trains or on which data (architecture, dataset, seed, batch size, optimizer, flow).

@@ -76,7 +76,7 @@ void reconcile_resume_config(const std::string& run_dir, const Config& config) {
   const auto now = to_yaml(config);
   std::vector<ConfigChange> changes, refused;
   try {
-    changes = config_changes(before, now);
+    changes = changes_since(before, source, config);
   } catch (const std::exception& e) {
     throw Error(source + ": the stored config cannot be read: " + e.what());
   }
