@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -306,13 +307,12 @@ std::string Config::where(const std::string& key) const {
 
 namespace {
 
-/// Keys that changed meaning: an error that says what replaced them, never a silent reinterpretation
-/// (an old flow run's config.yml included, so that --resume refuses it).
-/// Returns "" when `value` means the same under the new key (a run directory's config.yml lists
-/// every key, `latent_noise: 0` included).
-bool is_retired(const std::string& key) { return key == "train.latent_noise"; }
-
-std::string retired_key(const std::string& key, const YAML::Node& value) {
+/// Keys that changed meaning, never reinterpreted silently (an old flow run's config.yml included,
+/// so that --resume refuses it): nullopt for any other key; "" when `value` means the same under
+/// the replacement (a run directory's config.yml lists every key, `latent_noise: 0` included);
+/// otherwise the error that says what replaced the key.
+std::optional<std::string> retired_key(const std::string& key, const YAML::Node& value) {
+  if (key != "train.latent_noise") return std::nullopt;
   double number = 1;
   if (value.IsScalar()) {
     try {
@@ -320,11 +320,10 @@ std::string retired_key(const std::string& key, const YAML::Node& value) {
     } catch (const YAML::Exception&) {
     }
   }
-  if (key == "train.latent_noise" && number != 0)
-    return "key 'train.latent_noise' (noise in raw latent units) was replaced by 'train.latent_noise_std', in "
-           "units of each latent dimension's std; divide the old value by the latents' std (on the shipped "
-           "Fashion-MNIST AE, 2-5: the old 0.3 is about 0.1), or start from configs/fmnist_nsf.yml";
-  return "";
+  if (number == 0) return "";
+  return "key 'train.latent_noise' (noise in raw latent units) was replaced by 'train.latent_noise_std', in "
+         "units of each latent dimension's std; divide the old value by the latents' std (on the shipped "
+         "Fashion-MNIST AE, 2-5: the old 0.3 is about 0.1), or start from configs/fmnist_nsf.yml";
 }
 
 /// Reads the `groups` section: a mapping of group names to mappings of optimizer keys.
@@ -442,10 +441,9 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
       const std::string k = kv.first.as<std::string>();
       const std::string at = source + ":" + std::to_string(kv.first.Mark().line + 1);
       if (std::find(valid.begin(), valid.end(), k) == valid.end()) {
-        if (is_retired(s + "." + k)) {
-          const auto why = retired_key(s + "." + k, kv.second);
-          if (why.empty() || retired == RetiredKeys::ignore) continue;  // means the same as before, or unused
-          throw Error(at + ": " + why);
+        if (const auto why = retired_key(s + "." + k, kv.second)) {
+          if (why->empty() || retired == RetiredKeys::ignore) continue;  // means the same as before, or unused
+          throw Error(at + ": " + *why);
         }
         std::string list;
         for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
@@ -479,7 +477,8 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
       continue;
     }
     const auto& valid = lister.keys[s];
-    require(!is_retired(s + "." + k), "--set '" + ov + "': " + retired_key(s + "." + k, YAML::Node()));
+    if (const auto why = retired_key(s + "." + k, YAML::Node()))  // a null value: always the message
+      throw Error("--set '" + ov + "': " + *why);
     require(lister.keys.count(s) && std::find(valid.begin(), valid.end(), k) != valid.end(),
             "--set '" + ov + "': unknown key '" + s + "." + k + "'");
     YAML::Node value;
