@@ -1,5 +1,5 @@
 // pae-bench: training throughput of the shipped models and the machine's GEMM peak.
-//   pae-bench gemm            sgemm GFLOP/s (1024^3) at the chosen thread settings
+//   pae-bench gemm            sgemm GFLOP/s (1024^3, rows split over the intra-op threads)
 //   pae-bench vae|ae [--epochs 1]   one Fashion-MNIST epoch of configs/fmnist_{vae,ae}.yml
 //   pae-bench nsf|realnvp     flow fitting samples/s: 8 layers, 2x256 MLP conditioners, dim 32,
 //                             batch 256, 8 bins, tail bound 3, reverse permutations
@@ -8,17 +8,23 @@
 //                             the config's flow fitted on each known-density set
 //                             (pae/flows/density_sets.h): flow, Gaussian and true test
 //                             log-likelihood, a JSON line each and runs/bench_density/results.md
+#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "density.h"
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/flows/flow.h"
 #include "pae/models/autoencoder.h"
+#include "pae/nn/dense.h"
 #include "pae/report/sinks.h"
 #include "pae/train/engine.h"
 #include "pae/train/trainer.h"
@@ -33,17 +39,78 @@ namespace report = pae::report;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-double gemm_gflops(int64_t n, int reps) {
-  auto a = torch::randn({n, n}), b = torch::randn({n, n});
-  auto c = torch::mm(a, b);  // warm-up
-  const double t0 = now();
-  for (int i = 0; i < reps; ++i) c = torch::mm(a, b);
-  return 2.0 * double(n) * n * n * reps / (now() - t0) / 1e9;
+/// The machine's GEMM peak as the models' layers reach it: a 1024^3 sgemm split by rows over the
+/// intra-op threads (as pae::nn::dense splits a batch), each block one single-threaded OpenBLAS call.
+/// Best of 5 rounds of 10 products.
+double gemm_gflops(int64_t n = 1024) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+  const int64_t rows = std::max<int64_t>(1, (n + at::get_num_threads() - 1) / at::get_num_threads());
+  auto product = [&] {
+    at::parallel_for(0, n, rows, [&](int64_t lo, int64_t hi) {
+      auto out = c.slice(0, lo, hi);
+      torch::mm_out(out, a.slice(0, lo, hi), b);
+    });
+  };
+  product();  // warm-up
+  double best = 0;
+  for (int round = 0; round < 5; ++round) {
+    const double t0 = now();
+    for (int i = 0; i < 10; ++i) product();
+    best = std::max(best, 2.0 * double(n) * n * n * 10 / (now() - t0) / 1e9);
+  }
+  return best;
+}
+
+/// Multiply-add FLOPs (2 per multiply-add) of the GEMM-like layers of a Sequential for one item
+/// (`h`: a batch of one), walking its layers with a real input, as convolution costs depend on
+/// the spatial sizes. `first` gets the first such layer's share (its grad-input is skipped when
+/// the input needs no gradient).
+double sequential_flops(torch::nn::SequentialImpl& seq, torch::Tensor h, double* first = nullptr) {
+  torch::NoGradGuard no_grad;
+  double total = 0;
+  for (auto& m : seq) {
+    auto out = m.forward(h);
+    const auto* ptr = m.ptr().get();
+    double f = 0;
+    if (const auto* d = dynamic_cast<const pae::nn::DenseImpl*>(ptr)) {
+      f = 2.0 * double(d->weight.numel());
+    } else if (const auto* c = dynamic_cast<const torch::nn::Conv2dImpl*>(ptr)) {
+      f = 2.0 * double(c->weight[0].numel()) * double(out.numel());  // Cin/groups * kh * kw per output
+    } else if (const auto* t = dynamic_cast<const torch::nn::ConvTranspose2dImpl*>(ptr)) {
+      f = 2.0 * double(t->weight[0].numel()) * double(h.numel());  // Cout/groups * kh * kw per input
+    }
+    if (f > 0 && first && total == 0) *first = f;
+    total += f;
+    h = out;
+  }
+  return total;
+}
+
+/// Training FLOPs per image of an auto-encoder with "encoder" and "decoder" Sequentials: forward,
+/// grad-input and grad-weight products of every layer, less the first layer's grad-input (the
+/// images need no gradient). 0 when the model has no such parts.
+double autoencoder_training_flops(pae::models::AutoEncoder& model, const pae::models::ImageShape& s) {
+  std::shared_ptr<torch::nn::SequentialImpl> enc, dec;
+  for (const auto& item : model.named_children()) {
+    if (item.key() == "encoder") enc = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(item.value());
+    if (item.key() == "decoder") dec = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(item.value());
+  }
+  if (!enc || !dec) return 0;
+  const bool was_training = model.is_training();
+  model.eval();  // batch norm on a batch of one
+  double first = 0;
+  const double fe = sequential_flops(*enc, torch::zeros({1, s.channels, s.height, s.width}), &first);
+  const double fd = sequential_flops(*dec, torch::zeros({1, model.latent_dim()}));
+  model.train(was_training);
+  return 3 * (fe + fd) - first;
 }
 
 /// Runs the engine (no run directory) for `epochs` epochs and returns the best epoch's rate.
+/// With `profile`, the run is recorded by LibTorch's profiler as a Chrome trace.
 double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& data,
-                   const pae::train::OptimizerOptions& opt, int64_t epochs, int64_t batch, report::MemorySink& sink) {
+                   const pae::train::OptimizerOptions& opt, int64_t epochs, int64_t batch, report::MemorySink& sink,
+                   const std::string& profile = "") {
   pae::train::EngineOptions eo;
   eo.epochs = std::max<int64_t>(epochs, 1);
   eo.batch_size = batch;
@@ -52,7 +119,11 @@ double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& d
   eo.drop_singleton_batch = false;
   eo.rate_key = "rate";
   auto memory = std::shared_ptr<report::MetricsSink>(&sink, [](report::MetricsSink*) {});
-  pae::train::Engine(eo, {memory, std::make_shared<report::LogSink>(eo.epochs)}).fit(trainable, data);
+  {
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
+    if (!profile.empty()) recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+    pae::train::Engine(eo, {memory, std::make_shared<report::LogSink>(eo.epochs)}).fit(trainable, data);
+  }
   double best = 0;
   for (const auto& r : sink.records) best = std::max(best, r.get("rate"));
   return best;
@@ -86,8 +157,38 @@ class FlowFit : public torch::nn::Module, public pae::nn::Trainable {
   std::shared_ptr<pae::flows::Flow> flow_;
 };
 
+/// Training FLOPs per sample of a flow's conditioner GEMMs (3 products per Dense layer, less
+/// the first coupling's input layer's grad-input: the data needs no gradient). The splines'
+/// element-wise arithmetic is not counted.
+double flow_training_flops(torch::nn::Module& flow) {
+  double total = 0, first = 0;
+  for (const auto& m : flow.modules(/*include_self=*/false))
+    if (const auto* d = dynamic_cast<const pae::nn::DenseImpl*>(m.get())) {
+      if (total == 0) first = 2.0 * double(d->weight.numel());
+      total += 3 * 2.0 * double(d->weight.numel());
+    }
+  return total - first;
+}
+
+/// What one throughput benchmark measured: the best epoch's rate of each of `repeat` fresh runs.
+struct Throughput {
+  std::vector<double> rates;
+  double flops_per_item = 0;  ///< 0: not counted for this model
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct BenchOptions {
+  int64_t epochs = 1, limit = 0, repeat = 1;
+  std::string config_path, profile;
+};
+
 /// Flow fitting throughput on correlated Gaussian data of dimension 32.
-int bench_flow(const std::string& type, int64_t epochs, double peak) {
+Throughput bench_flow(const std::string& type, const BenchOptions& bo, pae::JsonObject& out) {
   pae::flows::FlowOptions o;
   o.type = type;
   o.layers = 8;
@@ -96,26 +197,73 @@ int bench_flow(const std::string& type, int64_t epochs, double peak) {
   o.bins = 8;
   o.tail_bound = 3;
   o.permutation = "reverse";
-  torch::manual_seed(0);
   const int64_t n = 51200, d = 32, bs = 256;
-  auto data = torch::matmul(torch::randn({n, d}), torch::randn({d, d}) / std::sqrt(double(d)));
-  FlowFit flow(pae::flows::build_flow(d, o));
-  pae::train::OptimizerOptions opt;
-  opt.lr = 1e-3;
-  report::MemorySink sink;
-  const double best = engine_rate(flow, tensor_data(data), opt, epochs, bs, sink);
-  std::printf("%s\n", pae::JsonObject()
-                          .add("flow", type)
-                          .add("samples_per_s", best)
-                          .add("layers", int64_t(8))
-                          .add("hidden", int64_t(256))
-                          .add("dim", d)
-                          .add("batch", bs)
-                          .add("final_train_nll", sink.records.back().get("train_nll"))
-                          .add("gemm_gflops", peak)
-                          .str()
-                          .c_str());
-  return 0;
+  Throughput t;
+  double final_nll = 0;
+  for (int64_t r = 0; r < bo.repeat; ++r) {
+    torch::manual_seed(0);
+    auto data = torch::matmul(torch::randn({n, d}), torch::randn({d, d}) / std::sqrt(double(d)));
+    FlowFit flow(pae::flows::build_flow(d, o));
+    t.flops_per_item = flow_training_flops(flow);
+    pae::train::OptimizerOptions opt;
+    opt.lr = 1e-3;
+    report::MemorySink sink;
+    t.rates.push_back(engine_rate(flow, tensor_data(data), opt, bo.epochs, bs, sink, r == 0 ? bo.profile : ""));
+    final_nll = sink.records.back().get("train_nll");
+  }
+  out.add("layers", int64_t(8)).add("hidden", int64_t(256)).add("dim", d).add("batch", bs);
+  out.add("final_train_nll", final_nll);
+  return t;
+}
+
+/// One Fashion-MNIST epoch (or `--limit` images) of an auto-encoder config.
+Throughput bench_autoencoder(const std::string& what, const BenchOptions& bo, pae::JsonObject& out) {
+  auto config = pae::load_config(bo.config_path.empty() ? "configs/fmnist_" + what + ".yml" : bo.config_path);
+  config.data.val_size = 0;
+  if (bo.limit > 0) config.data.subset = bo.limit;
+  auto train = pae::data::load_dataset(config.data, pae::data::Split::kTrain);
+  pae::models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
+  Throughput t;
+  double final_loss = 0;
+  for (int64_t r = 0; r < bo.repeat; ++r) {
+    torch::manual_seed(0);
+    auto model = pae::models::build_autoencoder(config.model, shape);
+    t.flops_per_item = autoencoder_training_flops(*model, shape);
+    auto opt = pae::train::optimizer_options(config.train);
+    opt.grad_clip = 0;
+    report::MemorySink sink;
+    t.rates.push_back(engine_rate(*model, tensor_data(train.images), opt, bo.epochs, config.train.batch_size, sink,
+                                  r == 0 ? bo.profile : ""));
+    final_loss = sink.records.back().get("train_loss");
+  }
+  out.add("batch", config.train.batch_size).add("images", train.images.size(0)).add("final_train_loss", final_loss);
+  return t;
+}
+
+/// Prints `previous` (the last line of FILE for the same model) beside `now`, per number.
+void print_comparison(const std::string& file, const std::string& model, const std::string& now_json) {
+  std::ifstream in(file);
+  pae::require(bool(in), "--compare " + file + ": cannot read the file");
+  nlohmann::json before;
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos || line[0] != '{') continue;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    pae::require(!j.is_discarded(), "--compare " + file + ":" + std::to_string(lineno) + ": not a JSON line");
+    if (j.value("model", "") == model) before = j;
+  }
+  pae::require(!before.is_null(), "--compare " + file + ": no earlier figures for model '" + model +
+                                      "' (the file holds pae-bench's JSON lines)");
+  const auto after = nlohmann::json::parse(now_json);
+  std::fprintf(stderr, "%-24s %14s %14s %8s\n", "", "before", "now", "ratio");
+  for (const auto& [key, value] : after.items()) {
+    if (!value.is_number() || !before.contains(key) || !before[key].is_number()) continue;
+    const double a = before[key].get<double>(), b = value.get<double>();
+    std::fprintf(stderr, "%-24s %14.4g %14.4g %8s\n", key.c_str(), a, b,
+                 a != 0 ? fmt::format("{:.3f}", b / a).c_str() : "-");
+  }
 }
 
 /// A ring: radius ~ N(2, 0.2^2), angle uniform. Its density is N(r; 2, 0.2) / (2 pi r)
@@ -165,16 +313,21 @@ int bench_toy(int64_t epochs) {
 int main(int argc, char** argv) {
   pae::init_program();
   CLI::App app{"pae-bench: throughput benchmarks (not tests)"};
-  std::string what = "vae", config_path;
+  std::string what = "vae", compare;
   int threads = 0, blas_threads = 0;
-  int64_t epochs = 1, limit = 0;
+  BenchOptions bo;
   app.add_option("what", what, "gemm | vae | ae | nsf | realnvp | toy | density")
       ->check(CLI::IsMember({"gemm", "vae", "ae", "nsf", "realnvp", "toy", "density"}));
-  app.add_option("--config", config_path, "config (default configs/fmnist_<what>.yml)");
+  app.add_option("--config", bo.config_path, "config (default configs/fmnist_<what>.yml)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0 = all cores)");
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (0 = 1)");
-  app.add_option("--epochs", epochs, "epochs to time");
-  app.add_option("--limit", limit, "train on the first N images only (0 = all)");
+  app.add_option("--epochs", bo.epochs, "epochs to time (a run's rate is its best epoch's)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--repeat", bo.repeat, "fresh runs (the median and the spread are reported)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--limit", bo.limit, "train on the first N images only (0 = all)");
+  app.add_option("--profile", bo.profile, "write the first run's per-op profile (Chrome trace JSON) to this file");
+  app.add_option("--compare", compare, "a file of earlier pae-bench JSON lines: print them beside the new figures");
   DensityBenchOptions dbo;
   std::string dims, sets;
   app.add_option("--dims", dims, "density: comma-separated dimensions (default 2,8,32)");
@@ -187,20 +340,9 @@ int main(int argc, char** argv) {
   try {
     pae::warn_if_slow_blas();
     const auto ts = pae::configure_threads({threads, blas_threads});
-    const double peak = gemm_gflops(1024, 20);
-    if (what == "gemm") {
-      std::printf("%s\n", pae::JsonObject()
-                              .add("gemm_gflops", peak)
-                              .add("threads", ts.intra_op)
-                              .add("blas_threads", ts.blas)
-                              .str()
-                              .c_str());
-      return 0;
-    }
-    if (what == "nsf" || what == "realnvp") return bench_flow(what, epochs, peak);
-    if (what == "toy") return bench_toy(epochs);
+    if (what == "toy") return bench_toy(bo.epochs);
     if (what == "density") {
-      if (!config_path.empty()) dbo.config = config_path;
+      if (!bo.config_path.empty()) dbo.config = bo.config_path;
       if (!dims.empty()) dbo.dims.clear();
       for (const auto& d : pae::split_list(dims)) {
         pae::require(d.find_first_not_of("0123456789") == std::string::npos, "--dims: '" + d + "' is not a dimension");
@@ -209,42 +351,32 @@ int main(int argc, char** argv) {
       dbo.sets = pae::split_list(sets);
       return bench_density(dbo);
     }
-    if (config_path.empty()) config_path = "configs/fmnist_" + what + ".yml";
-    auto config = pae::load_config(config_path);
-    config.data.val_size = 0;
-    if (limit > 0) config.data.subset = limit;
-    auto train = pae::data::load_dataset(config.data, pae::data::Split::kTrain);
-    torch::manual_seed(0);
-    pae::models::ImageShape shape{train.images.size(1), train.images.size(2), train.images.size(3)};
-    auto model = pae::models::build_autoencoder(config.model, shape);
-    auto opt = pae::train::optimizer_options(config.train);
-    opt.grad_clip = 0;
-    report::MemorySink sink;
-    const double best = engine_rate(*model, tensor_data(train.images), opt, epochs, config.train.batch_size, sink);
+    const double peak = gemm_gflops();
     pae::JsonObject out;
-    out.add("model", what)
-        .add("images_per_s", best)
-        .add("threads", ts.intra_op)
-        .add("blas_threads", ts.blas)
-        .add("blas_core", pae::blas_info().core)
-        .add("gemm_gflops", peak);
-    if (config.model.arch == "mlp") {
-      // Training FLOPs per image from the Linear layers: forward, grad-input and grad-weight
-      // GEMMs (2 FLOPs per multiply-add each), except the first layer's grad-input, which
-      // autograd skips because the images need no gradient.
-      std::vector<int64_t> widths = {shape.numel()};
-      for (auto h : config.model.hidden) widths.push_back(h);
-      widths.push_back(config.model.type == "vae" ? 2 * config.model.latent_dim : config.model.latent_dim);
-      std::vector<int64_t> dec = {config.model.latent_dim};
-      for (auto it = config.model.hidden.rbegin(); it != config.model.hidden.rend(); ++it) dec.push_back(*it);
-      dec.push_back(shape.numel());
-      double flops = 0;
-      for (size_t i = 0; i + 1 < widths.size(); ++i) flops += 2.0 * widths[i] * widths[i + 1] * (i == 0 ? 2 : 3);
-      for (size_t i = 0; i + 1 < dec.size(); ++i) flops += 2.0 * dec[i] * dec[i + 1] * 3;
-      const double gflops = flops * best / 1e9;
-      out.add("model_gflops", gflops).add("fraction_of_gemm_peak", gflops / peak);
+    out.add("model", what).add("threads", ts.intra_op).add("blas_threads", ts.blas);
+    out.add("blas_core", pae::blas_info().core).add("gemm_gflops", peak);
+    if (what != "gemm") {
+      pae::JsonObject details;
+      const auto t =
+          what == "nsf" || what == "realnvp" ? bench_flow(what, bo, details) : bench_autoencoder(what, bo, details);
+      const double rate = median(t.rates);
+      out.add("per_s", rate)
+          .add("per_s_min", *std::min_element(t.rates.begin(), t.rates.end()))
+          .add("per_s_max", *std::max_element(t.rates.begin(), t.rates.end()))
+          .add("runs", int64_t(t.rates.size()))
+          .add("epochs", bo.epochs);
+      if (t.flops_per_item > 0) {
+        const double gflops = t.flops_per_item * rate / 1e9;
+        out.add("mflop_per_item", t.flops_per_item / 1e6)
+            .add("model_gflops", gflops)
+            .add("fraction_of_gemm_peak", gflops / peak);
+      }
+      out.add("details", details);
     }
-    std::printf("%s\n", out.str().c_str());
+    const auto line = out.str();
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    if (!compare.empty()) print_comparison(compare, what, line);
     return 0;
   } catch (const pae::Error& e) {
     spdlog::error("{}", e.what());

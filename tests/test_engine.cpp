@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "pae/nn/conv.h"
 #include "pae/nn/dense.h"
 #include "pae/report/sinks.h"
 #include "pae/train/engine.h"
@@ -465,5 +466,68 @@ TEST(Dense, HessianVectorProductWithTwoThreadsMatchesTorchLinear) {
   // And the plain first-order threaded path (no graph) gives the same gradient.
   auto first = torch::autograd::grad({mlp(true)}, params);
   for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::allclose(first[i], g_linear[i], 1e-10, 1e-12)) << i;
+  at::set_num_threads(before);
+}
+
+TEST(ConvTranspose2d, MatchesLibTorchsInValueGradientAndHessianVectorProduct) {
+  // The adjoint-convolution path must equal torch's transposed convolution: values, first-order
+  // gradients, and gradients differentiated again (the Gauss-Newton posterior differentiates a
+  // decoder's backward). Odd and even kernels, output padding 0 and 1, with and without bias.
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  namespace F = torch::nn::functional;
+  struct Case {
+    int64_t in, out, kernel, padding, output_padding, size;
+    bool bias;
+  };
+  for (const auto& c : {Case{5, 3, 3, 1, 0, 4, false}, Case{4, 2, 3, 1, 1, 7, true}, Case{3, 1, 4, 1, 0, 5, true}}) {
+    torch::manual_seed(7);
+    pae::nn::ConvTranspose2d layer(torch::nn::ConvTranspose2dOptions(c.in, c.out, c.kernel)
+                                       .stride(2)
+                                       .padding(c.padding)
+                                       .output_padding(c.output_padding)
+                                       .bias(c.bias));
+    layer->to(torch::kFloat64);
+    auto x = torch::randn({6, c.in, c.size, c.size}, torch::kFloat64).requires_grad_(true);
+    std::vector<torch::Tensor> inputs = {x, layer->weight};
+    if (c.bias) inputs.push_back(layer->bias);
+    auto reference = [&](const torch::Tensor& h) {
+      return F::conv_transpose2d(h, layer->weight,
+                                 F::ConvTranspose2dFuncOptions()
+                                     .bias(c.bias ? layer->bias : torch::Tensor())
+                                     .stride(2)
+                                     .padding(c.padding)
+                                     .output_padding(c.output_padding));
+    };
+    const auto y = layer->forward(x), y_ref = reference(x);
+    ASSERT_EQ(y.sizes(), y_ref.sizes());
+    EXPECT_TRUE(torch::allclose(y, y_ref, 1e-10, 1e-12)) << "value, kernel " << c.kernel;
+    auto target = torch::randn_like(y);
+    std::vector<torch::Tensor> v;
+    for (const auto& p : inputs) v.push_back(torch::randn_like(p));
+    auto hvp = [&](const torch::Tensor& out) {
+      auto loss = (torch::tanh(out) * target).sum();
+      auto grads = torch::autograd::grad({loss}, inputs, {}, /*retain_graph=*/true, /*create_graph=*/true);
+      auto gv = torch::zeros({}, torch::kFloat64);
+      for (size_t i = 0; i < grads.size(); ++i) gv = gv + (grads[i] * v[i]).sum();
+      return std::make_pair(grads, torch::autograd::grad({gv}, inputs));
+    };
+    const auto [g, h] = hvp(layer->forward(x));
+    const auto [g_ref, h_ref] = hvp(reference(x));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(g[i], g_ref[i], 1e-10, 1e-12)) << "gradient " << i << ", kernel " << c.kernel;
+      EXPECT_TRUE(torch::allclose(h[i], h_ref[i], 1e-10, 1e-12)) << "Hessian-vector product " << i;
+    }
+    // float32 (the oneDNN kernels): the same up to rounding.
+    const auto gx_ref = torch::autograd::grad({(reference(x) * target).sum()}, {x, layer->weight});
+    const auto y_ref_copy = y_ref.detach().clone();
+    layer->to(torch::kFloat32);
+    auto xf = x.detach().to(torch::kFloat32).requires_grad_(true);
+    auto yf = layer->forward(xf);
+    EXPECT_TRUE(torch::allclose(yf.to(torch::kFloat64), y_ref_copy, 1e-4, 1e-5)) << "float32 value";
+    auto gf = torch::autograd::grad({(yf * target.to(torch::kFloat32)).sum()}, {xf, layer->weight});
+    EXPECT_TRUE(torch::allclose(gf[0].to(torch::kFloat64), gx_ref[0], 1e-4, 1e-4)) << "float32 grad-input";
+    EXPECT_TRUE(torch::allclose(gf[1].to(torch::kFloat64), gx_ref[1], 1e-4, 1e-4)) << "float32 grad-weight";
+  }
   at::set_num_threads(before);
 }

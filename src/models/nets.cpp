@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "pae/nn/conv.h"
 #include "pae/nn/dense.h"
 #include "pae/util/error.h"
 
@@ -119,11 +120,11 @@ nn::Sequential make_decoder(const ModelOptions& o, const ImageShape& s, int64_t 
     require(oph >= 0 && oph < 2 && opw >= 0 && opw < 2,
             "model.kernel " + std::to_string(o.kernel) + " cannot mirror the encoder for image " + s.str());
     const bool last = i == 0;
-    seq->push_back(nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, o.kernel)
-                                           .stride(2)
-                                           .padding(p)
-                                           .output_padding(torch::ExpandingArray<2>({oph, opw}))
-                                           .bias(last || !o.batch_norm)));
+    seq->push_back(pae::nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, o.kernel)
+                                                .stride(2)
+                                                .padding(p)
+                                                .output_padding(torch::ExpandingArray<2>({oph, opw}))
+                                                .bias(last || !o.batch_norm)));
     if (!last) {
       if (o.batch_norm) seq->push_back(nn::BatchNorm2d(out));
       push_activation(seq, o.activation);
