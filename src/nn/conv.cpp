@@ -9,14 +9,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-std::vector<int64_t> vec(const at::Tensor& t) {
-  return {t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()};
-}
+std::vector<int64_t> vec(const at::Tensor& t) { return {t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()}; }
 
 /// y = C^T x, where C is conv2d(., w, stride, padding) on inputs of y's size: w:[Cin_T, Cout_T, k, k]
 /// is C's weight [out, in, k, k] as it stands.
 struct TransposedConv : public torch::autograd::Function<TransposedConv> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef output_padding) {
     std::vector<int64_t> out_size = {x.size(0), w.size(1)};
     for (int64_t i = 0; i < 2; ++i)
       out_size.push_back((x.size(2 + i) - 1) * stride[size_t(i)] - 2 * padding[size_t(i)] + w.size(2 + i) +
@@ -52,8 +51,8 @@ struct TransposedConv : public torch::autograd::Function<TransposedConv> {
 
 at::Tensor conv_transpose2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding) {
-  TORCH_CHECK(x.dim() == 4 && weight.dim() == 4 && x.size(1) == weight.size(0), "conv_transpose2d: input ",
-              x.sizes(), " does not fit weight ", weight.sizes());
+  TORCH_CHECK(x.dim() == 4 && weight.dim() == 4 && x.size(1) == weight.size(0), "conv_transpose2d: input ", x.sizes(),
+              " does not fit weight ", weight.sizes());
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && output_padding.size() == 2,
               "conv_transpose2d: stride, padding and output_padding need 2 entries each");
   auto y = TransposedConv::apply(x, weight, stride, padding, output_padding);

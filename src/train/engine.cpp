@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/progress.h"
@@ -40,7 +41,8 @@ struct Group {
   std::vector<at::Tensor> params;
   OptimizerOptions options;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
-  double lr_scale = 1.0;  ///< halved by each non-finite step under train.nonfinite: reduce_lr
+  double lr_scale = 1.0;       ///< halved by each non-finite step under train.nonfinite: reduce_lr
+  std::vector<bool> had_grad;  ///< per parameter: a gradient was set at some step
 };
 
 /// The engine's side of StepContext: steps named groups, sums named terms.
@@ -58,14 +60,21 @@ class EngineContext : public nn::StepContext {
       for (const auto& candidate : groups_) names += (names.empty() ? "" : ", ") + candidate.name;
       throw std::logic_error("StepContext::step: no parameter group '" + name + "' (groups: " + names + ")");
     }
-    g->optimizer->zero_grad();
+    // Gradients are dropped rather than zeroed, so that backward hands over its new buffers (no
+    // fill, no accumulation pass). A parameter that has had a gradient and that this loss does not
+    // reach gets zeros back, as zero_grad leaves it in LibTorch 1.x (Adam still moves it).
+    g->had_grad.resize(g->params.size(), false);
+    for (size_t i = 0; i < g->params.size(); ++i) {
+      auto& grad = g->params[i].mutable_grad();
+      g->had_grad[i] = g->had_grad[i] || grad.defined();
+      grad.reset();
+    }
     if (!finite(loss)) return nonfinite(*g, "loss", loss, parts);
     loss.backward();
-    // The sum of every gradient entry is non-finite when any entry is (one device sync).
-    std::vector<at::Tensor> sums;
-    for (const auto& p : g->params)
-      if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat64));
-    if (!sums.empty() && !finite(torch::stack(sums).sum())) return nonfinite(*g, "gradient", loss, parts);
+    for (size_t i = 0; i < g->params.size(); ++i)
+      if (g->had_grad[i] && !g->params[i].grad().defined())
+        g->params[i].mutable_grad() = torch::zeros_like(g->params[i]);
+    if (!gradients_finite(g->params)) return nonfinite(*g, "gradient", loss, parts);
     if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
     g->optimizer->step();
   }
@@ -190,7 +199,7 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
     auto it = o.optimizers.find(name);
     if (it == o.optimizers.end()) it = o.optimizers.find("");
     if (it == o.optimizers.end()) throw std::logic_error("Engine: no optimizer options for group '" + name + "'");
-    Group g{name, params, it->second, nullptr};
+    Group g{name, params, it->second, nullptr, 1.0, {}};
     g.optimizer = make_optimizer(g.options, g.params);
     groups.push_back(std::move(g));
   }

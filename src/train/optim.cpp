@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
 
 namespace pae::train {
@@ -30,10 +31,10 @@ const std::vector<std::string>& schedule_names() {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerOptions& o, std::vector<at::Tensor> params) {
   if (o.name == "adam")
-    return std::make_unique<torch::optim::Adam>(
+    return std::make_unique<FusedAdam>(
         params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay));
   if (o.name == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
+    return std::make_unique<FusedAdamW>(
         params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).weight_decay(o.weight_decay));
   if (o.name == "sgd")
     return std::make_unique<torch::optim::SGD>(
