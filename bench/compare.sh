@@ -46,7 +46,8 @@ d["label"], d["round"] = label, rnd
 print(json.dumps(d))
 PY
 }
-start=$(wc -l < "$out" 2>/dev/null || echo 0)
+start=0
+[ -f "$out" ] && start=$(wc -l < "$out")
 for round in $(seq 1 "$rounds"); do
   for m in "${models[@]}"; do
     limit=() epochs=2
@@ -60,18 +61,4 @@ for round in $(seq 1 "$rounds"); do
       --threads 1 --epochs $epochs "${limit[@]}"
   done
 done
-tail -n +"$((start + 1))" "$out" | /usr/bin/python3 -c '
-import collections, json, statistics, sys
-rate = lambda d: d.get("per_s") or d.get("images_per_s") or d.get("samples_per_s")
-runs = collections.defaultdict(list)
-for line in sys.stdin:
-    d = json.loads(line)
-    runs[(d.get("model") or d.get("flow"), d["label"])].append(rate(d))
-print(f"{\"model\":<8} {\"who\":<18} {\"median/s\":>10} {\"min\":>10} {\"max\":>10} {\"runs\":>5} {\"vs PyTorch best\":>16}")
-for m in dict.fromkeys(k[0] for k in runs):
-    torch_best = max(statistics.median(runs[(m, l)]) for l in ("pytorch-2-threads", "pytorch-1-thread") if (m, l) in runs)
-    for (mm, label), v in runs.items():
-        if mm != m: continue
-        med = statistics.median(v)
-        print(f"{m:<8} {label:<18} {med:10.0f} {min(v):10.0f} {max(v):10.0f} {len(v):5d} {med / torch_best:15.2f}x")
-'
+tail -n +"$((start + 1))" "$out" | /usr/bin/python3 "$here/bench/compare_summary.py"

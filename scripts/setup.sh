@@ -6,6 +6,9 @@ packages=(build-essential cmake ninja-build pkg-config ccache clang-format
           libstb-dev libgtest-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist)
 # scripts/fuzz.sh needs clang with libFuzzer and LLVM's OpenMP: `scripts/setup.sh --fuzz`.
 if [ "${1:-}" = "--fuzz" ]; then packages+=(clang libclang-rt-dev libomp-dev); fi
+# bench/compare.sh compares with the same models in Debian's PyTorch; perf samples where the time
+# goes (bench/README.md): `scripts/setup.sh --bench`.
+if [ "${1:-}" = "--bench" ]; then packages+=(python3-torch linux-perf); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

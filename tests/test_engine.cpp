@@ -541,7 +541,10 @@ TEST(Dense, HessianVectorProductWithTwoThreadsMatchesTorchLinear) {
     auto layer = [&](nn::Dense& l, const torch::Tensor& h) {
       return threaded ? l->forward(h) : torch::linear(h, l->weight, l->bias);
     };
-    return layer(l3, torch::tanh(layer(l2, torch::tanh(layer(l1, x))))).pow(2).mean();
+    auto layer_relu = [&](nn::Dense& l, const torch::Tensor& h) {  // the fused ReLU
+      return threaded ? l->forward_relu(h) : torch::relu(torch::linear(h, l->weight, l->bias));
+    };
+    return layer(l3, torch::tanh(layer_relu(l2, torch::tanh(layer(l1, x))))).pow(2).mean();
   };
   std::vector<torch::Tensor> v;
   for (const auto& p : params) v.push_back(torch::randn_like(p));

@@ -97,6 +97,27 @@ TEST(Transforms, EveryRegisteredTransformInvertsWithConsistentLogDet) {
   }
 }
 
+TEST(Transforms, PermutationGradientsGatherByTheInversePermutation) {
+  // A permutation is linear, so <w, P x> = <grad_x <w, P x>, x> for any w: a backward that
+  // gathered by the permutation instead of its inverse fails this (for a permutation that is
+  // not its own inverse), and the gradient, itself differentiable, passes it again.
+  auto& reg = TransformRegistry::instance();
+  for (const std::string name : {"reverse", "random_permutation"}) {
+    for (int64_t layer : {0, 1, 2}) {
+      auto t = reg.create(name, 7, small_options(), layer);
+      auto x = torch::randn({5, 7}, torch::kFloat64).requires_grad_(true);
+      auto w = torch::randn({5, 7}, torch::kFloat64).requires_grad_(true);
+      const auto s = (w * t->forward(x).first).sum();
+      const auto g = torch::autograd::grad({s}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+      EXPECT_NEAR((g * x).sum().item<double>(), s.item<double>(), 1e-12) << name << " " << layer;
+      EXPECT_TRUE(torch::equal(std::get<0>(g.sort(1)), std::get<0>(w.sort(1)))) << "a gradient entry per weight";
+      // d/dw <g, x> = P x again.
+      const auto gw = torch::autograd::grad({(g * x).sum()}, {w})[0];
+      EXPECT_TRUE(torch::allclose(gw, t->forward(x).first.detach(), 0, 0)) << name;
+    }
+  }
+}
+
 TEST(Transforms, Float32RoundTripAtInitialScale) {
   for (const auto& name : TransformRegistry::instance().names()) {
     SCOPED_TRACE(name);

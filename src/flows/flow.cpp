@@ -96,14 +96,14 @@ class Conditioner : public nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {
     // A 1-D flow has nothing to condition on: a constant input makes the parameters learned constants.
-    auto h = torch::relu(input_(in_ > 0 ? x : torch::zeros({x.size(0), 1}, x.options())));
+    auto h = input_->forward_relu(in_ > 0 ? x : torch::zeros({x.size(0), 1}, x.options()));
     const bool drop = dropout_ > 0 && is_training();
     for (size_t i = 0; i < blocks_a_.size(); ++i) {
       if (drop) h = torch::dropout(h, dropout_, true);
       if (resnet_)
-        h = h + blocks_b_[i](torch::relu(blocks_a_[i](torch::relu(h))));
+        h = h + blocks_b_[i](blocks_a_[i]->forward_relu(torch::relu(h)));
       else
-        h = torch::relu(blocks_a_[i](h));
+        h = blocks_a_[i]->forward_relu(h);
     }
     if (drop) h = torch::dropout(h, dropout_, true);
     return output_(h);
@@ -196,6 +196,21 @@ class SplineCoupling : public Coupling {
   SplineOptions spline_;
 };
 
+/// x[:, perm] whose backward is the gather by the inverse permutation (LibTorch's index_select
+/// backward allocates zeros and scatters into them: two passes and an allocation more).
+struct PermuteColumns : public torch::autograd::Function<PermuteColumns> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& perm,
+                               const torch::Tensor& inverse) {
+    ctx->save_for_backward({inverse, perm});
+    return x.index_select(1, perm);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();  // differentiable: the inverse is again a gather
+    return {PermuteColumns::apply(grads[0], saved[0], saved[1]), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 /// A fixed permutation of the features (reverse, or random from a seed).
 class Permutation : public Transform {
  public:
@@ -207,11 +222,11 @@ class Permutation : public Transform {
   }
   TensorPair forward(const torch::Tensor& x) override {
     if (perm_.device() != x.device()) perm_ = perm_.to(x.device()), inv_ = inv_.to(x.device());
-    return {x.index_select(1, perm_), torch::zeros({x.size(0)}, x.options())};
+    return {PermuteColumns::apply(x, perm_, inv_), torch::zeros({x.size(0)}, x.options())};
   }
   TensorPair inverse(const torch::Tensor& z) override {
     if (perm_.device() != z.device()) perm_ = perm_.to(z.device()), inv_ = inv_.to(z.device());
-    return {z.index_select(1, inv_), torch::zeros({z.size(0)}, z.options())};
+    return {PermuteColumns::apply(z, inv_, perm_), torch::zeros({z.size(0)}, z.options())};
   }
 
  private:

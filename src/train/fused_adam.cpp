@@ -1,7 +1,7 @@
 #include "pae/train/fused_adam.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/optim/serialize.h>
 
 #include <atomic>
@@ -52,12 +52,13 @@ inline void adam_elements(T* p, const T* g, T* m, T* v, int64_t n, const Coeffic
 }
 
 // Compiled for AVX-512, AVX2 and the baseline; the loader picks the widest the CPU has.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_f32(float* p, const float* g, float* m,
-                                                                          float* v, int64_t n, const Coefficients& c) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_f32(float* p, const float* g, float* m, float* v,
+                                                                           int64_t n, const Coefficients& c) {
   adam_elements(p, g, m, v, n, c);
 }
 __attribute__((target_clones("avx512f", "avx2", "default"))) void adam_f64(double* p, const double* g, double* m,
-                                                                          double* v, int64_t n, const Coefficients& c) {
+                                                                           double* v, int64_t n,
+                                                                           const Coefficients& c) {
   adam_elements(p, g, m, v, n, c);
 }
 
@@ -170,32 +171,33 @@ bool gradients_finite(const std::vector<at::Tensor>& params) {
   return at::isfinite(at::stack(sums).sum()).item<bool>();
 }
 
-at::Tensor FusedAdam::step(LossClosure closure) {
+namespace {
+
+/// The step of FusedAdam (Base = Adam) and FusedAdamW (Base = AdamW): fused when every group can
+/// be, LibTorch's otherwise.
+template <typename Base, typename Options, typename Self>
+at::Tensor step_of(Self& self, typename Base::LossClosure closure, bool decoupled) {
   bool fused = true;
-  for (const auto& group : param_groups_)
-    fused = fused && fusable(group) && !static_cast<const torch::optim::AdamOptions&>(group.options()).amsgrad();
-  if (!fused) return torch::optim::Adam::step(closure);
+  for (const auto& group : self.param_groups())
+    fused = fused && fusable(group) && !static_cast<const Options&>(group.options()).amsgrad();
+  if (!fused) return self.Base::step(closure);
   at::Tensor loss;
   if (closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  fused_step<torch::optim::AdamOptions>(*this, state_, /*decoupled=*/false);
+  fused_step<Options>(self, self.state(), decoupled);
   return loss;
 }
 
+}  // namespace
+
+at::Tensor FusedAdam::step(LossClosure closure) {
+  return step_of<torch::optim::Adam, torch::optim::AdamOptions>(*this, closure, /*decoupled=*/false);
+}
+
 at::Tensor FusedAdamW::step(LossClosure closure) {
-  bool fused = true;
-  for (const auto& group : param_groups_)
-    fused = fused && fusable(group) && !static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad();
-  if (!fused) return torch::optim::AdamW::step(closure);
-  at::Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
-  fused_step<torch::optim::AdamWOptions>(*this, state_, /*decoupled=*/true);
-  return loss;
+  return step_of<torch::optim::AdamW, torch::optim::AdamWOptions>(*this, closure, /*decoupled=*/true);
 }
 
 }  // namespace pae::train

@@ -15,10 +15,15 @@ namespace pae::nn {
 /// initialised as torch::nn::Linear does.
 at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
+/// relu(dense(x, weight, bias)), the ReLU and its backward mask applied inside the threaded blocks
+/// (no separate pass, no extra tensor operation).
+at::Tensor dense_relu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 class DenseImpl : public torch::nn::Module {
  public:
   DenseImpl(int64_t in_features, int64_t out_features);
   at::Tensor forward(const at::Tensor& x) { return dense(x, weight, bias); }
+  at::Tensor forward_relu(const at::Tensor& x) { return dense_relu(x, weight, bias); }
   at::Tensor weight, bias;
 };
 TORCH_MODULE(Dense);
