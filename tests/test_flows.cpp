@@ -118,6 +118,55 @@ TEST(Transforms, PermutationGradientsGatherByTheInversePermutation) {
   }
 }
 
+TEST(Transforms, CouplingParameterGradientsMatchFiniteDifferences) {
+  // The couplings' fused kernels (values forward, gradients backward) against central
+  // differences of the same forward, for the conditioner's weights and the input, in float64;
+  // and the gradient differentiated again (create_graph) against the plain one.
+  for (const std::string name : {"affine_coupling", "spline_coupling"}) {
+    SCOPED_TRACE(name);
+    torch::manual_seed(11);
+    auto t = TransformRegistry::instance().create(name, 6, small_options(), 0);
+    t->to(torch::kFloat64);
+    randomize(*t, 0.3);
+    auto x = awkward_inputs(40, 6, torch::kFloat64).clamp(-2.5, 2.5);
+    auto w = torch::randn({40, 6}, torch::kFloat64);
+    auto objective = [&](const torch::Tensor& in) {
+      auto [z, ld] = t->forward(in);
+      return (w * z).sum() + 0.7 * ld.sum();
+    };
+    auto xg = x.clone().requires_grad_(true);
+    const auto f = objective(xg);
+    auto params = t->parameters();
+    std::vector<torch::Tensor> inputs = {xg};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    const auto grads = torch::autograd::grad({f}, inputs, {}, /*retain_graph=*/true, /*create_graph=*/true);
+    // Second order: d/dx <grad_x f, v> by autograd through the backward, against differences of grad_x.
+    auto v = torch::randn_like(x);
+    const auto hv = torch::autograd::grad({(grads[0] * v).sum()}, {xg})[0];
+    auto grad_at = [&](const torch::Tensor& at) {
+      auto a = at.clone().requires_grad_(true);
+      return torch::autograd::grad({objective(a)}, {a})[0];
+    };
+    const auto fd_hv = (grad_at(x + 1e-5 * v) - grad_at(x - 1e-5 * v)) / 2e-5;
+    EXPECT_TRUE(torch::allclose(hv, fd_hv, 1e-4, 1e-4)) << "max diff " << (hv - fd_hv).abs().max().item<double>();
+    const double h = 1e-6;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      auto flat = inputs[k].detach().view(-1);
+      for (int64_t j : {int64_t(0), flat.numel() / 2, flat.numel() - 1}) {
+        torch::NoGradGuard g;
+        const double v = flat[j].item<double>();
+        flat[j] = v + h;
+        const double up = objective(xg.detach()).item<double>();
+        flat[j] = v - h;
+        const double down = objective(xg.detach()).item<double>();
+        flat[j] = v;
+        const double fd = (up - down) / (2 * h), ad = grads[k].view(-1)[j].item<double>();
+        EXPECT_NEAR(ad, fd, 1e-5 * std::max(1.0, std::abs(fd))) << "input " << k << " entry " << j;
+      }
+    }
+  }
+}
+
 TEST(Transforms, Float32RoundTripAtInitialScale) {
   for (const auto& name : TransformRegistry::instance().names()) {
     SCOPED_TRACE(name);
@@ -210,6 +259,28 @@ TEST(Spline, FusedKernelMatchesTensorImplementationAndAutograd) {
   EXPECT_LT((xi - xir).abs().max().item<double>(), 1e-10);
   EXPECT_LT((li - lir).abs().max().item<double>(), 1e-10);
   EXPECT_LT((xi - x).abs().max().item<double>(), 1e-8);
+}
+
+TEST(Spline, Float32KernelKeepsItsKnotsForTheBackwardPass) {
+  // float32 rows save their softmax probabilities in the forward pass and the backward pass
+  // rebuilds the knots from them: its gradients must be those of the float64 tensor version
+  // on the same (float) inputs, to float rounding.
+  torch::manual_seed(6);
+  const int64_t k = 8, n = 3000;
+  auto p = (torch::randn({n, 3 * k - 1}) * 2).requires_grad_(true);
+  auto x = (torch::rand({n}) * 8 - 4).requires_grad_(true);
+  auto [y, ld] = rational_quadratic_spline_packed(x, p, k, false);
+  auto xr = x.detach().to(torch::kFloat64).requires_grad_(true);
+  auto pr = p.detach().to(torch::kFloat64).requires_grad_(true);
+  auto [yr, ldr] =
+      rational_quadratic_spline(xr, pr.narrow(-1, 0, k), pr.narrow(-1, k, k), pr.narrow(-1, 2 * k, k - 1), false);
+  auto gy = torch::randn({n}, torch::kFloat64), gl = torch::randn({n}, torch::kFloat64);
+  ((y * gy.to(torch::kFloat32)).sum() + (ld * gl.to(torch::kFloat32)).sum()).backward();
+  ((yr * gy).sum() + (ldr * gl).sum()).backward();
+  EXPECT_TRUE(torch::allclose(x.grad().to(torch::kFloat64), xr.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(p.grad().to(torch::kFloat64), pr.grad(), 1e-5, 1e-5))
+      << (p.grad().to(torch::kFloat64) - pr.grad()).abs().max().item<double>();
+  EXPECT_GT(p.grad().abs().sum().item<double>(), 1.0);
 }
 
 TEST(Spline, ExtremeBinsAndNegativeDiscriminantStayFinite) {

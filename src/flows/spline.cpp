@@ -127,15 +127,19 @@ struct RowSpline {
     for (int64_t i = 1; i < k; ++i) m = std::max(m, u[i]);
     A s = 0;
     for (int64_t i = 0; i < k; ++i) s += (p[size_t(i)] = std::exp(u[i] - m));
+    for (int64_t i = 0; i < k; ++i) p[size_t(i)] /= s;
+    cumulate(p, k, min_size, b, cum);
+  }
+
+  /// Knot positions from the softmax probabilities.
+  static void cumulate(const std::vector<A>& p, int64_t k, A min_size, A b, std::vector<A>& cum) {
     const A scale = 1 - min_size * A(k);
     cum[0] = -b;
     A acc = 0;
     for (int64_t i = 0; i < k - 1; ++i) {
-      p[size_t(i)] /= s;
       acc += min_size + scale * p[size_t(i)];
       cum[size_t(i + 1)] = acc * 2 * b - b;
     }
-    p[size_t(k - 1)] /= s;
     cum[size_t(k)] = b;  // exact ends: cumsum rounding would move them
   }
 
@@ -156,6 +160,25 @@ struct RowSpline {
     u_ = u;
   }
 
+  /// load_row with the softmax probabilities the forward pass saved ([pw | ph], 2K): the same
+  /// knots without the 2K exponentials.
+  template <typename T>
+  void load_row_saved(const T* params, int64_t i, const A* probs) {
+    const int64_t np = 3 * k - 1;
+    row_.resize(size_t(np));
+    for (int64_t j = 0; j < np; ++j) row_[size_t(j)] = A(params[i * np + j]);
+    std::copy(probs, probs + k, pw.begin());
+    std::copy(probs + k, probs + 2 * k, ph.begin());
+    cumulate(pw, k, o.min_bin_width, o.tail_bound, cw);
+    cumulate(ph, k, o.min_bin_height, o.tail_bound, ch);
+    u_ = row_.data();
+  }
+
+  void save_probs(A* out) const {
+    std::copy(pw.begin(), pw.end(), out);
+    std::copy(ph.begin(), ph.end(), out + k);
+  }
+
   /// Derivative at knot j (only the bin's two are ever needed: computed on demand).
   A deriv(int64_t j) const { return j == 0 || j == k ? edge_ : A(o.min_derivative) + softplus(u_[2 * k + j - 1]); }
 
@@ -168,9 +191,10 @@ struct RowSpline {
 };
 
 /// Forward (data to noise) or inverse values of the packed spline: x:[N], p:[N,3K-1] contiguous.
+/// With `probs` ([N, 2K] of A), the rows' softmax probabilities are kept for spline_grads.
 template <typename T, typename A = Wider<T>>
 void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inverse, const SplineOptions& o,
-                   at::Tensor& out, at::Tensor& logdet) {
+                   at::Tensor& out, at::Tensor& logdet, A* probs = nullptr) {
   const int64_t n = x.size(0);
   const T* xs = x.data_ptr<T>();
   const T* ps = p.data_ptr<T>();
@@ -187,6 +211,7 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
         continue;
       }
       r.load_row(ps, i);
+      if (probs) r.save_probs(probs + i * 2 * k);
       const int64_t kb = r.bin(inverse ? r.ch : r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A yk = r.ch[size_t(kb)], hk = r.ch[size_t(kb + 1)] - yk;
@@ -218,9 +243,10 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
 }
 
 /// Gradients of the forward spline's (y, log|dy/dx|) with respect to x and the packed parameters.
+/// `probs`: what spline_values saved for these rows, or null (computed again).
 template <typename T, typename A = Wider<T>>
 void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy, const at::Tensor& gl, int64_t k,
-                  const SplineOptions& o, at::Tensor& gx, at::Tensor& gp) {
+                  const SplineOptions& o, at::Tensor& gx, at::Tensor& gp, const A* probs = nullptr) {
   const int64_t n = x.size(0), np = 3 * k - 1;
   const T* xs = x.data_ptr<T>();
   const T* ps = p.data_ptr<T>();
@@ -240,7 +266,10 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
         gxs[i] = gys[i];
         continue;
       }
-      r.load_row(ps, i);
+      if (probs)
+        r.load_row_saved(ps, i, probs + i * 2 * k);
+      else
+        r.load_row(ps, i);
       const int64_t kb = r.bin(r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A hk = r.ch[size_t(kb + 1)] - r.ch[size_t(kb)];
@@ -297,9 +326,18 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
                              double min_w, double min_h, double min_d) {
     const SplineOptions o{b, min_w, min_h, min_d};
     auto y = torch::empty_like(x), ld = torch::empty_like(x);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline",
-                               [&] { spline_values<scalar_t>(x, p, k, false, o, y, ld); });
+    // float rows keep their softmax probabilities (double, 2K per element) for the backward pass,
+    // which then needs no exponentials for the knots; double rows (long double inside) recompute.
+    at::Tensor probs;
+    if (x.scalar_type() == at::kFloat) {
+      probs = torch::empty({x.size(0), 2 * k}, x.options().dtype(at::kDouble));
+      spline_values<float>(x, p, k, false, o, y, ld, probs.data_ptr<double>());
+    } else {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline",
+                                 [&] { spline_values<scalar_t>(x, p, k, false, o, y, ld); });
+    }
     ctx->save_for_backward({x, p});
+    ctx->saved_data["probs"] = probs;
     ctx->saved_data["k"] = k;
     ctx->saved_data["o"] = std::vector<double>{b, min_w, min_h, min_d};
     return {y, ld};
@@ -314,9 +352,27 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
     const SplineOptions o{ov[0], ov[1], ov[2], ov[3]};
     auto gy = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(x);
     auto gl = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(x);
+    if (torch::GradMode::is_enabled()) {
+      // create_graph: the gradient will be differentiated again, and the kernel's gradients
+      // carry no graph. The tensor implementation's graph gives the same gradient, differentiable.
+      std::vector<at::Tensor> wrt;
+      for (int i = 0; i < 2; ++i)
+        if (ctx->needs_input_grad(size_t(i))) wrt.push_back(saved[size_t(i)]);
+      auto [y, ld] =
+          rational_quadratic_spline(x, p.narrow(-1, 0, k), p.narrow(-1, k, k), p.narrow(-1, 2 * k, k - 1), false, o);
+      auto g = torch::autograd::grad({y, ld}, wrt, {gy, gl}, /*retain_graph=*/true, /*create_graph=*/true);
+      size_t next = 0;
+      const auto gx = ctx->needs_input_grad(0) ? g[next++] : at::Tensor();
+      const auto gp = ctx->needs_input_grad(1) ? g[next++] : at::Tensor();
+      return {gx, gp, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     auto gx = torch::empty_like(x), gp = torch::empty_like(p);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_backward",
-                               [&] { spline_grads<scalar_t>(x, p, gy, gl, k, o, gx, gp); });
+    const auto probs = ctx->saved_data["probs"].toTensor();
+    if (probs.defined() && x.scalar_type() == at::kFloat)
+      spline_grads<float>(x, p, gy, gl, k, o, gx, gp, probs.data_ptr<double>());
+    else
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_backward",
+                                 [&] { spline_grads<scalar_t>(x, p, gy, gl, k, o, gx, gp); });
     return {gx, gp, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
