@@ -10,7 +10,10 @@
 //                             log-likelihood, a JSON line each and runs/bench_density/results.md
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
+#if __has_include(<torch/csrc/autograd/profiler_legacy.h>)
 #include <torch/csrc/autograd/profiler_legacy.h>
+#define PAE_HAVE_RECORD_PROFILE 1
+#endif
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -120,8 +123,12 @@ double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& d
   eo.rate_key = "rate";
   auto memory = std::shared_ptr<report::MetricsSink>(&sink, [](report::MetricsSink*) {});
   {
+#ifdef PAE_HAVE_RECORD_PROFILE
     std::unique_ptr<torch::autograd::profiler::RecordProfile> recorder;
     if (!profile.empty()) recorder = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+#else
+    pae::require(profile.empty(), "--profile: this LibTorch has no legacy profiler (use perf)");
+#endif
     pae::train::Engine(eo, {memory, std::make_shared<report::LogSink>(eo.epochs)}).fit(trainable, data);
   }
   double best = 0;
@@ -340,6 +347,9 @@ int main(int argc, char** argv) {
   try {
     pae::warn_if_slow_blas();
     const auto ts = pae::configure_threads({threads, blas_threads});
+    if (!bo.profile.empty())
+      pae::require(bool(std::ofstream(bo.profile)), "--profile " + bo.profile + ": cannot write the file");
+    if (!compare.empty()) pae::require(bool(std::ifstream(compare)), "--compare " + compare + ": cannot read the file");
     if (what == "toy") return bench_toy(bo.epochs);
     if (what == "density") {
       if (!bo.config_path.empty()) dbo.config = bo.config_path;

@@ -566,6 +566,28 @@ TEST(Dense, HessianVectorProductWithTwoThreadsMatchesTorchLinear) {
   at::set_num_threads(before);
 }
 
+TEST(Dense, Float32BlocksMatchTorchLinearWithAndWithoutReLU) {
+  // The blocked single-precision path (BLAS called on raw pointers from each thread) against
+  // torch::linear: values and every gradient, odd sizes so the blocks are uneven.
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  torch::manual_seed(8);
+  nn::Dense l(37, 53);
+  auto x = torch::randn({101, 37}).requires_grad_(true);
+  for (bool relu : {false, true}) {
+    auto y = relu ? l->forward_relu(x) : l->forward(x);
+    auto yr = torch::linear(x, l->weight, l->bias);
+    if (relu) yr = torch::relu(yr);
+    EXPECT_TRUE(torch::allclose(y, yr, 1e-5, 1e-5)) << "relu " << relu;
+    auto gy = torch::randn_like(y);
+    auto g = torch::autograd::grad({(y * gy).sum()}, {x, l->weight, l->bias});
+    auto gr = torch::autograd::grad({(yr * gy).sum()}, {x, l->weight, l->bias});
+    for (size_t i = 0; i < g.size(); ++i)
+      EXPECT_TRUE(torch::allclose(g[i], gr[i], 1e-4, 1e-4)) << "relu " << relu << " gradient " << i;
+  }
+  at::set_num_threads(before);
+}
+
 TEST(ConvTranspose2d, MatchesLibTorchsInValueGradientAndHessianVectorProduct) {
   // The adjoint-convolution path must equal torch's transposed convolution: values, first-order
   // gradients, and gradients differentiated again (the Gauss-Newton posterior differentiates a

@@ -165,41 +165,44 @@ class Coupling : public Transform {
 struct AffineForward : public torch::autograd::Function<AffineForward> {
   static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                               const torch::Tensor& p) {
-    auto y = torch::empty_like(x), l = torch::empty_like(x);
+    auto y = torch::empty_like(x), l = torch::empty_like(x), e = torch::empty_like(x);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_forward", [&] {
       const auto *xs = x.data_ptr<scalar_t>(), *ps = p.data_ptr<scalar_t>();
-      auto *ys = y.data_ptr<scalar_t>(), *ls = l.data_ptr<scalar_t>();
-      at::parallel_for(0, x.numel(), 8192, [&](int64_t lo, int64_t hi) {
+      auto *ys = y.data_ptr<scalar_t>(), *ls = l.data_ptr<scalar_t>(), *es = e.data_ptr<scalar_t>();
+      at::parallel_for(0, x.numel(), 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) {
           const scalar_t li = scalar_t(3) * std::tanh(ps[2 * i + 1] / scalar_t(3));
           ls[i] = li;
-          ys[i] = xs[i] * std::exp(li) + ps[2 * i];
+          es[i] = std::exp(li);
+          ys[i] = xs[i] * es[i] + ps[2 * i];
         }
       });
     });
-    ctx->save_for_backward({x, p, l});
+    ctx->save_for_backward({x, l, e});
     return {y, l};
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &p = saved[1], &l = saved[2];
+    const auto &x = saved[0], &l = saved[1], &e = saved[2];
     auto gy = grads[0].defined() ? grads[0].contiguous() : torch::zeros_like(x);
     auto gl = grads[1].defined() ? grads[1].contiguous() : torch::zeros_like(x);
-    if (torch::GradMode::is_enabled()) {  // differentiable: dl/dh = 1 - (l / 3)^2
-      const auto e = torch::exp(l);
-      const auto gh = (gy * x * e + gl) * (1 - (l / 3).pow(2));
-      return {gy * e, torch::stack({gy, gh}, -1)};
+    if (torch::GradMode::is_enabled()) {  // differentiable: dl/dh = 1 - (l / 3)^2, e = exp(l)
+      const auto el = torch::exp(l);
+      const auto gh = (gy * x * el + gl) * (1 - (l / 3).pow(2));
+      return {gy * el, torch::stack({gy, gh}, -1)};
     }
-    auto gx = torch::empty_like(x), gp = torch::empty_like(p);
+    auto p_sizes = x.sizes().vec();
+    p_sizes.push_back(2);
+    auto gx = torch::empty_like(x), gp = torch::empty(p_sizes, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_backward", [&] {
-      const auto *xs = x.data_ptr<scalar_t>(), *ls = l.data_ptr<scalar_t>(), *gys = gy.data_ptr<scalar_t>(),
-                 *gls = gl.data_ptr<scalar_t>();
+      const auto *xs = x.data_ptr<scalar_t>(), *ls = l.data_ptr<scalar_t>(), *es = e.data_ptr<scalar_t>(),
+                 *gys = gy.data_ptr<scalar_t>(), *gls = gl.data_ptr<scalar_t>();
       auto *gxs = gx.data_ptr<scalar_t>(), *gps = gp.data_ptr<scalar_t>();
-      at::parallel_for(0, x.numel(), 8192, [&](int64_t lo, int64_t hi) {
+      at::parallel_for(0, x.numel(), 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) {
-          const scalar_t e = std::exp(ls[i]), t = ls[i] / scalar_t(3);
+          const scalar_t e = es[i], t = ls[i] / scalar_t(3);
           gxs[i] = gys[i] * e;
           gps[2 * i] = gys[i];
           gps[2 * i + 1] = (gys[i] * xs[i] * e + gls[i]) * (scalar_t(1) - t * t);

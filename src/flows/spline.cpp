@@ -101,6 +101,10 @@ using torch::autograd::tensor_list;
 template <typename T>
 using Wider = std::conditional_t<std::is_same_v<T, float>, double, long double>;
 
+/// What the forward pass keeps per element for the backward pass: the 2K softmax probabilities,
+/// the bin's two derivatives and their parameters' sigmoids.
+inline int64_t saved_stride(int64_t k) { return 2 * k + 4; }
+
 /// One row's spline, evaluated in a wider type A than the tensors' (double for float, long double for double): knots
 /// from the packed unconstrained parameters [w(K) | h(K) | d(K-1)], the bin, and (forward) value, log-slope and their
 /// partial derivatives. Shared by the fused forward, inverse and backward passes.
@@ -182,6 +186,23 @@ struct RowSpline {
   /// Derivative at knot j (only the bin's two are ever needed: computed on demand).
   A deriv(int64_t j) const { return j == 0 || j == k ? edge_ : A(o.min_derivative) + softplus(u_[2 * k + j - 1]); }
 
+  /// deriv(j), and the sigmoid of its parameter (the softplus's slope, for the backward pass) from
+  /// the same exponential; 0 at the ends, which have no parameter.
+  A deriv_and_slope(int64_t j, A* slope) const {
+    if (j == 0 || j == k) {
+      *slope = 0;
+      return edge_;
+    }
+    const A u = u_[2 * k + j - 1];
+    if (u > 20) {
+      *slope = A(1) / (A(1) + std::exp(-u));
+      return A(o.min_derivative) + u;
+    }
+    const A e = std::exp(u);
+    *slope = e / (A(1) + e);
+    return A(o.min_derivative) + std::log1p(e);
+  }
+
   /// Number of knots at or below v, minus one, kept in [0, K-1] (as the tensor version).
   int64_t bin(const std::vector<A>& loc, A v) const {
     int64_t c = 0;
@@ -211,11 +232,20 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
         continue;
       }
       r.load_row(ps, i);
-      if (probs) r.save_probs(probs + i * 2 * k);
       const int64_t kb = r.bin(inverse ? r.ch : r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A yk = r.ch[size_t(kb)], hk = r.ch[size_t(kb + 1)] - yk;
-      const A dk = r.deriv(kb), dk1 = r.deriv(kb + 1);
+      A dk, dk1;
+      if (probs) {
+        A* keep = probs + i * saved_stride(k);
+        r.save_probs(keep);
+        dk = r.deriv_and_slope(kb, keep + 2 * k + 2);
+        dk1 = r.deriv_and_slope(kb + 1, keep + 2 * k + 3);
+        keep[2 * k] = dk;
+        keep[2 * k + 1] = dk1;
+      } else {
+        dk = r.deriv(kb), dk1 = r.deriv(kb + 1);
+      }
       const A s = hk / wk, sum_d = dk + dk1 - 2 * s;
       A theta;
       if (!inverse) {
@@ -266,14 +296,15 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
         gxs[i] = gys[i];
         continue;
       }
-      if (probs)
-        r.load_row_saved(ps, i, probs + i * 2 * k);
+      const A* kept = probs ? probs + i * saved_stride(k) : nullptr;
+      if (kept)
+        r.load_row_saved(ps, i, kept);
       else
         r.load_row(ps, i);
       const int64_t kb = r.bin(r.cw, v);
       const A xk = r.cw[size_t(kb)], wk = r.cw[size_t(kb + 1)] - xk;
       const A hk = r.ch[size_t(kb + 1)] - r.ch[size_t(kb)];
-      const A dk = r.deriv(kb), dk1 = r.deriv(kb + 1);
+      const A dk = kept ? kept[2 * k] : r.deriv(kb), dk1 = kept ? kept[2 * k + 1] : r.deriv(kb + 1);
       const A s = hk / wk, sum_d = dk + dk1 - 2 * s;
       const A th = std::clamp((v - xk) / wk, A(0), A(1)), t = th * (1 - th), dt = 1 - 2 * th;
       const A num = hk * (s * th * th + dk * t), den = s + sum_d * t;
@@ -315,8 +346,8 @@ void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy
       back(gch, r.ph, o.min_bin_height, gpi + k);
       // Interior derivatives d_j = min + softplus(u_{2K + j - 1}).
       auto sig = [](A z) { return A(1) / (A(1) + std::exp(-z)); };
-      if (kb >= 1) gpi[2 * k + kb - 1] = T(g_dk * sig(A(ps[i * np + 2 * k + kb - 1])));
-      if (kb + 1 <= k - 1) gpi[2 * k + kb] = T(g_dk1 * sig(A(ps[i * np + 2 * k + kb])));
+      if (kb >= 1) gpi[2 * k + kb - 1] = T(g_dk * (kept ? kept[2 * k + 2] : sig(A(ps[i * np + 2 * k + kb - 1]))));
+      if (kb + 1 <= k - 1) gpi[2 * k + kb] = T(g_dk1 * (kept ? kept[2 * k + 3] : sig(A(ps[i * np + 2 * k + kb]))));
     }
   });
 }
@@ -330,14 +361,15 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
     // which then needs no exponentials for the knots; double rows (long double inside) recompute.
     at::Tensor probs;
     if (x.scalar_type() == at::kFloat) {
-      probs = torch::empty({x.size(0), 2 * k}, x.options().dtype(at::kDouble));
+      probs = torch::empty({x.size(0), saved_stride(k)}, x.options().dtype(at::kDouble));
       spline_values<float>(x, p, k, false, o, y, ld, probs.data_ptr<double>());
     } else {
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline",
                                  [&] { spline_values<scalar_t>(x, p, k, false, o, y, ld); });
     }
     ctx->save_for_backward({x, p});
-    ctx->saved_data["probs"] = probs;
+    ctx->saved_data["has_probs"] = probs.defined();
+    if (probs.defined()) ctx->saved_data["probs"] = probs;
     ctx->saved_data["k"] = k;
     ctx->saved_data["o"] = std::vector<double>{b, min_w, min_h, min_d};
     return {y, ld};
@@ -367,7 +399,7 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
       return {gx, gp, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
     auto gx = torch::empty_like(x), gp = torch::empty_like(p);
-    const auto probs = ctx->saved_data["probs"].toTensor();
+    const auto probs = ctx->saved_data["has_probs"].toBool() ? ctx->saved_data["probs"].toTensor() : at::Tensor();
     if (probs.defined() && x.scalar_type() == at::kFloat)
       spline_grads<float>(x, p, gy, gl, k, o, gx, gp, probs.data_ptr<double>());
     else

@@ -1,9 +1,12 @@
 #include "pae/nn/dense.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <type_traits>
 
 namespace pae::nn {
 
@@ -18,19 +21,126 @@ int64_t grain(int64_t n) {
   return std::max<int64_t>(1, (n + t - 1) / t);
 }
 
+/// The BLAS that LibTorch itself calls (Fortran interface, found in the process as runtime.cpp
+/// finds it): the blocks below call it on raw pointers, without a tensor operation (slice,
+/// dispatch, view bookkeeping) per block. Null when the process has none (a LibTorch with a
+/// static MKL): the blocks then use LibTorch's addmm/mm on slices.
+using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                         const int*, const float*, const int*, const float*, float*, const int*);
+using DgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                         const int*, const double*, const int*, const double*, double*, const int*);
+
+template <typename T>
+auto blas_gemm() {
+  if constexpr (std::is_same_v<T, float>) {
+    static const auto fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
+    return fn;
+  } else {
+    static const auto fn = reinterpret_cast<DgemmFn>(dlsym(RTLD_DEFAULT, "dgemm_"));
+    return fn;
+  }
+}
+
+/// Row-major C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), A' = A or A^T as stored row-major with
+/// leading dimension lda (likewise B'): the column-major call computes C^T = B'^T A'^T.
+template <typename T>
+void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+               int64_t ldb, T* c, int64_t ldc, bool accumulate = false) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int im = int(m), in = int(n), ik = int(k), ilda = int(lda), ildb = int(ldb), ildc = int(ldc);
+  const T one = 1, beta = accumulate ? 1 : 0;
+  blas_gemm<T>()(&tb, &ta, &in, &im, &ik, &one, b, &ildb, a, &ilda, &beta, c, &ildc);
+}
+
+/// Element loops on non-aliasing pointers, so that they vectorise (a branch per element, taken at
+/// random as ReLU masks are, costs more than the matrix product it follows).
+template <typename T>
+void relu_in_place(T* __restrict v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : v[i];  // as clamp_min(0): NaN and -0 pass
+}
+template <typename T>
+void relu_mask(const T* __restrict g, const T* __restrict y, T* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {  // as threshold_backward; both loads unconditional, so it vectorises
+    const T gi = g[i], yi = y[i];
+    out[i] = yi <= T(0) ? T(0) : gi;
+  }
+}
+template <typename T>
+void add_rows(const T* __restrict g, int64_t rows, int64_t stride, int64_t n, T* __restrict sum) {
+  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) sum[j] += g[r * stride + j];
+}
+
+/// The three blocked passes of a Dense layer on raw pointers (CPU, contiguous, float/double).
+template <typename T>
+struct RawBlocks {
+  /// y[lo:hi] = x[lo:hi] W^T + b, then max(., 0) when relu. x:[B,in], w:[out,in].
+  static void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& y, bool relu) {
+    const int64_t in = w.size(1), out = w.size(0);
+    const T *xs = x.data_ptr<T>(), *ws = w.data_ptr<T>(), *bs = b.data_ptr<T>();
+    T* ys = y.data_ptr<T>();
+    at::parallel_for(0, x.size(0), grain(x.size(0)), [&](int64_t lo, int64_t hi) {
+      // The bias first and the product added to it, as LibTorch's addmm does.
+      for (int64_t r = lo; r < hi; ++r) std::copy(bs, bs + out, ys + r * out);
+      gemm_rows<T>(false, true, hi - lo, out, in, xs + lo * in, in, ws, in, ys + lo * out, out, /*accumulate=*/true);
+      if (relu) relu_in_place(ys + lo * out, (hi - lo) * out);
+    });
+  }
+  /// masked = g * (y > 0) when relu (else g itself is used), then gx[lo:hi] = masked[lo:hi] W, in
+  /// blocks of rows. g, masked, y:[B,out].
+  static void grad_input(const at::Tensor& g, at::Tensor& masked, const at::Tensor& y, const at::Tensor& w,
+                         at::Tensor* gx, bool relu) {
+    const int64_t in = w.size(1), out = w.size(0);
+    const T* gs = g.data_ptr<T>();
+    T* ms = relu ? masked.data_ptr<T>() : nullptr;
+    const T* ys = relu ? y.data_ptr<T>() : nullptr;
+    const T* ws = w.data_ptr<T>();
+    T* gxs = gx ? gx->data_ptr<T>() : nullptr;
+    at::parallel_for(0, g.size(0), grain(g.size(0)), [&](int64_t lo, int64_t hi) {
+      if (relu) relu_mask(gs + lo * out, ys + lo * out, ms + lo * out, (hi - lo) * out);
+      const T* src = relu ? ms : gs;
+      if (gxs) gemm_rows<T>(false, false, hi - lo, in, out, src + lo * out, out, ws, in, gxs + lo * in, in);
+    });
+  }
+  /// gw[lo:hi] = g[:, lo:hi]^T x and gb[lo:hi] = column sums of g, in blocks of output features.
+  static void grad_weight(const at::Tensor& g, const at::Tensor& x, at::Tensor* gw, at::Tensor* gb) {
+    const int64_t rows = g.size(0), out = g.size(1), in = x.size(1);
+    const T *gs = g.data_ptr<T>(), *xs = x.data_ptr<T>();
+    T* gws = gw ? gw->data_ptr<T>() : nullptr;
+    T* gbs = gb ? gb->data_ptr<T>() : nullptr;
+    at::parallel_for(0, out, grain(out), [&](int64_t lo, int64_t hi) {
+      if (gws) gemm_rows<T>(true, false, hi - lo, in, rows, gs + lo, out, xs, in, gws + lo * in, in);
+      if (gbs) add_rows(gs + lo, rows, out, hi - lo, gbs + lo);
+    });
+  }
+};
+
+/// Whether the raw blocks apply: the BLAS is in the process, everything contiguous, one dtype.
+bool raw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& other) {
+  const bool have = x.scalar_type() == at::kFloat ? blas_gemm<float>() != nullptr : blas_gemm<double>() != nullptr;
+  return have && x.is_contiguous() && w.is_contiguous() && other.is_contiguous() &&
+         w.scalar_type() == x.scalar_type() && other.scalar_type() == x.scalar_type() &&
+         x.size(0) < (int64_t(1) << 31) / std::max<int64_t>(1, w.size(1));
+}
+
 /// y = x W^T + b, or relu of it: the products in blocks of rows (forward, grad-input) and of
 /// output features (grad-weight), the ReLU and its mask applied inside the blocks.
 struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                             bool relu) {
     auto y = torch::empty({x.size(0), w.size(0)}, x.options());
-    const auto wt = w.t();
-    at::parallel_for(0, x.size(0), grain(x.size(0)), [&](int64_t lo, int64_t hi) {
-      torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
-      auto out = y.slice(0, lo, hi);
-      torch::addmm_out(out, b, x.slice(0, lo, hi), wt);
-      if (relu) out.clamp_min_(0);
-    });
+    if (raw(x, w, b)) {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense", [&] { RawBlocks<scalar_t>::forward(x, w, b, y, relu); });
+    } else {
+      const auto wt = w.t();
+      at::parallel_for(0, x.size(0), grain(x.size(0)), [&](int64_t lo, int64_t hi) {
+        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
+        auto out = y.slice(0, lo, hi);
+        torch::addmm_out(out, b, x.slice(0, lo, hi), wt);
+        if (relu) out.clamp_min_(0);
+      });
+    }
     ctx->save_for_backward({x, w, relu ? y : at::Tensor()});
     ctx->saved_data["relu"] = relu;
     return y;
@@ -53,6 +163,19 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
       if (ctx->needs_input_grad(2)) gb = g.sum(0);
       return {gx, gw, gb, at::Tensor()};
     }
+    if (raw(x, w, g)) {
+      if (ctx->needs_input_grad(0)) gx = torch::empty_like(x);
+      if (ctx->needs_input_grad(1)) gw = torch::empty_like(w);
+      if (ctx->needs_input_grad(2)) gb = torch::empty({w.size(0)}, g.options());
+      auto masked = relu ? torch::empty_like(g) : g;
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense_backward", [&] {
+        if (relu || gx.defined())
+          RawBlocks<scalar_t>::grad_input(g, masked, saved[2], w, gx.defined() ? &gx : nullptr, relu);
+        if (gw.defined() || gb.defined())
+          RawBlocks<scalar_t>::grad_weight(masked, x, gw.defined() ? &gw : nullptr, gb.defined() ? &gb : nullptr);
+      });
+      return {gx, gw, gb, at::Tensor()};
+    }
     // Blocks of rows: the ReLU's mask (when there is one), then grad-input from the masked rows.
     if (ctx->needs_input_grad(0)) gx = torch::empty_like(x);
     if (relu || gx.defined()) {
@@ -68,15 +191,23 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
       });
       g = masked;
     }
-    if (ctx->needs_input_grad(1)) {
-      gw = torch::empty_like(w);
+    // Blocks of output features: grad-weight and grad-bias.
+    if (ctx->needs_input_grad(1)) gw = torch::empty_like(w);
+    if (ctx->needs_input_grad(2)) gb = torch::empty({w.size(0)}, g.options());
+    if (gw.defined() || gb.defined()) {
       at::parallel_for(0, w.size(0), grain(w.size(0)), [&](int64_t lo, int64_t hi) {
         torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
-        auto out = gw.slice(0, lo, hi);
-        torch::mm_out(out, g.slice(1, lo, hi).t(), x);
+        const auto cols = g.slice(1, lo, hi);
+        if (gw.defined()) {
+          auto out = gw.slice(0, lo, hi);
+          torch::mm_out(out, cols.t(), x);
+        }
+        if (gb.defined()) {
+          auto out = gb.slice(0, lo, hi);
+          at::sum_out(out, cols, {0});
+        }
       });
     }
-    if (ctx->needs_input_grad(2)) gb = g.sum(0);
     return {gx, gw, gb, at::Tensor()};
   }
 };
