@@ -247,8 +247,9 @@ Throughput bench_autoencoder(const std::string& what, const BenchOptions& bo, pa
   return t;
 }
 
-/// Prints `previous` (the last line of FILE for the same model) beside `now`, per number.
-void print_comparison(const std::string& file, const std::string& model, const std::string& now_json) {
+/// The last line of FILE (earlier pae-bench JSON lines) for `model`; read before the benchmark
+/// runs, so that a bad file is an error before any result is printed.
+nlohmann::json previous_figures(const std::string& file, const std::string& model) {
   std::ifstream in(file);
   pae::require(bool(in), "--compare " + file + ": cannot read the file");
   nlohmann::json before;
@@ -256,13 +257,24 @@ void print_comparison(const std::string& file, const std::string& model, const s
   int64_t lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos || line[0] != '{') continue;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    pae::require(!j.is_discarded(), "--compare " + file + ":" + std::to_string(lineno) + ": not a JSON line");
-    if (j.value("model", "") == model) before = j;
+    pae::require(!j.is_discarded() && j.is_object(),
+                 "--compare " + file + ":" + std::to_string(lineno) + ": not a JSON line of pae-bench");
+    // Lines of pae-bench before issue 15 name a flow "flow" and its rate images_per_s / samples_per_s.
+    const std::string name = j.contains("model") ? j.value("model", "") : j.value("flow", "");
+    if (name != model) continue;
+    before = j;
+    for (const char* old_key : {"images_per_s", "samples_per_s"})
+      if (before.contains(old_key) && !before.contains("per_s")) before["per_s"] = before[old_key];
   }
   pae::require(!before.is_null(), "--compare " + file + ": no earlier figures for model '" + model +
                                       "' (the file holds pae-bench's JSON lines)");
+  return before;
+}
+
+/// Prints `before` beside the new figures, per number (on stderr: stdout keeps the JSON line).
+void print_comparison(const nlohmann::json& before, const std::string& now_json) {
   const auto after = nlohmann::json::parse(now_json);
   std::fprintf(stderr, "%-24s %14s %14s %8s\n", "", "before", "now", "ratio");
   for (const auto& [key, value] : after.items()) {
@@ -349,7 +361,7 @@ int main(int argc, char** argv) {
     const auto ts = pae::configure_threads({threads, blas_threads});
     if (!bo.profile.empty())
       pae::require(bool(std::ofstream(bo.profile)), "--profile " + bo.profile + ": cannot write the file");
-    if (!compare.empty()) pae::require(bool(std::ifstream(compare)), "--compare " + compare + ": cannot read the file");
+    const auto before = compare.empty() ? nlohmann::json() : previous_figures(compare, what);
     if (what == "toy") return bench_toy(bo.epochs);
     if (what == "density") {
       if (!bo.config_path.empty()) dbo.config = bo.config_path;
@@ -386,7 +398,7 @@ int main(int argc, char** argv) {
     const auto line = out.str();
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
-    if (!compare.empty()) print_comparison(compare, what, line);
+    if (!compare.empty()) print_comparison(before, line);
     return 0;
   } catch (const pae::Error& e) {
     spdlog::error("{}", e.what());

@@ -163,6 +163,14 @@ case_ "Bernoulli likelihood with noise" "$E" denoise --ae-run run --sigma 0.3 --
 case_ "report exists (no --force)" "$E" recon --ae-run run
 case_ "unknown --checkpoint" "$E" recon --ae-run run --checkpoint phase_x
 case_ "--checkpoint with a flow" "$E" ood --ae-run run --flow run/flow --checkpoint last
+# The benchmark program (when built): its file flags are checked before anything runs.
+B="$bin/pae-bench"
+if [ -x "$B" ]; then
+  case_ "pae-bench --compare: not pae-bench's JSON lines" "$B" gemm --compare syntax.yml
+  printf '{"model": "vae", "per_s": 1}\n' > bench_prev.jsonl
+  case_ "pae-bench --compare: no figures for the model" "$B" gemm --compare bench_prev.jsonl
+  case_ "pae-bench --profile: unwritable" "$B" gemm --profile nodir/trace.json
+fi
 
 cd - > /dev/null
 mkdir -p "$(dirname "$out")"
@@ -170,7 +178,7 @@ mkdir -p "$(dirname "$out")"
   echo "# Bad input: what a user sees"
   echo
   echo "Made by \`scripts/bad_inputs.sh\` (each row run, not written by hand): the exit code and the"
-  echo "error line of pae-train, pae-flow and pae-eval for each kind of bad input. Paths are relative"
+  echo "error line of pae-train, pae-flow, pae-eval and pae-bench for each kind of bad input. Paths are relative"
   echo "to the script's scratch folder. Every row must exit with 2 and name what is wrong."
   echo
   echo "| # | bad input | exit | what the user sees (standard error) |"
