@@ -212,7 +212,8 @@ struct RowSpline {
 };
 
 /// Forward (data to noise) or inverse values of the packed spline: x:[N], p:[N,3K-1] contiguous.
-/// With `probs` ([N, 2K] of A), the rows' softmax probabilities are kept for spline_grads.
+/// With `probs` ([N, saved_stride(K)] of A), each inside row keeps its softmax probabilities, its
+/// bin's two derivatives and their parameters' sigmoids for spline_grads.
 template <typename T, typename A = Wider<T>>
 void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inverse, const SplineOptions& o,
                    at::Tensor& out, at::Tensor& logdet, A* probs = nullptr) {
@@ -273,7 +274,7 @@ void spline_values(const at::Tensor& x, const at::Tensor& p, int64_t k, bool inv
 }
 
 /// Gradients of the forward spline's (y, log|dy/dx|) with respect to x and the packed parameters.
-/// `probs`: what spline_values saved for these rows, or null (computed again).
+/// `probs`: what spline_values kept for these rows ([N, saved_stride(K)]), or null (computed again).
 template <typename T, typename A = Wider<T>>
 void spline_grads(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy, const at::Tensor& gl, int64_t k,
                   const SplineOptions& o, at::Tensor& gx, at::Tensor& gp, const A* probs = nullptr) {
@@ -357,8 +358,9 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
                              double min_w, double min_h, double min_d) {
     const SplineOptions o{b, min_w, min_h, min_d};
     auto y = torch::empty_like(x), ld = torch::empty_like(x);
-    // float rows keep their softmax probabilities (double, 2K per element) for the backward pass,
-    // which then needs no exponentials for the knots; double rows (long double inside) recompute.
+    // float rows keep their softmax probabilities, bin derivatives and sigmoids (double,
+    // saved_stride(K) per element) for the backward pass, which then calls no exp or log1p;
+    // double rows (long double inside) compute them again.
     at::Tensor probs;
     if (x.scalar_type() == at::kFloat) {
       probs = torch::empty({x.size(0), saved_stride(k)}, x.options().dtype(at::kDouble));

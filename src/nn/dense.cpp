@@ -24,7 +24,7 @@ int64_t grain(int64_t n) {
 /// The BLAS that LibTorch itself calls (Fortran interface, found in the process as runtime.cpp
 /// finds it): the blocks below call it on raw pointers, without a tensor operation (slice,
 /// dispatch, view bookkeeping) per block. Null when the process has none (a LibTorch with a
-/// static MKL): the blocks then use LibTorch's addmm/mm on slices.
+/// static MKL): Dense then uses LibTorch's linear.
 using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
                          const int*, const float*, const int*, const float*, float*, const int*);
 using DgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
@@ -116,10 +116,11 @@ struct RawBlocks {
   }
 };
 
-/// Whether the raw blocks apply: the BLAS is in the process, everything contiguous, one dtype.
-bool raw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& other) {
+/// Whether the raw blocks apply (x's layout unchecked with check_x false: the caller makes it
+/// contiguous): the BLAS is in the process, w and `other` contiguous, one dtype, int-sized products.
+bool raw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& other, bool check_x = true) {
   const bool have = x.scalar_type() == at::kFloat ? blas_gemm<float>() != nullptr : blas_gemm<double>() != nullptr;
-  return have && x.is_contiguous() && w.is_contiguous() && other.is_contiguous() &&
+  return have && (!check_x || x.is_contiguous()) && w.is_contiguous() && other.is_contiguous() &&
          w.scalar_type() == x.scalar_type() && other.scalar_type() == x.scalar_type() &&
          x.size(0) < (int64_t(1) << 31) / std::max<int64_t>(1, w.size(1));
 }
@@ -130,17 +131,7 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                             bool relu) {
     auto y = torch::empty({x.size(0), w.size(0)}, x.options());
-    if (raw(x, w, b)) {
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense", [&] { RawBlocks<scalar_t>::forward(x, w, b, y, relu); });
-    } else {
-      const auto wt = w.t();
-      at::parallel_for(0, x.size(0), grain(x.size(0)), [&](int64_t lo, int64_t hi) {
-        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
-        auto out = y.slice(0, lo, hi);
-        torch::addmm_out(out, b, x.slice(0, lo, hi), wt);
-        if (relu) out.clamp_min_(0);
-      });
-    }
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense", [&] { RawBlocks<scalar_t>::forward(x, w, b, y, relu); });
     ctx->save_for_backward({x, w, relu ? y : at::Tensor()});
     ctx->saved_data["relu"] = relu;
     return y;
@@ -153,68 +144,38 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
     const bool relu = ctx->saved_data["relu"].toBool();
     auto g = grads[0].contiguous();
     at::Tensor gx, gw, gb;
-    if (torch::GradMode::is_enabled()) {
+    if (torch::GradMode::is_enabled() || !raw(x, w, g)) {
       // create_graph: the gradient itself will be differentiated (Hessian-vector products,
       // gradient penalties). The blocked products below write into buffers outside autograd,
-      // so here the same products run as plain, differentiable ops.
+      // so here the same products run as plain, differentiable ops (as they do for an incoming
+      // gradient of another dtype or layout than the blocks take).
       if (relu) g = g * (saved[2] > 0).to(g.scalar_type());
       if (ctx->needs_input_grad(0)) gx = g.mm(w);
       if (ctx->needs_input_grad(1)) gw = g.t().mm(x);
       if (ctx->needs_input_grad(2)) gb = g.sum(0);
       return {gx, gw, gb, at::Tensor()};
     }
-    if (raw(x, w, g)) {
-      if (ctx->needs_input_grad(0)) gx = torch::empty_like(x);
-      if (ctx->needs_input_grad(1)) gw = torch::empty_like(w);
-      if (ctx->needs_input_grad(2)) gb = torch::empty({w.size(0)}, g.options());
-      auto masked = relu ? torch::empty_like(g) : g;
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense_backward", [&] {
-        if (relu || gx.defined())
-          RawBlocks<scalar_t>::grad_input(g, masked, saved[2], w, gx.defined() ? &gx : nullptr, relu);
-        if (gw.defined() || gb.defined())
-          RawBlocks<scalar_t>::grad_weight(masked, x, gw.defined() ? &gw : nullptr, gb.defined() ? &gb : nullptr);
-      });
-      return {gx, gw, gb, at::Tensor()};
-    }
-    // Blocks of rows: the ReLU's mask (when there is one), then grad-input from the masked rows.
     if (ctx->needs_input_grad(0)) gx = torch::empty_like(x);
-    if (relu || gx.defined()) {
-      auto masked = relu ? torch::empty_like(g) : g;
-      at::parallel_for(0, g.size(0), grain(g.size(0)), [&](int64_t lo, int64_t hi) {
-        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
-        auto rows = masked.slice(0, lo, hi);
-        if (relu) at::threshold_backward_out(rows, g.slice(0, lo, hi), saved[2].slice(0, lo, hi), 0);
-        if (gx.defined()) {
-          auto out = gx.slice(0, lo, hi);
-          torch::mm_out(out, rows, w);
-        }
-      });
-      g = masked;
-    }
-    // Blocks of output features: grad-weight and grad-bias.
     if (ctx->needs_input_grad(1)) gw = torch::empty_like(w);
     if (ctx->needs_input_grad(2)) gb = torch::empty({w.size(0)}, g.options());
-    if (gw.defined() || gb.defined()) {
-      at::parallel_for(0, w.size(0), grain(w.size(0)), [&](int64_t lo, int64_t hi) {
-        torch::NoGradGuard no_grad;  // grad mode is thread-local: off in the worker threads too
-        const auto cols = g.slice(1, lo, hi);
-        if (gw.defined()) {
-          auto out = gw.slice(0, lo, hi);
-          torch::mm_out(out, cols.t(), x);
-        }
-        if (gb.defined()) {
-          auto out = gb.slice(0, lo, hi);
-          at::sum_out(out, cols, {0});
-        }
-      });
-    }
+    auto masked = relu ? torch::empty_like(g) : g;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dense_backward", [&] {
+      if (relu || gx.defined())
+        RawBlocks<scalar_t>::grad_input(g, masked, saved[2], w, gx.defined() ? &gx : nullptr, relu);
+      if (gw.defined() || gb.defined())
+        RawBlocks<scalar_t>::grad_weight(masked, x, gw.defined() ? &gw : nullptr, gb.defined() ? &gb : nullptr);
+    });
     return {gx, gw, gb, at::Tensor()};
   }
 };
 
-bool use_parallel(const at::Tensor& x) {
+/// The threaded blocks: CPU float/double, two threads or more, a batch worth splitting, and the
+/// process's BLAS at hand (without it, e.g. a LibTorch with a static MKL, LibTorch's own linear,
+/// whose BLAS threads itself).
+bool use_parallel(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return x.device().is_cpu() && at::get_num_threads() > 1 && x.size(0) >= 32 &&
-         (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble);
+         (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) &&
+         raw(x, w, b, /*check_x=*/false);  // dense() makes x contiguous
 }
 
 }  // namespace
@@ -222,14 +183,14 @@ bool use_parallel(const at::Tensor& x) {
 at::Tensor dense(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), "dense: expected x:[B,", weight.size(1), "], got ",
               x.sizes());
-  if (!use_parallel(x)) return torch::linear(x, weight, bias);
+  if (!use_parallel(x, weight, bias)) return torch::linear(x, weight, bias);
   return ParallelLinear::apply(x.contiguous(), weight, bias, false);
 }
 
 at::Tensor dense_relu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == weight.size(1), "dense_relu: expected x:[B,", weight.size(1), "], got ",
               x.sizes());
-  if (!use_parallel(x)) return torch::relu(torch::linear(x, weight, bias));
+  if (!use_parallel(x, weight, bias)) return torch::relu(torch::linear(x, weight, bias));
   return ParallelLinear::apply(x.contiguous(), weight, bias, true);
 }
 
