@@ -163,6 +163,7 @@ case_ "Bernoulli likelihood with noise" "$E" denoise --ae-run run --sigma 0.3 --
 case_ "report exists (no --force)" "$E" recon --ae-run run
 case_ "unknown --checkpoint" "$E" recon --ae-run run --checkpoint phase_x
 case_ "--checkpoint with a flow" "$E" ood --ae-run run --flow run/flow --checkpoint last
+case_ "FID temperature chosen and measured on val" "$E" fid --ae-run run --flow run/flow --sets flow:auto --ref val
 # The benchmark program (when built): its file flags are checked before anything runs.
 B="$bin/pae-bench"
 if [ -x "$B" ]; then

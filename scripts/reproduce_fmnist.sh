@@ -40,7 +40,7 @@ for z in 32 64; do
     --ood $ood_sets --force
   [ -f "$ae/recon_test.json" ] || build/pae-eval recon --ae-run "$ae" --split test --force
   [ -f "$flow/fid_domain.json" ] || build/pae-eval fid --ae-run "$ae" --flow "$flow" \
-    --sets recon,flow,flow:0.9,flow:0.8,flow:0.7,prior,data \
+    --sets recon,flow,flow:auto,flow:0.9,flow:0.8,flow:0.7,prior,data \
     --n $fid_n --extractor domain --classifier "$out/classifier" --force
   [ -f "$flow/samples_T1.png" ] || build/pae-flow sample --ae-run "$ae" --flow "$flow" --n 64
   [ -f "$flow/interpolation_0_1.png" ] || build/pae-flow interpolate --ae-run "$ae" --flow "$flow" --a 0 --b 1
@@ -102,10 +102,16 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
     done
     echo "$row"
   done
-  for s in recon flow flow:0.9 flow:0.8 flow:0.7 prior data; do
+  t_auto() {  # t_auto Z: the temperature flow:auto chose at latent Z on validation FID
+    local t
+    t=$(json_get "$out/ae$1/nsf/fid_domain.json" results flow:auto temperature)
+    [ -n "$t" ] && printf '%g' "$t" || printf '?'
+  }
+  for s in recon flow flow:auto flow:0.9 flow:0.8 flow:0.7 prior data; do
     label=$s
     [ $s = flow ] && label="PAE samples (flow, temperature 1)"
     [ "${s#flow:}" != "$s" ] && label="PAE samples at temperature ${s#flow:}"
+    [ $s = flow:auto ] && label="PAE samples at the temperature of lowest FID on the val split (latent 32 / 64: T = $(t_auto 32) / $(t_auto 64))"
     [ $s = prior ] && label="N(0, I) decodes"
     [ $s = data ] && label="real training images (floor)"
     paper="-"
@@ -120,6 +126,7 @@ fid_of() {  # fid_of Z SET: domain FID of SET at latent Z (empty when not measur
     [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }' || printf 'n/a'
   }
   echo "| domain FID ratio: PAE samples / reconstructions | 1.11 (Inception) | $(ratio 32 flow recon) | $(ratio 64 flow recon) |"
+  echo "| domain FID ratio: PAE samples at the chosen temperature / reconstructions | - | $(ratio 32 flow:auto recon) | $(ratio 64 flow:auto recon) |"
   for t in 0.9 0.8 0.7; do
     echo "| domain FID ratio: PAE samples at temperature $t / reconstructions | - | $(ratio 32 flow:$t recon) | $(ratio 64 flow:$t recon) |"
   done

@@ -465,3 +465,39 @@ TEST(Eval, FlowSetsAtAnExplicitTemperature) {
     EXPECT_NE(error_of([&] { eval::generate_set(bad, t.pae, o); }).find("expected a temperature"), std::string::npos)
         << bad;
 }
+
+namespace {
+/// Pixels as features (times 100: the tiny decoder's images differ by little): FID without a trained network.
+struct PixelFeatures : eval::FeatureExtractor {
+  at::Tensor features(const at::Tensor& images) override { return images.flatten(1).to(torch::kFloat64) * 100; }
+  std::string describe() const override { return "pixels"; }
+};
+}  // namespace
+
+TEST(Eval, SamplingTemperatureIsChosenByFidOnHeldOutImages) {
+  TinyPae t;
+  PixelFeatures pixels;
+  // The reference: samples at T = 1.3 drawn with another seed. The choice must find 1.3, and each
+  // FID must be the one of the seed-1 samples at that T (not the reported sets' seed 0).
+  torch::manual_seed(5);
+  const auto reference = t.pae.sample(3000, 1.3);
+  const std::vector<double> grid = {0.7, 1.0, 1.3, 1.6};
+  const auto c = eval::choose_temperature(t.pae, pixels, reference, "ref", grid, 3000, 100);
+  EXPECT_DOUBLE_EQ(c.temperature, 1.3);
+  EXPECT_FALSE(c.at_edge);
+  ASSERT_EQ(c.fid.size(), grid.size());
+  const auto ref_stats = metrics::gaussian_stats(pixels.features(reference));
+  for (size_t i = 0; i < grid.size(); ++i) {
+    torch::manual_seed(1);
+    const auto stats = metrics::gaussian_stats(pixels.features(t.pae.sample(3000, grid[i])));
+    EXPECT_NEAR(c.fid[i].second, metrics::frechet_parts(stats, ref_stats).total(), 1e-9) << grid[i];
+    EXPECT_DOUBLE_EQ(c.fid[i].first, grid[i]);
+  }
+  // A reference beyond the grid: the choice is its end, flagged.
+  torch::manual_seed(5);
+  const auto hot = eval::choose_temperature(t.pae, pixels, t.pae.sample(3000, 2.5), "hot", {0.5, 1.0}, 3000, 100);
+  EXPECT_DOUBLE_EQ(hot.temperature, 1.0);
+  EXPECT_TRUE(hot.at_edge);
+  EXPECT_EQ(eval::default_temperature_grid().front(), 0.5);
+  EXPECT_EQ(eval::default_temperature_grid().size(), 16u);
+}

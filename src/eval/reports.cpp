@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "pae/data/npy.h"
@@ -301,15 +303,30 @@ FidReport run_fid(Pae& pae, const FidOptions& o) {
     names = pae.has_flow() ? std::vector<std::string>{"recon", "flow", "prior"}
                            : std::vector<std::string>{"recon", "prior"};
   // Every name is checked, and the extractor built, before any long work.
+  bool choose = false;
   for (const auto& name : names) {
     const auto registered = generated_sets().count(name.substr(0, name.find(':')));
-    require(registered, "--sets: unknown set '" + name + "' (expected recon, flow, flow:T, prior, data or npy:FILE)");
+    require(registered,
+            "--sets: unknown set '" + name + "' (expected recon, flow, flow:T, flow:auto, prior, data or npy:FILE)");
     if (name.rfind("flow", 0) == 0) {
       require(pae.has_flow(), "--sets " + name + " needs --flow FLOW_DIR");
-      if (name.size() > 4) set_temperature(name.substr(5), 1.0);
+      choose = choose || name == "flow:auto";
+      require(name != "flow:auto" || o.ref != "val",
+              "--sets flow:auto chooses the temperature on the val split: measure against --ref test (or train), "
+              "not the split the choice was made on");
+      if (name.size() > 4 && name != "flow:auto") set_temperature(name.substr(5), 1.0);
     }
   }
   auto extractor = make_extractor(o.extractor, pae, o.extractor_options);
+  // flow:auto chooses its temperature on the validation split: loaded now, so that a dataset
+  // without one fails before the long work.
+  at::Tensor val_images;
+  std::string val_name;
+  if (choose) {
+    const auto val = load_set(pae.config().data.name + ":val", pae.config(), pae.image_shape(), o.generate.n);
+    val_images = val.images;
+    val_name = val.name;
+  }
   FidReport r;
   r.extractor = extractor->describe();
   const auto ref = load_set(pae.config().data.name + ":" + o.ref, pae.config(), pae.image_shape(), o.generate.n);
@@ -317,20 +334,74 @@ FidReport run_fid(Pae& pae, const FidOptions& o) {
   const auto ref_stats = metrics::gaussian_stats(extractor->features(ref.images), o.min_samples);
   r.reference_samples = ref_stats.count;
   for (const auto& name : names) {
-    const auto set = generate_set(name, pae, o.generate);
+    GeneratedSet set;
+    TemperatureChoice choice;
+    if (name == "flow:auto") {
+      choice = choose_temperature(pae, *extractor, val_images, val_name, default_temperature_grid(), o.generate.n,
+                                  o.min_samples);
+      set = generate_set(fmt::format("flow:{:g}", choice.temperature), pae, o.generate);
+      set.what += fmt::format(", the lowest FID against {} over T = {:g}..{:g} (samples of seed 1)", choice.reference,
+                              choice.fid.front().first, choice.fid.back().first);
+    } else {
+      set = generate_set(name, pae, o.generate);
+    }
     const auto stats = metrics::gaussian_stats(extractor->features(set.images), o.min_samples);
-    r.rows.push_back({name, set.what, metrics::frechet_parts(stats, ref_stats), stats.count});
+    r.rows.push_back({name, set.what, metrics::frechet_parts(stats, ref_stats), stats.count, choice});
     spdlog::info("FID {}: {:.3f} ({} samples; {})", name, r.rows.back().parts.total(), stats.count, set.what);
   }
   return r;
 }
 
+std::vector<double> default_temperature_grid() {
+  std::vector<double> grid;
+  for (int i = 5; i <= 20; ++i) grid.push_back(i / 10.0);
+  return grid;
+}
+
+TemperatureChoice choose_temperature(Pae& pae, FeatureExtractor& extractor, const at::Tensor& reference,
+                                     const std::string& reference_name, const std::vector<double>& grid, int64_t n,
+                                     int64_t min_samples) {
+  require(pae.has_flow(), "choosing a sampling temperature needs a flow");
+  require(!grid.empty(), "choosing a sampling temperature: empty grid");
+  TemperatureChoice c;
+  c.reference = reference_name;
+  const auto ref_stats = metrics::gaussian_stats(extractor.features(reference), min_samples);
+  double best = std::numeric_limits<double>::infinity();
+  size_t best_i = 0;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    torch::manual_seed(1);  // not the reported sets' seed 0
+    const auto stats = metrics::gaussian_stats(extractor.features(pae.sample(n, grid[i])), min_samples);
+    const double fid = metrics::frechet_parts(stats, ref_stats).total();
+    c.fid.emplace_back(grid[i], fid);
+    spdlog::info("temperature {:g}: FID {:.3f} against {}", grid[i], fid, reference_name);
+    if (fid < best) best = fid, best_i = i;
+  }
+  require(std::isfinite(best), "choosing a sampling temperature: no finite FID over the grid");
+  c.temperature = grid[best_i];
+  c.at_edge = grid.size() > 1 && (best_i == 0 || best_i + 1 == grid.size());
+  if (c.at_edge)
+    spdlog::warn(
+        "the lowest FID against {} is at T = {:g}, an end of the grid {:g}..{:g}: the best temperature may lie beyond "
+        "it",
+        reference_name, c.temperature, grid.front(), grid.back());
+  return c;
+}
+
 json FidReport::to_json(const Pae& pae) const {
   json results = json::object();
-  for (const auto& row : rows)
+  for (const auto& row : rows) {
     results[row.set] = {{"fid", row.parts.total()},       {"mean_term", row.parts.mean_term},
                         {"cov_term", row.parts.cov_term}, {"spread", row.parts.spread},
                         {"samples", row.samples},         {"what", row.what}};
+    if (!row.choice.fid.empty()) {
+      json grid = json::array();
+      for (const auto& [t, fid] : row.choice.fid) grid.push_back({{"temperature", t}, {"fid", fid}});
+      results[row.set].update(
+          {{"temperature", row.choice.temperature},
+           {"temperature_choice",
+            {{"reference", row.choice.reference}, {"seed", 1}, {"at_grid_edge", row.choice.at_edge}, {"grid", grid}}}});
+    }
+  }
   json j = runs_of(pae);
   j.update({{"extractor", extractor},
             {"reference", {{"set", reference}, {"samples", reference_samples}}},

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   common(fid, true);
   fid->add_option(
       "--sets", fid_sets,
-      "comma-separated: recon, flow, flow:T (at temperature T), prior, data, npy:FILE (default recon,flow,prior)");
+      "comma-separated: recon, flow, flow:T (at temperature T), flow:auto (T of the lowest FID against the val split), "
+      "prior, data, npy:FILE (default recon,flow,prior)");
   fid->add_option("--ref", fo.ref, "reference split of the AE's dataset")
       ->check(CLI::IsMember({"train", "val", "test"}));
   fid->add_option("--recon-split", fo.generate.recon_split, "split reconstructed for 'recon' (and used for 'data')")

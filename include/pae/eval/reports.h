@@ -83,7 +83,8 @@ ParzenReport run_parzen(Pae& pae, const ParzenOptions& options);
 
 // ---------------------------------------------------------------- Fréchet distance
 
-/// A generated image set for FID, by name: recon | flow | prior | data | npy:FILE.
+/// A generated image set for FID, by name: recon | flow[:T] | prior | data | npy:FILE (pae-eval fid
+/// also takes flow:auto: run_fid chooses its temperature).
 struct GeneratedSet {
   at::Tensor images;
   std::string what;  ///< how it was made, for the report
@@ -109,6 +110,23 @@ const std::map<std::string, ExtractorFactory>& extractors();
 std::shared_ptr<FeatureExtractor> make_extractor(const std::string& name, const Pae& pae,
                                                  const ExtractorOptions& options);
 
+/// Sampling temperature as an explicit choice made on held-out images (`--sets flow:auto`): the T
+/// of `grid` whose PAE samples (n of them, drawn with seed 1, so that the reported sets, drawn with
+/// seed 0, are not the ones chosen on) have the lowest FID against `reference` images, in
+/// pae-eval fid the AE's validation split. The flow fits log p(z); the decoder and the feature
+/// space decide which T gives images closest to the data, so the choice is measured, not assumed.
+struct TemperatureChoice {
+  double temperature = 1;
+  std::vector<std::pair<double, double>> fid;  ///< (T, FID against the reference), over the grid
+  std::string reference;                       ///< what the reference images were
+  bool at_edge = false;                        ///< the lowest FID is at an end of the grid
+};
+/// 0.5, 0.6, ..., 2.0.
+std::vector<double> default_temperature_grid();
+TemperatureChoice choose_temperature(Pae& pae, FeatureExtractor& extractor, const at::Tensor& reference,
+                                     const std::string& reference_name, const std::vector<double>& grid, int64_t n,
+                                     int64_t min_samples);
+
 struct FidOptions {
   std::vector<std::string> sets;  ///< empty: recon, prior (and flow with a flow)
   std::string ref = "test";
@@ -122,6 +140,7 @@ struct FidRow {
   std::string set, what;
   metrics::FrechetParts parts;
   int64_t samples = 0;
+  TemperatureChoice choice;  ///< flow:auto: how its temperature was chosen (fid empty otherwise)
 };
 struct FidReport {
   std::string extractor, reference;
