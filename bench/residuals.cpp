@@ -5,9 +5,10 @@
 // 10,000 images) writes DIR/<set>_x.npy and DIR/<set>_recon.npy (images and reconstructions,
 // [N, pixels] float32) and DIR/<set>_log_p_z.npy ([N] float64). Not built by default:
 // `ninja -C build pae-residuals`.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"

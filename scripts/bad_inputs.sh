@@ -92,6 +92,7 @@ case_ "duplicate key" "$T" --config dup.yml --run-dir r1
 case_ "empty config file" "$T" --config empty.yml --run-dir r1
 case_ "flow config given to pae-train" "$T" --config flow.yml --run-dir r1
 case_ "auto-encoder config given to pae-flow" "$F" --config ok.yml --ae-run run --run-dir r1
+case_ "flow dropout annealed from epoch 0" "$F" --config flow.yml --ae-run run --run-dir r1 --set flow.dropout_anneal=0
 case_ "latent_dim 2e9" "$T" --config ok.yml --run-dir r1 --set model.latent_dim=2000000000
 case_ "train.threads 100000" "$T" --config ok.yml --run-dir r1 --set train.threads=100000
 printf 'data: {name: noise}\nmodel: {arch: conv, channels: [8]}\n' > conv.yml

@@ -134,6 +134,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("actnorm", f.actnorm);
   v("batch_norm", f.batch_norm);
   v("dropout", f.dropout);
+  v("dropout_anneal", f.dropout_anneal);
   v("tails", f.tails);
   v("seed", f.seed);
 }
@@ -735,6 +736,8 @@ void validate(const Config& c) {
   check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
   check(in(f.tails, {"linear", "asinh"}), "flow.tails", "linear or asinh", "'" + f.tails + "'");
   check(f.dropout >= 0 && f.dropout < 1, "flow.dropout", "a number in [0, 1)", std::to_string(f.dropout));
+  check(f.dropout_anneal > 0 && f.dropout_anneal <= 1, "flow.dropout_anneal", "a fraction of the epochs in (0, 1]",
+        std::to_string(f.dropout_anneal));
   check(f.tail_bound > 0, "flow.tail_bound", "a positive number", std::to_string(f.tail_bound));
   check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins",
         std::to_string(f.min_bin_width));

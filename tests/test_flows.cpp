@@ -525,3 +525,35 @@ TEST(Flow, AsinhTailsComeFirstAndCompressHeavyTails) {
   o.tails = "cubic";
   EXPECT_THROW(build_flow(3, o), pae::Error);
 }
+
+TEST(LatentFlow, DropoutAnnealsLinearlyToZeroAtTheLastEpoch) {
+  FlowOptions o;
+  o.layers = 2;
+  o.hidden = 16;
+  o.dropout = 0.2;
+  o.dropout_anneal = 0.5;
+  LatentFlow flow(4, o);
+  randomize(flow.flow(), 0.3);
+  flow.set_dropout_schedule(10);
+  for (int64_t e = 1; e <= 5; ++e) EXPECT_DOUBLE_EQ(flow.dropout_at(e), 0.2) << e;
+  EXPECT_DOUBLE_EQ(flow.dropout_at(6), 0.2 * 4 / 5);
+  EXPECT_DOUBLE_EQ(flow.dropout_at(9), 0.2 / 5);
+  EXPECT_DOUBLE_EQ(flow.dropout_at(10), 0.0);
+  o.dropout_anneal = 1;  // constant
+  LatentFlow constant(4, o);
+  constant.set_dropout_schedule(10);
+  EXPECT_DOUBLE_EQ(constant.dropout_at(10), 0.2);
+  // train_step applies the epoch's rate: the last epoch trains without dropout.
+  const auto x = torch::randn({64, 4});
+  struct AtEpoch : LossRecorder {
+    int64_t e = 1;
+    int64_t epoch() const override { return e; }
+  } ctx;
+  flow.train();
+  flow.train_step(pae::nn::Batch{x, {}}, ctx);
+  EXPECT_FALSE(torch::equal(flow.log_prob(x), flow.log_prob(x))) << "epoch 1: dropout 0.2";
+  ctx.e = 10;
+  flow.train_step(pae::nn::Batch{x, {}}, ctx);
+  EXPECT_TRUE(torch::equal(flow.log_prob(x), flow.log_prob(x))) << "epoch 10: no dropout";
+  EXPECT_THROW(flow.flow().set_dropout(1), pae::Error);
+}

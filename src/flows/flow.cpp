@@ -111,6 +111,7 @@ class Conditioner : public nn::Module {
     return output_(h);
   }
   Dense& output_layer() { return output_; }
+  void set_dropout(double p) { dropout_ = p; }
 
  private:
   int64_t in_;
@@ -452,6 +453,12 @@ void register_builtin_transforms(TransformRegistry& r) {
 }
 
 }  // namespace
+
+void Flow::set_dropout(double p) {
+  require(p >= 0 && p < 1, "flow dropout " + std::to_string(p) + ": expected [0, 1)");
+  for (const auto& m : modules())
+    if (auto* c = dynamic_cast<Conditioner*>(m.get())) c->set_dropout(p);
+}
 
 TransformRegistry& TransformRegistry::instance() {
   static TransformRegistry* registry = [] {

@@ -7,7 +7,11 @@
 
 namespace pae::flows {
 
-LatentFlow::LatentFlow(int64_t dim, const FlowOptions& options) : type_(options.type) {
+LatentFlow::LatentFlow(int64_t dim, const FlowOptions& options)
+    : type_(options.type),
+      dropout_(options.dropout),
+      anneal_(options.dropout_anneal),
+      current_dropout_(options.dropout) {
   flow_ = register_module("flow", build_flow(dim, options));
   mean_ = register_buffer("mean", torch::zeros({dim}));
   std_ = register_buffer("std", torch::ones({dim}));
@@ -61,7 +65,17 @@ double LatentFlow::mean_log_prob(const torch::Tensor& z, torch::Tensor* per_samp
   return lp.mean().item<double>();
 }
 
+double LatentFlow::dropout_at(int64_t epoch) const {
+  const auto from = static_cast<int64_t>(std::floor(anneal_ * double(epochs_)));
+  if (epochs_ <= 0 || anneal_ >= 1 || epoch <= from) return dropout_;
+  return dropout_ * double(std::max<int64_t>(epochs_ - epoch, 0)) / double(epochs_ - from);
+}
+
 void LatentFlow::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& ctx) {
+  if (const double p = dropout_at(ctx.epoch()); p != current_dropout_) {
+    flow_->set_dropout(p);
+    current_dropout_ = p;
+  }
   auto z = batch.x;
   if (noise_ > 0) z = z + noise_ * std_ * torch::randn_like(z);  // noise_ std's of each dimension
   auto loss = -log_prob(z).mean();

@@ -97,6 +97,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   flow->to(dtype);
   flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(dtype));
   flow->set_training_noise(t.latent_noise_std);
+  flow->set_dropout_schedule(t.epochs);
   int64_t n_params = 0;
   for (const auto& p : flow->parameters()) n_params += p.numel();
   spdlog::info("flow {} with {} layers, {} parameters", flow->signature(), config.flow.layers, n_params);

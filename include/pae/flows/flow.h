@@ -56,6 +56,8 @@ class Flow : public torch::nn::Module {
   TensorPair inverse(const torch::Tensor& z) { return transform_->inverse(z); }
   void initialize(const torch::Tensor& x) { transform_->initialize(x); }
   int64_t dim() const { return dim_; }
+  /// Sets the dropout rate of every conditioner (flow.dropout at construction).
+  void set_dropout(double p);
 
  private:
   int64_t dim_;

@@ -31,6 +31,12 @@ class LatentFlow : public torch::nn::Module, public pae::nn::Trainable {
   Flow& flow() { return *flow_; }
   int64_t dim() const { return flow_->dim(); }
   void set_training_noise(double std) { noise_ = std; }
+  /// Conditioner dropout `options.dropout` until epoch floor(options.dropout_anneal * epochs),
+  /// then falling linearly to 0 at epoch `epochs` (train_step sets it from the engine's epoch, so
+  /// a resumed run continues the same schedule).
+  void set_dropout_schedule(int64_t epochs) { epochs_ = epochs; }
+  /// The dropout of (1-based) epoch `epoch` under that schedule.
+  double dropout_at(int64_t epoch) const;
 
   // Trainable
   torch::nn::Module& module() override { return *this; }
@@ -50,6 +56,8 @@ class LatentFlow : public torch::nn::Module, public pae::nn::Trainable {
   std::shared_ptr<Flow> flow_;
   torch::Tensor mean_, std_;
   double noise_ = 0;
+  double dropout_ = 0, anneal_ = 1, current_dropout_ = 0;
+  int64_t epochs_ = 0;
 };
 
 /// The chi-square quantile of `dim` degrees of freedom at probability p (bisection on the CDF).

@@ -24,7 +24,11 @@ struct FlowOptions {
   /// asinh compression first (heavy-tailed data)
   std::string tails = "linear";
   double dropout = 0.0;  ///< dropout in the conditioners' hidden layers (training only)
-  uint64_t seed = 0;     ///< fixed random permutations
+  /// From this fraction of the training epochs on, the dropout falls linearly to 0 at the last
+  /// epoch (1: constant). Dropout blurs structure thinner than its noise (a dimension of std
+  /// 1e-3); switching it off at the end of the schedule lets the flow resolve it.
+  double dropout_anneal = 1.0;
+  uint64_t seed = 0;  ///< fixed random permutations
 };
 
 }  // namespace pae::flows
