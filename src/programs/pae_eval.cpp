@@ -17,6 +17,7 @@
 #include "pae/util/fs.h"
 #include "pae/util/runtime.h"
 #include "pae/util/text.h"
+#include "restore_flags.h"
 
 using pae::split_list;
 
@@ -84,38 +85,11 @@ int main(int argc, char** argv) {
   fid->add_option("--protocol", fo.extractor_options.protocol,
                   "inception preprocessing: pae (per-image min-max) | plain")
       ->check(CLI::IsMember({"pae", "plain"}));
-  pae::eval::RestoreOptions ro;
-  std::string mask = "left", restore_set, likelihood = "gaussian";
-  double noise_sigma = 0.5;
-  bool noclip = false;
-  int64_t restore_n = 256;
-  auto restore_options = [&](CLI::App* sub) {
-    common(sub, true);
-    sub->add_option("--set", restore_set, "images to corrupt and restore (default: the AE's own dataset, test split)");
-    sub->add_option("--n", restore_n, "first N images of the set")->check(CLI::PositiveNumber);
-    sub->add_option("--steps", ro.map.steps, "Adam steps of the MAP per restart")->check(CLI::NonNegativeNumber);
-    sub->add_option("--restarts", ro.map.restarts, "MAP restarts (the first at the prior's mode)")
-        ->check(CLI::PositiveNumber);
-    sub->add_option("--lr", ro.map.lr, "first learning rate of the MAP (decays to --lr-final)")
-        ->check(CLI::PositiveNumber);
-    sub->add_option("--lr-final", ro.map.lr_final, "last learning rate of the MAP")->check(CLI::PositiveNumber);
-    sub->add_option("--samples", ro.samples, "posterior samples per image")->check(CLI::Range(2, 100000));
-    sub->add_option("--chain-steps", ro.chain.steps,
-                    "Metropolis-adjusted Langevin steps refining each Laplace sample (0: none)")
-        ->check(CLI::NonNegativeNumber);
-    sub->add_option("--chain-step", ro.chain.step, "the chain's step in Laplace-whitened units")
-        ->check(CLI::PositiveNumber);
-    sub->add_option("--likelihood", likelihood, "gaussian | bernoulli (masks; for BCE-trained decoders)");
-    sub->add_option("--seed", ro.seed, "seed of the corruption, the restarts and the samples");
-  };
+  pae::programs::RestoreFlags restore;
   auto* inpaint = app.add_subcommand("inpaint", "fill missing pixels: MAP + Laplace posterior, uncertainty, baselines");
-  restore_options(inpaint);
-  inpaint->add_option("--mask", mask, "left | right | top | bottom | columns:A-B | center:S | random:F | png:PATH");
   auto* denoise =
       app.add_subcommand("denoise", "remove Gaussian noise: MAP + Laplace posterior, uncertainty, baselines");
-  restore_options(denoise);
-  denoise->add_option("--sigma", noise_sigma, "noise sigma on [0, 1] pixels")->check(CLI::PositiveNumber);
-  denoise->add_flag("--noclip", noclip, "do not clip the noisy pixels to [0, 1]");
+  restore.add(inpaint, denoise, [&](CLI::App* sub) { common(sub, true); });
   pae::report::HtmlReportOptions hro;
   std::string report_out;
   auto* report = app.add_subcommand("report", "one self-contained HTML page of a run, or of several side by side");
@@ -158,13 +132,11 @@ int main(int argc, char** argv) {
       if (!fid_sets.empty()) pae::require(!fo.sets.empty(), "--sets: no set given");
       std::printf("%s", pae::eval::write_fid(pae, fo, out, force).c_str());
     } else if (*inpaint || *denoise) {
-      const auto corruption = pae::data::parse_corruption(
-          *inpaint ? mask : "noise:" + pae::eval::number_text(noise_sigma) + (noclip ? ":noclip" : ""),
-          pae.image_shape());
-      ro.map.likelihood = pae::inference::parse_likelihood(likelihood, "--likelihood");
+      const auto corruption = restore.corruption(bool(*inpaint), pae.image_shape());
       if (default_out) out = (pae::fs::path(out) / pae::eval::restore_folder(corruption)).string();
       const auto report_path = pae::eval::prepare_report(out, "restore.json", force);
-      std::printf("%s\n", pae::eval::run_restore(pae, restore_set, restore_n, corruption, ro, out).c_str());
+      std::printf("%s\n",
+                  pae::eval::run_restore(pae, restore.set, restore.n, corruption, restore.options, out).c_str());
       spdlog::info("wrote {}, panels.png and the arrays as .npy", report_path);
     } else {
       po.limit = limit;
