@@ -16,6 +16,7 @@
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/runtime.h"
+#include "pae/util/text.h"
 
 int main(int argc, char** argv) {
   pae::init_program();
@@ -34,10 +35,7 @@ int main(int argc, char** argv) {
     pae::fs::create_directories(out);
     for (const auto& spec : sets) {
       const auto set = pae::eval::load_set(spec, pae.config(), pae.image_shape(), limit);
-      std::string name = spec;
-      for (auto& c : name)
-        if (c == ':' || c == '/') c = '_';
-      const auto prefix = out + "/" + name;
+      const auto prefix = out + "/" + pae::file_safe(spec);
       pae::data::write_npy(prefix + "_x.npy", set.images.flatten(1).contiguous());
       pae::data::write_npy(prefix + "_recon.npy", pae.reconstruct(set.images).flatten(1).contiguous());
       pae::data::write_npy(prefix + "_log_p_z.npy", pae.log_p_z(pae.encode(set.images)).contiguous());
