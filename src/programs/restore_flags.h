@@ -23,14 +23,12 @@ struct RestoreFlags {
       common(sub);
       sub->add_option("--set", set, "images to corrupt and restore (default: the AE's own dataset, test split)");
       sub->add_option("--n", n, "first N images of the set")->check(CLI::PositiveNumber);
-      sub->add_option("--steps", options.map.steps, "Adam steps of the MAP per restart")
-          ->check(CLI::NonNegativeNumber);
+      sub->add_option("--steps", options.map.steps, "Adam steps of the MAP per restart")->check(CLI::NonNegativeNumber);
       sub->add_option("--restarts", options.map.restarts, "MAP restarts (the first at the prior's mode)")
           ->check(CLI::PositiveNumber);
       sub->add_option("--lr", options.map.lr, "first learning rate of the MAP (decays to --lr-final)")
           ->check(CLI::PositiveNumber);
-      sub->add_option("--lr-final", options.map.lr_final, "last learning rate of the MAP")
-          ->check(CLI::PositiveNumber);
+      sub->add_option("--lr-final", options.map.lr_final, "last learning rate of the MAP")->check(CLI::PositiveNumber);
       sub->add_option("--samples", options.samples, "posterior samples per image")->check(CLI::Range(2, 100000));
       sub->add_option("--chain-steps", options.chain.steps,
                       "Metropolis-adjusted Langevin steps refining each Laplace sample (0: none)")
