@@ -27,10 +27,11 @@ def auroc(inside, outside):
     return (ranks[len(inside):].sum() - len(outside) * (len(outside) + 1) / 2) / (len(inside) * len(outside))
 
 
-def load(d, name):
+def load(d, name, images=False):
     x = np.load(os.path.join(d, f"{name}_x.npy")).astype(np.float64)
     r = np.load(os.path.join(d, f"{name}_recon.npy")).astype(np.float64)
-    return x - r, np.load(os.path.join(d, f"{name}_log_p_z.npy"))
+    lpz = np.load(os.path.join(d, f"{name}_log_p_z.npy"))
+    return (x, r, lpz) if images else (x - r, lpz)
 
 
 def gaussian_full(res, shrink, ridge):
@@ -43,6 +44,30 @@ def gaussian_full(res, shrink, ridge):
     def nll(r):
         y = np.linalg.solve(chol, (r - mu).T)
         return 0.5 * (y ** 2).sum(0) + half_logdet
+    return nll
+
+
+def hetero(fit_x, fit_recon, bins=10):
+    """Heteroscedastic: sigma a function of the decoded image, per (decoded value, edge strength)
+    bin of each pixel (bins x bins cells, RMS residual of the fit set's pixels in each cell)."""
+    def cells(recon):
+        im = recon.reshape(len(recon), 28, 28) if recon.shape[1] == 784 else None
+        g = np.zeros_like(recon)
+        if im is not None:
+            gx, gy = np.zeros_like(im), np.zeros_like(im)
+            gx[:, :, 1:-1] = im[:, :, 2:] - im[:, :, :-2]
+            gy[:, 1:-1, :] = im[:, 2:, :] - im[:, :-2, :]
+            g = np.sqrt(gx ** 2 + gy ** 2).reshape(len(recon), -1)
+        v = np.clip((recon * bins).astype(int), 0, bins - 1)
+        e = np.clip((g * bins).astype(int), 0, bins - 1)
+        return v * bins + e
+    c, r2 = cells(fit_recon), (fit_x - fit_recon) ** 2
+    var = np.array([r2[c == k].mean() if (c == k).sum() > 50 else r2.mean() for k in range(bins * bins)])
+    var = np.maximum(var, 1e-6)
+
+    def nll(x, recon):
+        v = var[cells(recon)]
+        return 0.5 * ((x - recon) ** 2 / v).sum(1) + 0.5 * np.log(v).sum(1)
     return nll
 
 
@@ -89,6 +114,18 @@ def main():
         base = nll(inside[0]) - inside[1]
         cells = [f"{auroc(base, nll(r) - lpz):.4f}" for r, lpz in sets.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    # Heteroscedastic (needs the images, not only the residuals; 28 x 28 single-channel images).
+    if fit.shape[1] == 784:
+        fx, fr, _ = load(a.dir, a.fit, images=True)
+        het = hetero(fx, fr)
+        ix, ir, ilpz = load(a.dir, a.inside, images=True)
+        base = het(ix, ir) - ilpz
+        cells = []
+        for o in others:
+            x, r, lpz = load(a.dir, o, images=True)
+            cells.append(f"{auroc(base, het(x, r) - lpz):.4f}")
+        print("| heteroscedastic: sigma per (decoded value, edge strength) cell, 10 x 10 | " + " | ".join(cells) + " |")
+
     # Not a likelihood: each term's tail probability under the fit set (empirical, +1 smoothed),
     # combined by Fisher's method, -log p_z - log p_residual.
     def tail(ref):
