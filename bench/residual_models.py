@@ -51,13 +51,11 @@ def hetero(fit_x, fit_recon, bins=10):
     """Heteroscedastic: sigma a function of the decoded image, per (decoded value, edge strength)
     bin of each pixel (bins x bins cells, RMS residual of the fit set's pixels in each cell)."""
     def cells(recon):
-        im = recon.reshape(len(recon), 28, 28) if recon.shape[1] == 784 else None
-        g = np.zeros_like(recon)
-        if im is not None:
-            gx, gy = np.zeros_like(im), np.zeros_like(im)
-            gx[:, :, 1:-1] = im[:, :, 2:] - im[:, :, :-2]
-            gy[:, 1:-1, :] = im[:, 2:, :] - im[:, :-2, :]
-            g = np.sqrt(gx ** 2 + gy ** 2).reshape(len(recon), -1)
+        im = recon.reshape(len(recon), 28, 28)
+        gx, gy = np.zeros_like(im), np.zeros_like(im)
+        gx[:, :, 1:-1] = im[:, :, 2:] - im[:, :, :-2]
+        gy[:, 1:-1, :] = im[:, 2:, :] - im[:, :-2, :]
+        g = np.sqrt(gx ** 2 + gy ** 2).reshape(len(recon), -1)
         v = np.clip((recon * bins).astype(int), 0, bins - 1)
         e = np.clip((g * bins).astype(int), 0, bins - 1)
         return v * bins + e
