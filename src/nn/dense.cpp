@@ -2,11 +2,12 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <type_traits>
+
+#include "pae/nn/blas.h"
 
 namespace pae::nn {
 
@@ -15,62 +16,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-/// Rows per block so that the blocks spread over the intra-op threads.
-int64_t grain(int64_t n) {
-  const int64_t t = at::get_num_threads();
-  return std::max<int64_t>(1, (n + t - 1) / t);
-}
-
-/// The BLAS that LibTorch itself calls (Fortran interface, found in the process as runtime.cpp
-/// finds it): the blocks below call it on raw pointers, without a tensor operation (slice,
-/// dispatch, view bookkeeping) per block. Null when the process has none (a LibTorch with a
-/// static MKL): Dense then uses LibTorch's linear.
-using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-                         const int*, const float*, const int*, const float*, float*, const int*);
-using DgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
-                         const int*, const double*, const int*, const double*, double*, const int*);
-
-template <typename T>
-auto blas_gemm() {
-  if constexpr (std::is_same_v<T, float>) {
-    static const auto fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
-    return fn;
-  } else {
-    static const auto fn = reinterpret_cast<DgemmFn>(dlsym(RTLD_DEFAULT, "dgemm_"));
-    return fn;
-  }
-}
-
-/// Row-major C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), A' = A or A^T as stored row-major with
-/// leading dimension lda (likewise B'): the column-major call computes C^T = B'^T A'^T.
-template <typename T>
-void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
-               int64_t ldb, T* c, int64_t ldc, bool accumulate = false) {
-  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-  const int im = int(m), in = int(n), ik = int(k), ilda = int(lda), ildb = int(ldb), ildc = int(ldc);
-  const T one = 1, beta = accumulate ? 1 : 0;
-  blas_gemm<T>()(&tb, &ta, &in, &im, &ik, &one, b, &ildb, a, &ilda, &beta, c, &ildc);
-}
-
-/// Element loops on non-aliasing pointers, so that they vectorise (a branch per element, taken at
-/// random as ReLU masks are, costs more than the matrix product it follows).
-template <typename T>
-void relu_in_place(T* __restrict v, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : v[i];  // as clamp_min(0): NaN and -0 pass
-}
-template <typename T>
-void relu_mask(const T* __restrict g, const T* __restrict y, T* __restrict out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {  // as threshold_backward; both loads unconditional, so it vectorises
-    const T gi = g[i], yi = y[i];
-    out[i] = yi <= T(0) ? T(0) : gi;
-  }
-}
-template <typename T>
-void add_rows(const T* __restrict g, int64_t rows, int64_t stride, int64_t n, T* __restrict sum) {
-  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < n; ++j) sum[j] += g[r * stride + j];
-}
+using blas::add_rows;
+using blas::relu_in_place;
+using blas::relu_mask;
 
 /// The three blocked passes of a Dense layer on raw pointers (CPU, contiguous, float/double).
 template <typename T>
@@ -80,10 +28,10 @@ struct RawBlocks {
     const int64_t in = w.size(1), out = w.size(0);
     const T *xs = x.data_ptr<T>(), *ws = w.data_ptr<T>(), *bs = b.data_ptr<T>();
     T* ys = y.data_ptr<T>();
-    at::parallel_for(0, x.size(0), grain(x.size(0)), [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, x.size(0), blas::row_grain(x.size(0)), [&](int64_t lo, int64_t hi) {
       // The bias first and the product added to it, as LibTorch's addmm does.
       for (int64_t r = lo; r < hi; ++r) std::copy(bs, bs + out, ys + r * out);
-      gemm_rows<T>(false, true, hi - lo, out, in, xs + lo * in, in, ws, in, ys + lo * out, out, /*accumulate=*/true);
+      blas::gemm(false, true, hi - lo, out, in, xs + lo * in, in, ws, in, ys + lo * out, out, /*accumulate=*/true);
       if (relu) relu_in_place(ys + lo * out, (hi - lo) * out);
     });
   }
@@ -97,10 +45,10 @@ struct RawBlocks {
     const T* ys = relu ? y.data_ptr<T>() : nullptr;
     const T* ws = w.data_ptr<T>();
     T* gxs = gx ? gx->data_ptr<T>() : nullptr;
-    at::parallel_for(0, g.size(0), grain(g.size(0)), [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, g.size(0), blas::row_grain(g.size(0)), [&](int64_t lo, int64_t hi) {
       if (relu) relu_mask(gs + lo * out, ys + lo * out, ms + lo * out, (hi - lo) * out);
       const T* src = relu ? ms : gs;
-      if (gxs) gemm_rows<T>(false, false, hi - lo, in, out, src + lo * out, out, ws, in, gxs + lo * in, in);
+      if (gxs) blas::gemm(false, false, hi - lo, in, out, src + lo * out, out, ws, in, gxs + lo * in, in);
     });
   }
   /// gw[lo:hi] = g[:, lo:hi]^T x and gb[lo:hi] = column sums of g, in blocks of output features.
@@ -109,8 +57,8 @@ struct RawBlocks {
     const T *gs = g.data_ptr<T>(), *xs = x.data_ptr<T>();
     T* gws = gw ? gw->data_ptr<T>() : nullptr;
     T* gbs = gb ? gb->data_ptr<T>() : nullptr;
-    at::parallel_for(0, out, grain(out), [&](int64_t lo, int64_t hi) {
-      if (gws) gemm_rows<T>(true, false, hi - lo, in, rows, gs + lo, out, xs, in, gws + lo * in, in);
+    at::parallel_for(0, out, blas::row_grain(out), [&](int64_t lo, int64_t hi) {
+      if (gws) blas::gemm(true, false, hi - lo, in, rows, gs + lo, out, xs, in, gws + lo * in, in);
       if (gbs) add_rows(gs + lo, rows, out, hi - lo, gbs + lo);
     });
   }
@@ -119,7 +67,7 @@ struct RawBlocks {
 /// Whether the raw blocks apply (x's layout unchecked with check_x false: the caller makes it
 /// contiguous): the BLAS is in the process, w and `other` contiguous, one dtype, int-sized products.
 bool raw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& other, bool check_x = true) {
-  const bool have = x.scalar_type() == at::kFloat ? blas_gemm<float>() != nullptr : blas_gemm<double>() != nullptr;
+  const bool have = x.scalar_type() == at::kFloat ? blas::has_sgemm() : blas::has_dgemm();
   return have && (!check_x || x.is_contiguous()) && w.is_contiguous() && other.is_contiguous() &&
          w.scalar_type() == x.scalar_type() && other.scalar_type() == x.scalar_type() &&
          x.size(0) < (int64_t(1) << 31) / std::max<int64_t>(1, w.size(1));

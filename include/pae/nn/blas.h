@@ -1,0 +1,67 @@
+// Row-major matrix products on raw pointers through the process's own BLAS (the one LibTorch
+// calls, found by symbol), single-threaded, and the element loops around them: the callers
+// (pae/nn/dense.h, pae/flows/fused_coupling.h) split the work over the intra-op threads
+// themselves, in blocks that never share a reduction.
+#pragma once
+#include <cstdint>
+
+namespace pae::nn::blas {
+
+/// Whether the process has the BLAS routine for float (double) products; without it (e.g. a
+/// LibTorch with a static MKL) callers use LibTorch's own operations.
+bool has_sgemm();
+bool has_dgemm();
+template <typename T>
+bool available();
+template <>
+inline bool available<float>() {
+  return has_sgemm();
+}
+template <>
+inline bool available<double>() {
+  return has_dgemm();
+}
+
+/// C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), row-major; A' = A, or A^T when trans_a, as
+/// stored with leading dimension lda (likewise B'). Requires available<T>().
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float* c, int64_t ldc, bool accumulate = false);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
+          int64_t ldb, double* c, int64_t ldc, bool accumulate = false);
+
+/// Rows per block so that `n` rows spread over the intra-op threads.
+int64_t row_grain(int64_t n);
+
+// Element loops on non-aliasing pointers, so that they vectorise (a branch per element, taken at
+// random as ReLU masks are, costs more than the matrix product it follows).
+
+/// v = max(v, 0), as clamp_min(0): NaN and -0 pass.
+template <typename T>
+void relu_in_place(T* __restrict v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : v[i];
+}
+/// out = g where y > 0, else 0 (threshold_backward); both loads unconditional, so it vectorises.
+template <typename T>
+void relu_mask(const T* __restrict g, const T* __restrict y, T* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T gi = g[i], yi = y[i];
+    out[i] = yi <= T(0) ? T(0) : gi;
+  }
+}
+/// The same in place.
+template <typename T>
+void relu_mask_in_place(T* __restrict g, const T* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T gi = g[i], yi = y[i];
+    g[i] = yi <= T(0) ? T(0) : gi;
+  }
+}
+/// sum[j] = sum over `rows` rows (stride `stride`) of g[r, j], j < n: in row order.
+template <typename T>
+void add_rows(const T* __restrict g, int64_t rows, int64_t stride, int64_t n, T* __restrict sum) {
+  for (int64_t j = 0; j < n; ++j) sum[j] = T(0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) sum[j] += g[r * stride + j];
+}
+
+}  // namespace pae::nn::blas
