@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <cmath>
 
 #include "pae/config.h"
@@ -168,49 +169,51 @@ TEST(Transforms, CouplingParameterGradientsMatchFiniteDifferences) {
   }
 }
 
-TEST(Transforms, FusedAffineCouplingMatchesTheOperationsItReplaces) {
+TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
   // The fused node (one forward pass over row blocks, backward over row blocks and feature
-  // blocks) against the same map from LibTorch operations, values and every gradient, in both
-  // precisions, on one and two threads (other blocks), both parities and an odd width (unequal
-  // halves), conditioners of 1 and 3 layers, batches that do not split evenly.
+  // blocks), affine and spline, against the same map from LibTorch operations: values and every
+  // gradient, in both precisions, on one and two threads (other blocks), both parities and an
+  // odd width (unequal halves), conditioners of 1 and 3 layers, batches that do not split evenly,
+  // spline inputs inside the bound and in both tails.
   const int before = at::get_num_threads();
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
-    for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
-      for (const auto& c :
-           {fused::CouplingColumns{0, 3, 3}, fused::CouplingColumns{4, 3, 0}, fused::CouplingColumns{0, 1, 1}}) {
-        for (int64_t n_layers : {1, 3}) {
-          for (int64_t batch : {1, 33}) {
-            SCOPED_TRACE(::testing::Message()
-                         << "threads " << threads << " dtype " << dtype << " identity_begin " << c.identity_begin
-                         << " n_identity " << c.n_identity << " layers " << n_layers << " batch " << batch);
-            torch::manual_seed(5);
-            const int64_t d = c.identity_begin > 0 ? c.identity_begin + c.n_identity : 2 * c.n_identity + 1;
-            const int64_t nt = d - c.n_identity;
-            std::vector<torch::Tensor> layers;
-            int64_t in = c.n_identity;
-            for (int64_t k = 0; k < n_layers; ++k) {
-              const int64_t out = k + 1 < n_layers ? 9 : 2 * nt;
-              layers.push_back((torch::randn({out, in}, dtype) * 0.7).requires_grad_(true));
-              layers.push_back((torch::randn({out}, dtype) * 0.3).requires_grad_(true));
-              in = out;
-            }
-            auto x = (torch::randn({batch, d}, dtype) * 2).requires_grad_(true);
-            ASSERT_TRUE(fused::fused_affine_applies(x, layers, c));
-            auto [y, ld] = fused::affine_coupling_mlp(x, layers, c);
-            auto [ry, rld] = fused::affine_coupling_reference(x, layers, c);
-            const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
-            EXPECT_TRUE(torch::allclose(y, ry, tol, tol)) << (y - ry).abs().max().item<double>();
-            EXPECT_TRUE(torch::allclose(ld, rld, tol, tol)) << (ld - rld).abs().max().item<double>();
-            auto wy = torch::randn_like(y), wl = torch::randn_like(ld);
-            std::vector<torch::Tensor> inputs = {x};
-            inputs.insert(inputs.end(), layers.begin(), layers.end());
-            const auto g = torch::autograd::grad({y, ld}, inputs, {wy, wl});
-            const auto rg = torch::autograd::grad({ry, rld}, inputs, {wy, wl});
-            for (size_t i = 0; i < g.size(); ++i) {
-              const double scale = std::max(1.0, rg[i].abs().max().item<double>());
-              EXPECT_TRUE(torch::allclose(g[i], rg[i], tol * 10, tol * 10 * scale))
-                  << "input " << i << ": max diff " << (g[i] - rg[i]).abs().max().item<double>();
+    for (int64_t bins : {0, 5}) {
+      for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+        for (const auto& cols : {std::array<int64_t, 3>{0, 3, 3}, {4, 3, 0}, {0, 1, 1}}) {
+          for (int64_t n_layers : {1, 3}) {
+            for (int64_t batch : {1, 33}) {
+              SCOPED_TRACE(::testing::Message()
+                           << "threads " << threads << " bins " << bins << " dtype " << dtype << " identity_begin "
+                           << cols[0] << " n_identity " << cols[1] << " layers " << n_layers << " batch " << batch);
+              torch::manual_seed(5);
+              fused::CouplingSpec spec{cols[0], cols[1], cols[2], bins, {}};
+              const int64_t d = cols[0] > 0 ? cols[0] + cols[1] : 2 * cols[1] + 1, nt = d - cols[1];
+              std::vector<torch::Tensor> layers;
+              int64_t in = cols[1];
+              for (int64_t k = 0; k < n_layers; ++k) {
+                const int64_t out = k + 1 < n_layers ? 9 : nt * spec.params_per_feature();
+                layers.push_back((torch::randn({out, in}, dtype) * 0.7).requires_grad_(true));
+                layers.push_back((torch::randn({out}, dtype) * 0.3).requires_grad_(true));
+                in = out;
+              }
+              auto x = (torch::randn({batch, d}, dtype) * 2).requires_grad_(true);
+              ASSERT_TRUE(fused::applies(x, layers, spec));
+              auto [y, ld] = fused::coupling_mlp(x, layers, spec);
+              auto [ry, rld] = fused::coupling_reference(x, layers, spec);
+              const double tol = dtype == torch::kFloat64 ? 1e-10 : bins ? 1e-4 : 2e-5;
+              EXPECT_TRUE(torch::allclose(y, ry, tol, tol)) << (y - ry).abs().max().item<double>();
+              EXPECT_TRUE(torch::allclose(ld, rld, tol, tol)) << (ld - rld).abs().max().item<double>();
+              auto wy = torch::randn_like(y), wl = torch::randn_like(ld);
+              std::vector<torch::Tensor> inputs = {x};
+              inputs.insert(inputs.end(), layers.begin(), layers.end());
+              const auto g = torch::autograd::grad({y, ld}, inputs, {wy, wl});
+              const auto rg = torch::autograd::grad({ry, rld}, inputs, {wy, wl});
+              for (size_t i = 0; i < g.size(); ++i) {
+                const double scale = std::max(1.0, rg[i].abs().max().item<double>());
+                EXPECT_TRUE(torch::allclose(g[i], rg[i], tol * 10, tol * 10 * scale))
+                    << "input " << i << ": max diff " << (g[i] - rg[i]).abs().max().item<double>();
+              }
             }
           }
         }
@@ -220,20 +223,23 @@ TEST(Transforms, FusedAffineCouplingMatchesTheOperationsItReplaces) {
   at::set_num_threads(before);
 }
 
-TEST(Transforms, AffineCouplingRunsFusedUnlessItsDropoutIsActive) {
-  // The fused node is what the coupling runs in training (so the test above covers the models
-  // trained); active dropout sits between the conditioner's layers, and the coupling then runs
-  // the separate operations (in evaluation mode dropout is off and the node fuses again).
-  auto o = small_options();
-  o.dropout = 0.2;
-  auto t = TransformRegistry::instance().create("affine_coupling", 6, o, 1);
-  auto x = torch::randn({8, 6}).requires_grad_(true);
-  auto node = [&] { return t->forward(x).first.grad_fn()->name(); };
-  EXPECT_EQ(node().find("FusedAffineCoupling"), std::string::npos) << node();
-  t->eval();
-  EXPECT_NE(node().find("FusedAffineCoupling"), std::string::npos) << node();
-  auto plain = TransformRegistry::instance().create("affine_coupling", 6, small_options(), 1);
-  EXPECT_NE(plain->forward(x).first.grad_fn()->name().find("FusedAffineCoupling"), std::string::npos);
+TEST(Transforms, CouplingsRunFusedUnlessTheirDropoutIsActive) {
+  // The fused node is what the couplings run in training (so the test above covers the models
+  // trained); active dropout sits between the conditioner's layers, and a coupling then runs the
+  // separate operations (in evaluation mode dropout is off and the node fuses again).
+  for (const std::string name : {"affine_coupling", "spline_coupling"}) {
+    SCOPED_TRACE(name);
+    auto o = small_options();
+    o.dropout = 0.2;
+    auto t = TransformRegistry::instance().create(name, 6, o, 1);
+    auto x = torch::randn({8, 6}).requires_grad_(true);
+    auto node = [&] { return t->forward(x).first.grad_fn()->name(); };
+    EXPECT_EQ(node().find("FusedCoupling"), std::string::npos) << node();
+    t->eval();
+    EXPECT_NE(node().find("FusedCoupling"), std::string::npos) << node();
+    auto plain = TransformRegistry::instance().create(name, 6, small_options(), 1);
+    EXPECT_NE(plain->forward(x).first.grad_fn()->name().find("FusedCoupling"), std::string::npos);
+  }
 }
 
 TEST(Transforms, Float32RoundTripAtInitialScale) {

@@ -160,11 +160,17 @@ class Coupling : public Transform {
   TensorPair inverse(const torch::Tensor& z) override { return apply(z, true); }
 
  protected:
-  /// Where the identity and the transformed features lie.
-  fused::CouplingColumns columns() const {
-    const int64_t nt = dim_ - n_identity_;
-    return identity_first_ ? fused::CouplingColumns{0, n_identity_, n_identity_}
-                           : fused::CouplingColumns{nt, n_identity_, 0};
+  /// The conditioner and the element-wise map as one autograd node where it applies (CPU, an
+  /// MLP conditioner without active dropout, the process's BLAS): fewer operations to dispatch.
+  /// `bins` 0: the affine map, else the spline's (pae/flows/fused_coupling.h).
+  TensorPair fused_or_separate(const torch::Tensor& x, int64_t bins, const SplineOptions& spline) {
+    if (fused_enabled()) {
+      const auto layers = conditioner_->mlp_layers();
+      const int64_t nt = dim_ - n_identity_;
+      fused::CouplingSpec s{identity_first_ ? 0 : nt, n_identity_, identity_first_ ? n_identity_ : 0, bins, spline};
+      if (!layers.empty() && fused::applies(x, layers, s)) return fused::coupling_mlp(x, layers, s);
+    }
+    return apply(x, false);
   }
   /// Element-wise transform of xt:[B,T] with params:[B,T,P].
   virtual TensorPair transform(const torch::Tensor& xt, const torch::Tensor& params, bool inverse) = 0;
@@ -246,16 +252,7 @@ struct AffineForward : public torch::autograd::Function<AffineForward> {
 class AffineCoupling : public Coupling {
  public:
   AffineCoupling(int64_t dim, int64_t layer, const FlowOptions& o) : Coupling(dim, layer, 2, o) {}
-  /// The conditioner and the affine map as one autograd node where it applies (CPU, an MLP
-  /// conditioner without active dropout, the process's BLAS): fewer operations to dispatch.
-  TensorPair forward(const torch::Tensor& x) override {
-    if (fused_enabled()) {
-      const auto layers = conditioner_->mlp_layers();
-      const auto c = columns();
-      if (!layers.empty() && fused::fused_affine_applies(x, layers, c)) return fused::affine_coupling_mlp(x, layers, c);
-    }
-    return Coupling::forward(x);
-  }
+  TensorPair forward(const torch::Tensor& x) override { return fused_or_separate(x, 0, {}); }
 
  protected:
   TensorPair transform(const torch::Tensor& xt, const torch::Tensor& p, bool inverse) override {
@@ -286,6 +283,7 @@ class SplineCoupling : public Coupling {
     auto bias = conditioner_->output_layer()->bias.view({-1, per_});
     bias.narrow(1, 2 * bins_, bins_ - 1).fill_(identity_derivative_parameter(o.min_derivative));
   }
+  TensorPair forward(const torch::Tensor& x) override { return fused_or_separate(x, bins_, spline_); }
 
  protected:
   TensorPair transform(const torch::Tensor& xt, const torch::Tensor& p, bool inverse) override {

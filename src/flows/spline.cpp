@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "pae/flows/fused_coupling.h"
+
 namespace pae::flows {
 
 namespace F = torch::nn::functional;
@@ -412,6 +414,30 @@ struct FusedSpline : public torch::autograd::Function<FusedSpline> {
 };
 
 }  // namespace
+
+namespace fused {
+
+int64_t spline_kept_stride(int64_t bins) { return saved_stride(bins); }
+
+void spline_forward_rows(const at::Tensor& x, const at::Tensor& p, int64_t bins, const SplineOptions& o, at::Tensor& y,
+                         at::Tensor& ld, double* kept) {
+  if (kept && x.scalar_type() == at::kFloat)
+    spline_values<float>(x, p, bins, false, o, y, ld, kept);
+  else
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_rows",
+                               [&] { spline_values<scalar_t>(x, p, bins, false, o, y, ld); });
+}
+
+void spline_backward_rows(const at::Tensor& x, const at::Tensor& p, const at::Tensor& gy, const at::Tensor& gl,
+                          int64_t bins, const SplineOptions& o, at::Tensor& gx, at::Tensor& gp, const double* kept) {
+  if (kept && x.scalar_type() == at::kFloat)
+    spline_grads<float>(x, p, gy, gl, bins, o, gx, gp, kept);
+  else
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rq_spline_rows_backward",
+                               [&] { spline_grads<scalar_t>(x, p, gy, gl, bins, o, gx, gp); });
+}
+
+}  // namespace fused
 
 std::pair<at::Tensor, at::Tensor> rational_quadratic_spline_packed(const at::Tensor& inputs, const at::Tensor& params,
                                                                    int64_t bins, bool inverse, const SplineOptions& o) {
