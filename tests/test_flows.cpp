@@ -173,21 +173,23 @@ TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
   // The fused node (one forward pass over row blocks, backward over row blocks and feature
   // blocks), affine and spline, against the same map from LibTorch operations: values and every
   // gradient, in both precisions, on one and two threads (other blocks), both parities and an
-  // odd width (unequal halves), conditioners of 1 and 3 layers, batches that do not split evenly,
-  // spline inputs inside the bound and in both tails.
+  // odd width (unequal halves), conditioners of 1 and 3 layers (the latter also with dropout,
+  // whose masks the node must draw as the separate operations draw them), batches that do not
+  // split evenly, spline inputs inside the bound and in both tails.
   const int before = at::get_num_threads();
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     for (int64_t bins : {0, 5}) {
       for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
         for (const auto& cols : {std::array<int64_t, 3>{0, 3, 3}, {4, 3, 0}, {0, 1, 1}}) {
-          for (int64_t n_layers : {1, 3}) {
+          for (const auto& [n_layers, dropout] : {std::pair<int64_t, double>{1, 0.0}, {3, 0.0}, {3, 0.3}}) {
             for (int64_t batch : {1, 33}) {
               SCOPED_TRACE(::testing::Message()
                            << "threads " << threads << " bins " << bins << " dtype " << dtype << " identity_begin "
-                           << cols[0] << " n_identity " << cols[1] << " layers " << n_layers << " batch " << batch);
+                           << cols[0] << " n_identity " << cols[1] << " layers " << n_layers << " dropout " << dropout
+                           << " batch " << batch);
               torch::manual_seed(5);
-              fused::CouplingSpec spec{cols[0], cols[1], cols[2], bins, {}};
+              fused::CouplingSpec spec{cols[0], cols[1], cols[2], bins, {}, dropout};
               const int64_t d = cols[0] > 0 ? cols[0] + cols[1] : 2 * cols[1] + 1, nt = d - cols[1];
               std::vector<torch::Tensor> layers;
               int64_t in = cols[1];
@@ -199,7 +201,9 @@ TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
               }
               auto x = (torch::randn({batch, d}, dtype) * 2).requires_grad_(true);
               ASSERT_TRUE(fused::applies(x, layers, spec));
+              torch::manual_seed(6);
               auto [y, ld] = fused::coupling_mlp(x, layers, spec);
+              torch::manual_seed(6);
               auto [ry, rld] = fused::coupling_reference(x, layers, spec);
               const double tol = dtype == torch::kFloat64 ? 1e-10 : bins ? 1e-4 : 2e-5;
               EXPECT_TRUE(torch::allclose(y, ry, tol, tol)) << (y - ry).abs().max().item<double>();
@@ -223,22 +227,22 @@ TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
   at::set_num_threads(before);
 }
 
-TEST(Transforms, CouplingsRunFusedUnlessTheirDropoutIsActive) {
-  // The fused node is what the couplings run in training (so the test above covers the models
-  // trained); active dropout sits between the conditioner's layers, and a coupling then runs the
-  // separate operations (in evaluation mode dropout is off and the node fuses again).
+TEST(Transforms, CouplingsRunFusedWithAnMlpConditioner) {
+  // The fused node is what the couplings run, in training with dropout as in evaluation (so the
+  // test above covers the models trained); a residual conditioner runs the separate operations.
   for (const std::string name : {"affine_coupling", "spline_coupling"}) {
     SCOPED_TRACE(name);
     auto o = small_options();
     o.dropout = 0.2;
     auto t = TransformRegistry::instance().create(name, 6, o, 1);
     auto x = torch::randn({8, 6}).requires_grad_(true);
-    auto node = [&] { return t->forward(x).first.grad_fn()->name(); };
-    EXPECT_EQ(node().find("FusedCoupling"), std::string::npos) << node();
+    auto node = [&](Transform& tr) { return tr.forward(x).first.grad_fn()->name(); };
+    EXPECT_NE(node(*t).find("FusedCoupling"), std::string::npos) << node(*t);
     t->eval();
-    EXPECT_NE(node().find("FusedCoupling"), std::string::npos) << node();
-    auto plain = TransformRegistry::instance().create(name, 6, small_options(), 1);
-    EXPECT_NE(plain->forward(x).first.grad_fn()->name().find("FusedCoupling"), std::string::npos);
+    EXPECT_NE(node(*t).find("FusedCoupling"), std::string::npos) << node(*t);
+    o.conditioner = "resnet";
+    auto resnet = TransformRegistry::instance().create(name, 6, o, 1);
+    EXPECT_EQ(node(*resnet).find("FusedCoupling"), std::string::npos) << node(*resnet);
   }
 }
 

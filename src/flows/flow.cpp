@@ -122,12 +122,13 @@ class Conditioner : public nn::Module {
     if (drop) h = torch::dropout(h, dropout_, true);
     return output_(h);
   }
+  double active_dropout() const { return is_training() ? dropout_ : 0.0; }
   Dense& output_layer() { return output_; }
   void set_dropout(double p) { dropout_ = p; }
-  /// W1, b1, ..., Wn, bn of a plain MLP with nothing between its layers but ReLUs in this mode
-  /// (no residual blocks, no active dropout, an input to condition on); else empty.
+  /// W1, b1, ..., Wn, bn of a plain MLP (no residual blocks, an input to condition on), whose
+  /// hidden layers' outputs pass a ReLU and then dropout at active_dropout(); else empty.
   std::vector<torch::Tensor> mlp_layers() const {
-    if (resnet_ || in_ == 0 || (dropout_ > 0 && is_training())) return {};
+    if (resnet_ || in_ == 0) return {};
     std::vector<torch::Tensor> out = {input_->weight, input_->bias};
     for (const auto& b : blocks_a_) out.insert(out.end(), {b->weight, b->bias});
     out.insert(out.end(), {output_->weight, output_->bias});
@@ -161,13 +162,14 @@ class Coupling : public Transform {
 
  protected:
   /// The conditioner and the element-wise map as one autograd node where it applies (CPU, an
-  /// MLP conditioner without active dropout, the process's BLAS): fewer operations to dispatch.
+  /// MLP conditioner, the process's BLAS): fewer operations to dispatch.
   /// `bins` 0: the affine map, else the spline's (pae/flows/fused_coupling.h).
   TensorPair fused_or_separate(const torch::Tensor& x, int64_t bins, const SplineOptions& spline) {
     if (fused_enabled()) {
       const auto layers = conditioner_->mlp_layers();
       const int64_t nt = dim_ - n_identity_;
-      fused::CouplingSpec s{identity_first_ ? 0 : nt, n_identity_, identity_first_ ? n_identity_ : 0, bins, spline};
+      fused::CouplingSpec s{identity_first_ ? 0 : nt,      n_identity_, identity_first_ ? n_identity_ : 0, bins, spline,
+                            conditioner_->active_dropout()};
       if (!layers.empty() && fused::applies(x, layers, s)) return fused::coupling_mlp(x, layers, s);
     }
     return apply(x, false);

@@ -20,13 +20,19 @@ using pae::nn::blas::row_grain;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+template <typename T>
+void scale_in_place(T* __restrict v, const T* __restrict by, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] *= by[i];
+}
+
 /// What the forward pass keeps for the backward pass besides x and the layers: the hidden
 /// layers' outputs (after ReLU) and, per head, the affine log-slopes l and e^l, or the spline's
 /// inputs, parameters and the float spline's kept values.
 struct Kept {
-  std::vector<at::Tensor> acts;
-  at::Tensor l, e;              // affine: [B, nt]
-  at::Tensor xt, params, kept;  // spline: [B nt], [B, nt P], [B nt, spline_kept_stride] double (float only)
+  std::vector<at::Tensor> acts;   // after ReLU and dropout: the next layer's input
+  std::vector<at::Tensor> masks;  // dropout's scaled keep masks, one per hidden layer (or none)
+  at::Tensor l, e;                // affine: [B, nt]
+  at::Tensor xt, params, kept;    // spline: [B nt], [B, nt P], [B nt, spline_kept_stride] double (float only)
 };
 
 /// The passes of the fused coupling on raw pointers. Layer k maps width in(k) to out(k); its
@@ -56,7 +62,10 @@ struct Passes {
         const T* b = bias(k);
         for (int64_t r = 0; r < m; ++r) std::copy(b, b + o, dst + r * o);  // the bias, then the product added to it
         pae::nn::blas::gemm(false, true, m, o, in(k), src, ld, weight(k), in(k), dst, o, /*accumulate=*/true);
-        if (k + 1 < n_layers) relu_in_place(dst, m * o);
+        if (k + 1 < n_layers) {
+          relu_in_place(dst, m * o);
+          if (!keep.masks.empty()) scale_in_place(dst, keep.masks[size_t(k)].data_ptr<T>() + lo * o, m * o);
+        }
         src = dst;
         ld = o;
       }
@@ -125,6 +134,8 @@ struct Passes {
         const int64_t o = out(k), i = in(k);
         T* below = grads[size_t(k - 1)].data_ptr<T>() + lo * i;
         pae::nn::blas::gemm(false, false, m, i, o, grads[size_t(k)].data_ptr<T>() + lo * o, o, weight(k), i, below, i);
+        // Through dropout (zero where dropped, so the kept output's sign is the ReLU's) and the ReLU.
+        if (!keep.masks.empty()) scale_in_place(below, keep.masks[size_t(k - 1)].data_ptr<T>() + lo * i, m * i);
         relu_mask_in_place(below, keep.acts[size_t(k - 1)].data_ptr<T>() + lo * i, m * i);
       }
       if (gx)  // the identity columns: gy's part (copied above) plus the conditioner's
@@ -200,11 +211,12 @@ struct Passes {
 };
 
 std::vector<double> pack(const CouplingSpec& s) {
-  return {double(s.identity_begin), double(s.n_identity),   double(s.transformed_begin), double(s.bins),
-          s.spline.tail_bound,      s.spline.min_bin_width, s.spline.min_bin_height,     s.spline.min_derivative};
+  return {double(s.identity_begin), double(s.n_identity),    double(s.transformed_begin),
+          double(s.bins),           s.spline.tail_bound,     s.spline.min_bin_width,
+          s.spline.min_bin_height,  s.spline.min_derivative, s.dropout};
 }
 CouplingSpec unpack(const std::vector<double>& v) {
-  return {int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), SplineOptions{v[4], v[5], v[6], v[7]}};
+  return {int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), SplineOptions{v[4], v[5], v[6], v[7]}, v[8]};
 }
 
 struct FusedCoupling : public torch::autograd::Function<FusedCoupling> {
@@ -214,8 +226,11 @@ struct FusedCoupling : public torch::autograd::Function<FusedCoupling> {
     const CouplingSpec s = unpack(packed);
     const int64_t b = x.size(0), d = x.size(1), nt = d - s.n_identity, n = int64_t(layers.size()) / 2;
     Kept keep;
-    for (int64_t k = 0; k + 1 < n; ++k)
+    for (int64_t k = 0; k + 1 < n; ++k) {
       keep.acts.push_back(torch::empty({b, layers[size_t(2 * k)].size(0)}, x.options()));
+      if (s.dropout > 0)  // as torch::dropout draws: bernoulli(1 - p) / (1 - p), layer by layer
+        keep.masks.push_back(torch::empty_like(keep.acts.back()).bernoulli_(1 - s.dropout).div_(1 - s.dropout));
+    }
     auto params = torch::empty({b, nt * s.params_per_feature()}, x.options());
     if (s.bins == 0) {
       keep.l = torch::empty({b, nt}, x.options()), keep.e = torch::empty({b, nt}, x.options());
@@ -233,6 +248,7 @@ struct FusedCoupling : public torch::autograd::Function<FusedCoupling> {
     std::vector<at::Tensor> saved = {x};
     saved.insert(saved.end(), layers.begin(), layers.end());
     saved.insert(saved.end(), keep.acts.begin(), keep.acts.end());
+    saved.insert(saved.end(), keep.masks.begin(), keep.masks.end());
     ctx->save_for_backward(saved);
     // Intermediate buffers of this node (not inputs or outputs): kept as plain tensors.
     for (const auto& [name, t] : {std::pair<const char*, at::Tensor>{"l", keep.l},
@@ -253,7 +269,8 @@ struct FusedCoupling : public torch::autograd::Function<FusedCoupling> {
     const auto& x = saved[0];
     const std::vector<at::Tensor> layers(saved.begin() + 1, saved.begin() + 1 + 2 * n);
     Kept keep;
-    keep.acts.assign(saved.begin() + 1 + 2 * n, saved.end());
+    keep.acts.assign(saved.begin() + 1 + 2 * n, saved.begin() + 1 + 2 * n + (n - 1));
+    keep.masks.assign(saved.begin() + 1 + 2 * n + (n - 1), saved.end());
     auto get = [&](const char* name) {
       return ctx->saved_data.count(name) ? ctx->saved_data[name].toTensor() : at::Tensor();
     };
@@ -268,7 +285,7 @@ struct FusedCoupling : public torch::autograd::Function<FusedCoupling> {
       std::vector<size_t> slots;
       for (size_t i = 0; i < size_t(1 + 2 * n); ++i)
         if (ctx->needs_input_grad(i)) wrt.push_back(i == 0 ? x : layers[i - 1]), slots.push_back(i);
-      auto [y, ld] = coupling_reference(x, layers, s);
+      auto [y, ld] = coupling_reference(x, layers, s, &keep.masks);
       auto g = torch::autograd::grad({y, ld}, wrt, {gy, gl}, /*retain_graph=*/true, /*create_graph=*/true,
                                      /*allow_unused=*/true);
       for (size_t j = 0; j < slots.size(); ++j) result[slots[j]] = g[j];
@@ -317,14 +334,20 @@ std::pair<at::Tensor, at::Tensor> coupling_mlp(const at::Tensor& x, const std::v
 }
 
 std::pair<at::Tensor, at::Tensor> coupling_reference(const at::Tensor& x, const std::vector<at::Tensor>& layers,
-                                                     const CouplingSpec& s) {
+                                                     const CouplingSpec& s, const std::vector<at::Tensor>* masks) {
   const int64_t nt = x.size(1) - s.n_identity, n = int64_t(layers.size()) / 2;
   auto xi = x.narrow(1, s.identity_begin, s.n_identity);
   auto xt = x.narrow(1, s.transformed_begin, nt);
   auto h = xi;
   for (int64_t k = 0; k < n; ++k) {
     h = torch::linear(h, layers[size_t(2 * k)], layers[size_t(2 * k + 1)]);
-    if (k + 1 < n) h = torch::relu(h);
+    if (k + 1 < n) {
+      h = torch::relu(h);
+      if (masks && !masks->empty())
+        h = h * (*masks)[size_t(k)];
+      else if (s.dropout > 0)
+        h = torch::dropout(h, s.dropout, /*train=*/true);
+    }
   }
   auto p = h.view({x.size(0), nt, s.params_per_feature()});
   at::Tensor yt, ld;

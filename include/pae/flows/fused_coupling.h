@@ -19,6 +19,9 @@ struct CouplingSpec {
   int64_t identity_begin = 0, n_identity = 0, transformed_begin = 0;
   int64_t bins = 0;
   SplineOptions spline;
+  /// Inverted dropout on every hidden layer's output (training): the masks drawn from the default
+  /// generator in layer order before the passes, as the separate operations draw them.
+  double dropout = 0;
   int64_t params_per_feature() const { return bins == 0 ? 2 : 3 * bins - 1; }
 };
 
@@ -36,9 +39,11 @@ std::pair<at::Tensor, at::Tensor> coupling_mlp(const at::Tensor& x, const std::v
                                                const CouplingSpec& s);
 
 /// The same map from LibTorch operations (the reference the fused node is tested against and
-/// its differentiable backward).
+/// its differentiable backward); with dropout, `masks` (scaled keep masks, one per hidden layer)
+/// or, when null, masks drawn as torch::dropout draws them.
 std::pair<at::Tensor, at::Tensor> coupling_reference(const at::Tensor& x, const std::vector<at::Tensor>& layers,
-                                                     const CouplingSpec& s);
+                                                     const CouplingSpec& s,
+                                                     const std::vector<at::Tensor>* masks = nullptr);
 
 // The spline's kernels on contiguous rows (spline.cpp): x, y, ld:[N], p:[N, 3K-1]; `kept`
 // (float only, else null): [N, spline_kept_stride(K)] doubles that the forward keeps for the
