@@ -104,7 +104,7 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto report = eval::run_ood(pae, oo);
   EXPECT_EQ(report.in, "npy:test");
   EXPECT_EQ(report.sizes.at("npy:test"), 25);
-  ASSERT_EQ(report.rows.size(), 8u);  // 2 sets x (recon_mse, latent_norm, neg_log_p_z, neg_log_p_x)
+  ASSERT_EQ(report.rows.size(), 10u);  // 2 sets x (recon_mse, latent_norm, neg_log_p_z, neg_log_p_x, either_tail)
   EXPECT_EQ(report.pixel_sigma, pae.pixel_sigma_source());
   report.write(pae, tmp.file("ood"));
   const auto to_vec = [](const at::Tensor& t) {
@@ -114,7 +114,7 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto in_scores = report.scores.at("npy:test");
   EXPECT_TRUE(torch::allclose(in_scores.at("recon_mse"), scores.at("recon_mse").slice(0, 0, 25)));
   const auto json = nlohmann::json::parse(read_text(tmp.file("ood/ood.json")));
-  ASSERT_EQ(json["results"].size(), 8u);
+  ASSERT_EQ(json["results"].size(), 10u);
   EXPECT_NE(json["protocol"]["neg_log_p_x"].get<std::string>().find("residual_sigma"), std::string::npos);
   for (const auto& row : json["results"]) {
     const std::string set = row["set"], score = row["score"];
@@ -135,6 +135,18 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto resid = (x.to(torch::kFloat64) - pae.decode(pae.encode(x)).to(torch::kFloat64)) / sigma;
   const auto nll = 0.5 * resid.pow(2).flatten(1).sum(1) + sigma.log().sum() + 0.5 * 64 * std::log(2 * M_PI);
   EXPECT_LT((with_x.at("neg_log_p_x") - with_x.at("neg_log_p_z") - nll).abs().max().item<double>(), 1e-3);
+
+  // either_tail: the larger tail surprise of the two terms under the validation images, by hand.
+  const auto val = pae.scores(eval::load_set("npy:val", loaded, {1, 8, 8}).images);
+  const auto residual = [](const std::map<std::string, at::Tensor>& s) {
+    return s.at("neg_log_p_x") - s.at("neg_log_p_z");
+  };
+  const auto by_hand = metrics::either_tail(to_vec(val.at("neg_log_p_z")), to_vec(in_scores.at("neg_log_p_z")),
+                                            to_vec(residual(val)), to_vec(residual(in_scores)));
+  const auto reported = to_vec(in_scores.at("either_tail"));
+  ASSERT_EQ(reported.size(), by_hand.size());
+  for (size_t i = 0; i < by_hand.size(); ++i) EXPECT_NEAR(reported[i], by_hand[i], 1e-9) << i;
+  EXPECT_NE(json["protocol"]["either_tail"].get<std::string>().find("npy:val"), std::string::npos);
 
   // Another AE's flow: dimension mismatch, then a checksum mismatch.
   EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 5, 4); }).find("latent_dim 4"),

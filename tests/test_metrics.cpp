@@ -62,6 +62,22 @@ TEST(Ood, PerfectSeparationAndIdenticalScores) {
   EXPECT_THROW(roc_auc(in, {std::nan("")}), pae::Error);
 }
 
+TEST(Ood, TailSurpriseAndEitherTailByHand) {
+  // Reference {1, 2, 2, 3}: P(ref >= v) +1-smoothed over n + 1 = 5.
+  const std::vector<double> ref = {3, 2, 1, 2};
+  const auto t = tail_surprise(ref, {0.5, 1, 2, 2.5, 3, 10});
+  const std::vector<double> expected = {-std::log(5 / 5.), -std::log(5 / 5.), -std::log(4 / 5.),
+                                        -std::log(2 / 5.), -std::log(2 / 5.), -std::log(1 / 5.)};
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_NEAR(t[i], expected[i], 1e-12) << i;
+  // Either: the larger surprise of the two terms, whichever term it comes from.
+  const std::vector<double> ref_b = {10, 20, 30, 40};
+  const auto e = either_tail(ref, {10, 0}, ref_b, {0, 35});
+  EXPECT_NEAR(e[0], std::log(5.0), 1e-12);      // a beyond every reference value, b typical
+  EXPECT_NEAR(e[1], -std::log(2 / 5.), 1e-12);  // b in the top two, a typical
+  EXPECT_THROW(either_tail(ref, {1, 2}, ref_b, {1}), pae::Error);
+  EXPECT_THROW(tail_surprise(ref, {std::nan("")}), pae::Error);
+}
+
 TEST(Ood, AveragePrecisionAndFprByHand) {
   // Descending: 0.9(o) 0.8(i) 0.7(o) 0.6(i) 0.5(o): AP = 1/3 (1 + 2/3 + 3/5).
   std::vector<double> in = {0.8, 0.6}, out = {0.9, 0.7, 0.5};

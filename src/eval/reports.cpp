@@ -67,19 +67,41 @@ OodReport run_ood(Pae& pae, const OodOptions& o) {
     }
     return keep;
   };
+  const auto wanted = [&](const char* name) {
+    return o.scores.empty() || std::count(o.scores.begin(), o.scores.end(), name) > 0;
+  };
   // The data likelihood needs the residual sigma, measured on held-out images (stored with the run).
-  if (pae.has_flow() && (o.scores.empty() || std::count(o.scores.begin(), o.scores.end(), "neg_log_p_x"))) {
+  if (pae.has_flow() && (wanted("neg_log_p_x") || wanted("either_tail"))) {
     std::string source;
     const auto sigma = stored_residual_sigma(pae, 2000, &source);
     pae.set_pixel_sigma(sigma, source);
     r.pixel_sigma = source;
   }
+  // either_tail: each of the data likelihood's two terms, -log p(z) and the residual's NLL, as a
+  // tail probability under the held-out validation images; the smaller of the two flags.
+  std::vector<double> ref_z, ref_residual;
+  if (pae.has_flow() && wanted("either_tail")) {
+    const auto ref = load_set(pae.config().data.name + ":val", pae.config(), shape, 0);
+    const auto s = pae.scores(ref.images);
+    ref_z = to_doubles(s.at("neg_log_p_z"));
+    ref_residual = to_doubles(s.at("neg_log_p_x") - s.at("neg_log_p_z"));
+    r.tail_reference = ref.name + " (" + std::to_string(ref.size()) + " images)";
+  }
+  const auto all_scores = [&](const at::Tensor& images) {
+    auto s = pae.scores(images);
+    if (!ref_z.empty()) {
+      const auto e = metrics::either_tail(ref_z, to_doubles(s.at("neg_log_p_z")), ref_residual,
+                                          to_doubles(s.at("neg_log_p_x") - s.at("neg_log_p_z")));
+      s["either_tail"] = torch::tensor(e, torch::kFloat64);
+    }
+    return s;
+  };
   // Unknown score names fail before the long work.
-  if (!o.scores.empty()) select(pae.scores(in.images.slice(0, 0, 2)), r.in);
+  if (!o.scores.empty()) select(all_scores(in.images.slice(0, 0, 2)), r.in);
   const double t_load = now();
-  r.scores[r.in] = select(pae.scores(in.images), r.in);
+  r.scores[r.in] = select(all_scores(in.images), r.in);
   std::map<std::string, std::map<std::string, at::Tensor>> out_scores;
-  for (const auto& set : sets) out_scores[set.name] = r.scores[set.name] = select(pae.scores(set.images), set.name);
+  for (const auto& set : sets) out_scores[set.name] = r.scores[set.name] = select(all_scores(set.images), set.name);
   const double t_scores = now();
   r.rows = ood_table(r.scores[r.in], out_scores);
   r.seconds_load = t_load - t0;
@@ -97,6 +119,11 @@ json OodReport::to_json(const Pae& pae) const {
                    {"fpr_at_tpr", 0.95},
                    {"neg_log_p_x", "-(log p(z) + log N(x; decoder(z), sigma^2)), sigma per pixel: " +
                                        (pixel_sigma.empty() ? std::string("not computed") : pixel_sigma)},
+                   {"either_tail",
+                    "-log min(p_z, p_residual), each term of neg_log_p_x (-log p(z) and the residual's NLL) as its "
+                    "upper-tail probability among " +
+                        (tail_reference.empty() ? std::string("(not computed)") : tail_reference) +
+                        ", +1 smoothed: flags what either term finds atypical; a test, not a likelihood"},
                    {"limit_per_set", limit}});
   json results = json::array();
   for (const auto& row : rows)

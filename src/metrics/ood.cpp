@@ -28,6 +28,30 @@ std::vector<std::pair<double, bool>> labelled(const std::vector<double>& in, con
 
 }  // namespace
 
+std::vector<double> tail_surprise(const std::vector<double>& reference, const std::vector<double>& values) {
+  std::vector<double> ref = reference;
+  for (double v : ref) require(!std::isnan(v), "tail_surprise: NaN in the reference scores");
+  std::sort(ref.begin(), ref.end());
+  const double n = double(ref.size());
+  std::vector<double> out;
+  out.reserve(values.size());
+  for (double v : values) {
+    require(!std::isnan(v), "tail_surprise: NaN score");
+    const double at_least = double(ref.end() - std::lower_bound(ref.begin(), ref.end(), v));
+    out.push_back(-std::log((at_least + 1) / (n + 1)));
+  }
+  return out;
+}
+
+std::vector<double> either_tail(const std::vector<double>& ref_a, const std::vector<double>& a,
+                                const std::vector<double>& ref_b, const std::vector<double>& b) {
+  require(a.size() == b.size(), "either_tail: the two scores cover different samples");
+  auto ta = tail_surprise(ref_a, a);
+  const auto tb = tail_surprise(ref_b, b);
+  for (size_t i = 0; i < ta.size(); ++i) ta[i] = std::max(ta[i], tb[i]);
+  return ta;
+}
+
 double roc_auc(const std::vector<double>& in, const std::vector<double>& out) {
   const auto v = labelled(in, out);
   // Mid-ranks in ascending order (rank 1 = lowest score); ties share their average rank.

@@ -34,6 +34,7 @@ struct OodOptions {
 struct OodReport {
   std::string in;
   std::string pixel_sigma;               ///< where neg_log_p_x's residual sigma came from (empty: no such score)
+  std::string tail_reference;            ///< the images either_tail's tail probabilities come from (empty: none)
   std::vector<std::string> sets;         ///< OoD sets, in order
   std::map<std::string, int64_t> sizes;  ///< images per set (in included)
   std::map<std::string, std::map<std::string, at::Tensor>> scores;  ///< set -> score -> [N] float64

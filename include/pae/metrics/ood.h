@@ -25,6 +25,17 @@ std::vector<RocPoint> roc_curve(const std::vector<double>& in_scores, const std:
 /// rate (OoD flagged) is at least `tpr` (default 95%).
 double fpr_at_tpr(const std::vector<double>& in_scores, const std::vector<double>& out_scores, double tpr = 0.95);
 
+/// Upper-tail surprise of each value under a reference sample: -log((#{ref >= v} + 1) / (n + 1)),
+/// the +1-smoothed empirical p-value of "at least this large" (0 for a value below every
+/// reference value, log(n + 1) beyond the largest).
+std::vector<double> tail_surprise(const std::vector<double>& reference, const std::vector<double>& values);
+
+/// The OoD score that flags what either of two scores finds atypical: -log of the smaller of the
+/// two tail probabilities, max(tail_surprise(ref_a, a), tail_surprise(ref_b, b)) per sample.
+/// Not a likelihood: a test that combines two (the PAE's latent and residual terms).
+std::vector<double> either_tail(const std::vector<double>& ref_a, const std::vector<double>& a,
+                                const std::vector<double>& ref_b, const std::vector<double>& b);
+
 /// The ROC curve as a standalone SVG (one curve per entry, with its label).
 struct RocSeries {
   std::string label;
