@@ -17,7 +17,7 @@ namespace nn = torch::nn;
 using pae::nn::Dense;
 
 namespace {
-/// PAE_FUSED_COUPLING=0 turns the fused affine coupling off (A/B benchmarks).
+/// PAE_FUSED_COUPLING=0 runs the couplings' separate operations instead of the fused node (A/B benchmarks).
 bool fused_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("PAE_FUSED_COUPLING");

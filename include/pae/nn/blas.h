@@ -11,19 +11,8 @@ namespace pae::nn::blas {
 /// LibTorch with a static MKL) callers use LibTorch's own operations.
 bool has_sgemm();
 bool has_dgemm();
-template <typename T>
-bool available();
-template <>
-inline bool available<float>() {
-  return has_sgemm();
-}
-template <>
-inline bool available<double>() {
-  return has_dgemm();
-}
-
 /// C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), row-major; A' = A, or A^T when trans_a, as
-/// stored with leading dimension lda (likewise B'). Requires available<T>().
+/// stored with leading dimension lda (likewise B'). Requires has_sgemm() (has_dgemm()).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc, bool accumulate = false);
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
