@@ -27,6 +27,7 @@
 #include "pae/data/dataset.h"
 #include "pae/flows/flow.h"
 #include "pae/models/autoencoder.h"
+#include "pae/nn/blas.h"
 #include "pae/nn/dense.h"
 #include "pae/report/sinks.h"
 #include "pae/train/engine.h"
@@ -43,7 +44,8 @@ namespace report = pae::report;
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 /// The machine's GEMM peak as the models' layers reach it: a 1024^3 sgemm split by rows over the
-/// intra-op threads (as pae::nn::dense splits a batch), each block one single-threaded OpenBLAS call.
+/// intra-op threads (as pae::nn::dense splits a batch), each block one single-threaded call of the
+/// routine the layers use (pae::nn::blas::gemm: oneDNN's sgemm, or the BLAS with PAE_SGEMM=blas).
 /// Best of 5 rounds of 10 products.
 double gemm_gflops(int64_t n = 1024) {
   torch::NoGradGuard no_grad;
@@ -51,8 +53,8 @@ double gemm_gflops(int64_t n = 1024) {
   const int64_t rows = std::max<int64_t>(1, (n + at::get_num_threads() - 1) / at::get_num_threads());
   auto product = [&] {
     at::parallel_for(0, n, rows, [&](int64_t lo, int64_t hi) {
-      auto out = c.slice(0, lo, hi);
-      torch::mm_out(out, a.slice(0, lo, hi), b);
+      pae::nn::blas::gemm(false, false, hi - lo, n, n, a.data_ptr<float>() + lo * n, n, b.data_ptr<float>(), n,
+                          c.data_ptr<float>() + lo * n, n);
     });
   };
   product();  // warm-up
@@ -376,7 +378,7 @@ int main(int argc, char** argv) {
     const double peak = gemm_gflops();
     pae::JsonObject out;
     out.add("model", what).add("threads", ts.intra_op).add("blas_threads", ts.blas);
-    out.add("blas_core", pae::blas_info().core).add("gemm_gflops", peak);
+    out.add("blas_core", pae::blas_info().core).add("sgemm", pae::nn::blas::sgemm_library()).add("gemm_gflops", peak);
     if (what != "gemm") {
       pae::JsonObject details;
       const auto t =

@@ -1,12 +1,15 @@
 // The training engine: parameter groups, phases, terms by name, resume, optimizers and
 // schedules, and the graph-safe threaded Dense layer.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "pae/nn/blas.h"
 #include "pae/nn/conv.h"
 #include "pae/nn/dense.h"
 #include "pae/report/sinks.h"
@@ -567,24 +570,64 @@ TEST(Dense, HessianVectorProductWithTwoThreadsMatchesTorchLinear) {
 }
 
 TEST(Dense, Float32BlocksMatchTorchLinearWithAndWithoutReLU) {
-  // The blocked single-precision path (BLAS called on raw pointers from each thread) against
-  // torch::linear: values and every gradient, odd sizes so the blocks are uneven.
+  // The blocked single-precision path (oneDNN's sgemm or the BLAS called on raw pointers from
+  // each thread; on one thread too where oneDNN's is in the process) against torch::linear:
+  // values and every gradient, odd sizes so the blocks are uneven.
+  const int before = at::get_num_threads();
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    torch::manual_seed(8);
+    nn::Dense l(37, 53);
+    auto x = torch::randn({101, 37}).requires_grad_(true);
+    for (bool relu : {false, true}) {
+      auto y = relu ? l->forward_relu(x) : l->forward(x);
+      auto yr = torch::linear(x, l->weight, l->bias);
+      if (relu) yr = torch::relu(yr);
+      EXPECT_TRUE(torch::allclose(y, yr, 1e-5, 1e-5)) << "relu " << relu << ", threads " << threads;
+      auto gy = torch::randn_like(y);
+      auto g = torch::autograd::grad({(y * gy).sum()}, {x, l->weight, l->bias});
+      auto gr = torch::autograd::grad({(yr * gy).sum()}, {x, l->weight, l->bias});
+      for (size_t i = 0; i < g.size(); ++i)
+        EXPECT_TRUE(torch::allclose(g[i], gr[i], 1e-4, 1e-4))
+            << "relu " << relu << " gradient " << i << ", threads " << threads;
+    }
+  }
+  at::set_num_threads(before);
+}
+
+TEST(Blas, FloatProductsMatchDoubleInEveryLayoutAndStaySingleThreaded) {
+  // pae::nn::blas::gemm (row-major, oneDNN's sgemm where the process has it, else the BLAS):
+  // every transpose combination, with and without accumulating into C, leading dimensions wider
+  // than the matrices, against the product in double. Called outside a parallel region with two
+  // intra-op threads, it must leave the thread setting as it found it (oneDNN would thread the
+  // call itself; the wrapper narrows it to one thread and restores it).
   const int before = at::get_num_threads();
   at::set_num_threads(2);
-  torch::manual_seed(8);
-  nn::Dense l(37, 53);
-  auto x = torch::randn({101, 37}).requires_grad_(true);
-  for (bool relu : {false, true}) {
-    auto y = relu ? l->forward_relu(x) : l->forward(x);
-    auto yr = torch::linear(x, l->weight, l->bias);
-    if (relu) yr = torch::relu(yr);
-    EXPECT_TRUE(torch::allclose(y, yr, 1e-5, 1e-5)) << "relu " << relu;
-    auto gy = torch::randn_like(y);
-    auto g = torch::autograd::grad({(y * gy).sum()}, {x, l->weight, l->bias});
-    auto gr = torch::autograd::grad({(yr * gy).sum()}, {x, l->weight, l->bias});
-    for (size_t i = 0; i < g.size(); ++i)
-      EXPECT_TRUE(torch::allclose(g[i], gr[i], 1e-4, 1e-4)) << "relu " << relu << " gradient " << i;
-  }
+  const char* choice = std::getenv("PAE_SGEMM");
+  if (dlsym(RTLD_DEFAULT, "dnnl_sgemm") != nullptr && !(choice != nullptr && std::string(choice) == "blas"))
+    EXPECT_STREQ(nn::blas::sgemm_library(), "onednn");  // found, and used
+  torch::manual_seed(11);
+  const int64_t m = 37, n = 53, k = 19, pad = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool accumulate : {false, true}) {
+        // Stored A is [m,k] (or [k,m] when transposed), row-major with `pad` unused columns.
+        auto a = torch::randn({ta ? k : m, (ta ? m : k) + pad});
+        auto b = torch::randn({tb ? n : k, (tb ? k : n) + pad});
+        auto c = torch::randn({m, n + pad});
+        const auto a_used = a.narrow(1, 0, ta ? m : k), b_used = b.narrow(1, 0, tb ? k : n);
+        auto expected =
+            (ta ? a_used.t() : a_used).to(torch::kFloat64).mm((tb ? b_used.t() : b_used).to(torch::kFloat64));
+        if (accumulate) expected += c.narrow(1, 0, n).to(torch::kFloat64);
+        const auto untouched = c.narrow(1, n, pad).clone();
+        nn::blas::gemm(ta, tb, m, n, k, a.data_ptr<float>(), a.size(1), b.data_ptr<float>(), b.size(1),
+                       c.data_ptr<float>(), c.size(1), accumulate);
+        const auto what = std::string("trans_a ") + (ta ? "1" : "0") + " trans_b " + (tb ? "1" : "0") + " accumulate " +
+                          (accumulate ? "1" : "0");
+        EXPECT_TRUE(torch::allclose(c.narrow(1, 0, n).to(torch::kFloat64), expected, 1e-5, 1e-5)) << what;
+        EXPECT_TRUE(torch::equal(c.narrow(1, n, pad), untouched)) << what << ": wrote past n";
+        EXPECT_EQ(at::get_num_threads(), 2) << what;
+      }
   at::set_num_threads(before);
 }
 

@@ -1,9 +1,13 @@
 #include "pae/nn/blas.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <dlfcn.h>
+#include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 namespace pae::nn::blas {
 
@@ -14,8 +18,20 @@ using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const
 using DgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
                          const int*, const double*, const int*, const double*, double*, const int*);
 
+// oneDNN's row-major product (dnnl.h), in the libdnnl that LibTorch links for its convolutions.
+using OnednnSgemmFn = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                              int64_t, float, float*, int64_t);
+
 SgemmFn sgemm() {
   static const auto fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
+  return fn;
+}
+OnednnSgemmFn onednn_sgemm() {
+  static const auto fn = [] {
+    const char* choice = std::getenv("PAE_SGEMM");
+    if (choice != nullptr && std::strcmp(choice, "blas") == 0) return OnednnSgemmFn(nullptr);
+    return reinterpret_cast<OnednnSgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+  }();
   return fn;
 }
 DgemmFn dgemm() {
@@ -39,11 +55,26 @@ int64_t row_grain(int64_t n) {
   return std::max<int64_t>(1, (n + t - 1) / t);
 }
 
-bool has_sgemm() { return sgemm() != nullptr; }
+bool has_sgemm() { return onednn_sgemm() != nullptr || sgemm() != nullptr; }
+const char* sgemm_library() { return onednn_sgemm() ? "onednn" : sgemm() ? "blas" : "none"; }
 bool has_dgemm() { return dgemm() != nullptr; }
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  if (const auto fn = onednn_sgemm()) {
+    // oneDNN threads a call made outside a parallel region itself (over OpenMP): keep every
+    // product single-threaded, as the callers' blocks assume, whoever calls.
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (threads > 1) omp_set_num_threads(1);
+    const int status =
+        fn(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+    if (threads > 1) omp_set_num_threads(threads);
+    if (status == 0) return;  // dnnl_success
+    // Out of memory (its packing buffers): the same product through the BLAS. Anything else is
+    // a caller's wrong shape or leading dimension, not to be papered over.
+    TORCH_CHECK(status == 1 && sgemm() != nullptr, "dnnl_sgemm failed (status ", status, ") for ", trans_a ? "T" : "N",
+                trans_b ? "T" : "N", " m ", m, " n ", n, " k ", k, " lda ", lda, " ldb ", ldb, " ldc ", ldc);
+  }
   call<float>(sgemm(), trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <string>
 #include <type_traits>
 
 #include "pae/nn/blas.h"
@@ -117,11 +118,12 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
   }
 };
 
-/// The threaded blocks: CPU float/double, two threads or more, a batch worth splitting, and the
-/// process's BLAS at hand (without it, e.g. a LibTorch with a static MKL, LibTorch's own linear,
-/// whose BLAS threads itself).
+/// The blocks: CPU float/double, a batch worth splitting, and the process's BLAS at hand (without
+/// it, e.g. a LibTorch with a static MKL, LibTorch's own linear, whose BLAS threads itself); on one
+/// thread only where the blocks' float products are faster than LibTorch's (oneDNN's sgemm).
 bool use_parallel(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return x.device().is_cpu() && at::get_num_threads() > 1 && x.size(0) >= 32 &&
+  const bool faster_alone = x.scalar_type() == torch::kFloat && std::string(blas::sgemm_library()) == "onednn";
+  return x.device().is_cpu() && (at::get_num_threads() > 1 || faster_alone) && x.size(0) >= 32 &&
          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) &&
          raw(x, w, b, /*check_x=*/false);  // dense() makes x contiguous
 }

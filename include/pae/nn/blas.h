@@ -1,5 +1,9 @@
-// Row-major matrix products on raw pointers through the process's own BLAS (the one LibTorch
-// calls, found by symbol), single-threaded, and the element loops around them: the callers
+// Row-major matrix products on raw pointers, single-threaded, and the element loops around them.
+// Float products run on oneDNN's sgemm when the process has it (the libdnnl LibTorch links for
+// its convolutions: JIT kernels for the CPU at hand, AVX-512 included, twice OpenBLAS 0.3.21's
+// Haswell kernels on this project's Zen 4 machines), else on the process's own BLAS (the one
+// LibTorch calls, found by symbol); double products always on the BLAS. PAE_SGEMM=blas forces
+// the BLAS for float too (A/B benchmarks). The callers
 // (pae/nn/dense.h, pae/flows/fused_coupling.h) split the work over the intra-op threads
 // themselves, in blocks that never share a reduction.
 #pragma once
@@ -11,6 +15,8 @@ namespace pae::nn::blas {
 /// LibTorch with a static MKL) callers use LibTorch's own operations.
 bool has_sgemm();
 bool has_dgemm();
+/// Which library float products run on: "onednn", "blas" or "none".
+const char* sgemm_library();
 /// C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), row-major; A' = A, or A^T when trans_a, as
 /// stored with leading dimension lda (likewise B'). Requires has_sgemm() (has_dgemm()).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
