@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # Back-to-back throughput of pae and the same models in PyTorch (bench/pytorch_compare.py).
 #
-#   bench/compare.sh [-r ROUNDS] [-o OUT.jsonl] [-b BASELINE_PAE_BENCH] [MODEL ...]
+#   bench/compare.sh [-r ROUNDS] [-o OUT.jsonl] [-b BASELINE_PAE_BENCH] [-x] [MODEL ...]
 #
 # Each round runs, one after another and nothing beside them, for each model (default vae ae
 # realnvp nsf): build/pae-bench (2 threads, OpenBLAS 1), the baseline pae-bench if given, and
 # PyTorch at both thread settings of the comparison ("OPENBLAS_NUM_THREADS=1 with 2 torch
-# threads" and "1 torch thread"). Every result is a JSON line in OUT (default
+# threads" and "1 torch thread"); with -x also PyTorch on OpenBLAS's AVX-512 kernels
+# (OPENBLAS_CORETYPE=SkylakeX, which OpenBLAS 0.3.21 does not pick on Zen 4 by itself) at both
+# settings, a second reference beside the comparison's. Every result is a JSON line in OUT (default
 # runs/bench_compare.jsonl, appended); the summary prints medians, spreads and ratios to
 # PyTorch's better setting. The conv AE trains on 10,000 images (--limit), the rest on all.
 # Results go to files, not pipes: a process started beside pae-bench while it measures the idle
 # cores makes it choose passive OpenMP waiting (README: "Shared machines"), halving its speed.
 set -euo pipefail
-rounds=3 out=runs/bench_compare.jsonl baseline=""
-while getopts "r:o:b:" opt; do
+rounds=3 out=runs/bench_compare.jsonl baseline="" avx512=0
+while getopts "r:o:b:x" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     o) out=$OPTARG ;;
     b) baseline=$OPTARG ;;
-    *) echo "usage: $0 [-r ROUNDS] [-o OUT.jsonl] [-b BASELINE_PAE_BENCH] [MODEL ...]" >&2; exit 2 ;;
+    x) avx512=1 ;;
+    *) echo "usage: $0 [-r ROUNDS] [-o OUT.jsonl] [-b BASELINE_PAE_BENCH] [-x] [MODEL ...]" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -59,6 +62,14 @@ for round in $(seq 1 "$rounds"); do
       --threads 2 --epochs $epochs "${limit[@]}"
     record "pytorch-1-thread" env OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$here/bench/pytorch_compare.py" "$m" \
       --threads 1 --epochs $epochs "${limit[@]}"
+    if [ "$avx512" = 1 ]; then
+      for t in 2 1; do
+        label="pytorch-avx512-$t-thread"
+        [ "$t" = 2 ] && label="${label}s"
+        record "$label" env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 \
+          "$here/bench/pytorch_compare.py" "$m" --threads $t --epochs $epochs "${limit[@]}"
+      done
+    fi
   done
 done
 tail -n +"$((start + 1))" "$out" | /usr/bin/python3 "$here/bench/compare_summary.py"

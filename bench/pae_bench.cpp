@@ -1,5 +1,6 @@
 // pae-bench: training throughput of the shipped models and the machine's GEMM peak.
-//   pae-bench gemm            sgemm GFLOP/s (1024^3, rows split over the intra-op threads)
+//   pae-bench gemm            sgemm GFLOP/s (1024^3, rows split over the intra-op threads), and
+//                             one thread's at the shapes of the MLPs' layers
 //   pae-bench vae|ae [--epochs 1]   one Fashion-MNIST epoch of configs/fmnist_{vae,ae}.yml
 //   pae-bench nsf|realnvp     flow fitting samples/s: 8 layers, 2x256 MLP conditioners, dim 32,
 //                             batch 256, 8 bins, tail bound 3, reverse permutations
@@ -65,6 +66,47 @@ double gemm_gflops(int64_t n = 1024) {
     best = std::max(best, 2.0 * double(n) * n * n * 10 / (now() - t0) / 1e9);
   }
   return best;
+}
+
+/// Single-threaded GFLOP/s of pae::nn::blas::gemm at the products the shipped MLPs run per thread
+/// (half a batch of rows each): forward X W^T, grad-input G W and grad-weight G^T X over half the
+/// output features, for RealNVP's and the NSF's conditioner layers (batch 256, 8 bins: 16 x 23
+/// spline parameters) and the MLP VAE's (batch 128). Each the best of 3 rounds of >= 0.2 GFLOP,
+/// after a warm-up call (oneDNN compiles its kernels on first use).
+pae::JsonObject layer_gemm_gflops() {
+  struct Layer {
+    int64_t in, out, rows;
+  };
+  const Layer layers[] = {{16, 256, 128}, {256, 256, 128}, {256, 32, 128}, {256, 368, 128},
+                          {784, 400, 64}, {400, 40, 64},   {20, 400, 64},  {400, 784, 64}};
+  auto a = torch::randn({1 << 20}), b = torch::randn({1 << 20}), c = torch::zeros({1 << 20});
+  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
+  float* pc = c.data_ptr<float>();
+  pae::JsonObject out;
+  for (const auto& l : layers) {
+    for (const char* pass : {"forward", "grad_input", "grad_weight"}) {
+      const std::string p = pass;
+      // (trans_a, trans_b, m, n, k, lda, ldb) as pae::nn::Dense's blocks call them
+      const bool ta = p == "grad_weight", tb = p == "forward";
+      const int64_t m = p == "grad_weight" ? std::max<int64_t>(1, l.out / 2) : l.rows;
+      const int64_t n = p == "forward" ? l.out : l.in, k = p == "forward"      ? l.in
+                                                           : p == "grad_input" ? l.out
+                                                                               : 2 * l.rows;
+      const int64_t lda = p == "forward" ? l.in : l.out, ldb = l.in;
+      auto call = [&] { pae::nn::blas::gemm(ta, tb, m, n, k, pa, lda, pb, ldb, pc, n, p == "forward"); };
+      call();
+      const double flop = 2.0 * double(m) * double(n) * double(k);
+      const int64_t reps = std::max<int64_t>(1, int64_t(2e8 / flop));
+      double best = 0;
+      for (int round = 0; round < 3; ++round) {
+        const double t0 = now();
+        for (int64_t i = 0; i < reps; ++i) call();
+        best = std::max(best, flop * double(reps) / (now() - t0) / 1e9);
+      }
+      out.add(std::to_string(l.in) + "->" + std::to_string(l.out) + " rows " + std::to_string(l.rows) + " " + p, best);
+    }
+  }
+  return out;
 }
 
 /// Multiply-add FLOPs (2 per multiply-add) of the GEMM-like layers of a Sequential for one item
@@ -379,6 +421,7 @@ int main(int argc, char** argv) {
     pae::JsonObject out;
     out.add("model", what).add("threads", ts.intra_op).add("blas_threads", ts.blas);
     out.add("blas_core", pae::blas_info().core).add("sgemm", pae::nn::blas::sgemm_library()).add("gemm_gflops", peak);
+    if (what == "gemm") out.add("layers_gflops_one_thread", layer_gemm_gflops());
     if (what != "gemm") {
       pae::JsonObject details;
       const auto t =
