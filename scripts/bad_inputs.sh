@@ -114,6 +114,7 @@ case_ "npy header claiming 10^12 elements" "$T" --config npy.yml --run-dir r1 --
 case_ "validation split larger than the data" "$T" --config npy.yml --run-dir r1 --set data.path="$work/images.npy" --set data.val_size=500
 case_ "dataset folder without the files" "$T" --config ok.yml --run-dir r1 --set data.name=mnist --set data.root="$work"
 npy big.npy "(20, 1, 8, 8)" 5120
+case_ "PAE_SGEMM neither blas nor onednn" env PAE_SGEMM=fast "$T" --config ok.yml --run-dir r1
 case_ "npy larger than PAE_MEMORY_LIMIT" env PAE_MEMORY_LIMIT=4K "$T" --config npy.yml --run-dir r1 --set data.path="$work/big.npy"
 mkdir -p bomb
 python3 -c "

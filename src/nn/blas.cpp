@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
+#include <string>
+
+#include "pae/util/error.h"
 
 namespace pae::nn::blas {
 
@@ -26,11 +28,20 @@ SgemmFn sgemm() {
   static const auto fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
   return fn;
 }
+/// oneDNN's product, or null for the BLAS: PAE_SGEMM unset or empty takes oneDNN's where the
+/// process has it, "blas" the BLAS, "onednn" oneDNN's or an error.
 OnednnSgemmFn onednn_sgemm() {
   static const auto fn = [] {
-    const char* choice = std::getenv("PAE_SGEMM");
-    if (choice != nullptr && std::strcmp(choice, "blas") == 0) return OnednnSgemmFn(nullptr);
-    return reinterpret_cast<OnednnSgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+    const char* env = std::getenv("PAE_SGEMM");
+    const std::string choice = env != nullptr ? env : "";
+    require(choice.empty() || choice == "blas" || choice == "onednn",
+            "PAE_SGEMM='" + choice + "': expected blas or onednn (or unset: oneDNN's where the process has it)");
+    if (choice == "blas") return OnednnSgemmFn(nullptr);
+    const auto found = reinterpret_cast<OnednnSgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+    require(found != nullptr || choice.empty(),
+            "PAE_SGEMM=onednn: this process has no dnnl_sgemm (a LibTorch without a shared libdnnl); unset it to "
+            "use the BLAS");
+    return found;
   }();
   return fn;
 }

@@ -12,6 +12,7 @@
 
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
+#include "pae/nn/blas.h"
 #include "pae/report/html.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     pae::warn_if_slow_blas();
+    pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     pae::configure_threads({});
     auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint);
     // Reports go beside the model they measure: the flow run when there is one; another

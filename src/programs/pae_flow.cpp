@@ -9,6 +9,7 @@
 #include "pae/data/dataset.h"
 #include "pae/data/npy.h"
 #include "pae/eval/pae.h"
+#include "pae/nn/blas.h"
 #include "pae/train/flow_run.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   }
   return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
+    pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     if (*sample || *interp) {
       pae::configure_threads({});
       auto pae = pae::eval::Pae::load(*sample ? s_ae : i_ae, *sample ? s_flow : i_flow);
@@ -111,8 +113,8 @@ int main(int argc, char** argv) {
       run_dir = (base / ("flow_" + pae::fs::path(config_path).stem().string())).string();
     }
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
-    spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op,
-                 threads.blas);
+    spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS; float32 products on {}", config_path,
+                 run_dir, threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
     pae::train::fit_latent_flow(config, src, run);
     return 0;

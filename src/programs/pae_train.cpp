@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "pae/config.h"
+#include "pae/nn/blas.h"
 #include "pae/train/classifier_run.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
   return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
+    pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     if (config_path.empty()) {
       pae::require(run.resume && !run_dir.empty(), "--config is required (or --resume with --run-dir)");
       config_path = (pae::fs::path(run_dir) / "config.yml").string();
@@ -46,8 +48,8 @@ int main(int argc, char** argv) {
     pae::require_sections(config, {"data", "model"}, "pae-train",
                           config.sections.count("flow") ? "a flow config? pae-flow takes it" : "");
     const auto threads = pae::configure_threads({int(config.train.threads), int(config.train.blas_threads)});
-    spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS", config_path, run_dir, threads.intra_op,
-                 threads.blas);
+    spdlog::info("config {} -> run {}; threads: {} LibTorch, {} BLAS; float32 products on {}", config_path, run_dir,
+                 threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
     run.device = config.train.device;
     if (config.model.type == "classifier")

@@ -15,7 +15,9 @@ namespace pae::nn::blas {
 /// LibTorch with a static MKL) callers use LibTorch's own operations.
 bool has_sgemm();
 bool has_dgemm();
-/// Which library float products run on: "onednn", "blas" or "none".
+/// Which library float products run on: "onednn", "blas" or "none". Throws pae::Error for a
+/// PAE_SGEMM other than blas or onednn, or onednn where the process has no dnnl_sgemm (as every
+/// function here does that runs a float product).
 const char* sgemm_library();
 /// C[m,n] = A'[m,k] B'[k,n] (+ C when accumulate), row-major; A' = A, or A^T when trans_a, as
 /// stored with leading dimension lda (likewise B'). Requires has_sgemm() (has_dgemm()).
