@@ -628,6 +628,16 @@ TEST(Blas, FloatProductsMatchDoubleInEveryLayoutAndStaySingleThreaded) {
         EXPECT_TRUE(torch::equal(c.narrow(1, n, pad), untouched)) << what << ": wrote past n";
         EXPECT_EQ(at::get_num_threads(), 2) << what;
       }
+  // Empty sums, as a gradient over zero rows asks for: C = 0, or C unchanged when accumulating;
+  // and no rows at all: nothing happens.
+  auto a = torch::randn({4, 4}), b = torch::randn({4, 4}), c = torch::randn({3, 5});
+  const auto c0 = c.clone();
+  nn::blas::gemm(true, false, 3, 5, 0, a.data_ptr<float>(), 4, b.data_ptr<float>(), 5, c.data_ptr<float>(), 5, true);
+  EXPECT_TRUE(torch::equal(c, c0)) << "k = 0, accumulating";
+  nn::blas::gemm(true, false, 3, 5, 0, a.data_ptr<float>(), 4, b.data_ptr<float>(), 5, c.data_ptr<float>(), 5);
+  EXPECT_TRUE(torch::equal(c, torch::zeros_like(c))) << "k = 0";
+  nn::blas::gemm(false, false, 0, 5, 4, a.data_ptr<float>(), 4, b.data_ptr<float>(), 5, c.data_ptr<float>(), 5);
+  EXPECT_TRUE(torch::equal(c, torch::zeros_like(c))) << "m = 0 wrote";
   at::set_num_threads(before);
 }
 

@@ -72,6 +72,12 @@ bool has_dgemm() { return dgemm() != nullptr; }
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {  // an empty sum: C = 0 (+ C), as the BLAS defines it; oneDNN's leaves C as it was
+    if (!accumulate)
+      for (int64_t r = 0; r < m; ++r) std::fill(c + r * ldc, c + r * ldc + n, 0.0f);
+    return;
+  }
   if (const auto fn = onednn_sgemm()) {
     // oneDNN threads a call made outside a parallel region itself (over OpenMP): keep every
     // product single-threaded, as the callers' blocks assume, whoever calls.
