@@ -628,6 +628,18 @@ TEST(Blas, FloatProductsMatchDoubleInEveryLayoutAndStaySingleThreaded) {
         EXPECT_TRUE(torch::equal(c.narrow(1, n, pad), untouched)) << what << ": wrote past n";
         EXPECT_EQ(at::get_num_threads(), 2) << what;
       }
+  // Without accumulating, C's old contents are never read (the layers write into torch::empty
+  // buffers), while a NaN in an operand reaches the product (the non-finite checks rely on it).
+  {
+    auto x = torch::randn({6, 7}), y = torch::randn({7, 5});
+    auto out = torch::full({6, 5}, std::nanf(""));
+    nn::blas::gemm(false, false, 6, 5, 7, x.data_ptr<float>(), 7, y.data_ptr<float>(), 5, out.data_ptr<float>(), 5);
+    EXPECT_TRUE(torch::allclose(out, x.mm(y), 1e-5, 1e-5)) << "NaN in C before the product";
+    x[2][3] = std::nanf("");
+    nn::blas::gemm(false, false, 6, 5, 7, x.data_ptr<float>(), 7, y.data_ptr<float>(), 5, out.data_ptr<float>(), 5);
+    EXPECT_TRUE(torch::isnan(out[2]).all().item<bool>()) << "a NaN in A must reach its row";
+    EXPECT_FALSE(torch::isnan(out[1]).any().item<bool>());
+  }
   // Empty sums, as a gradient over zero rows asks for: C = 0, or C unchanged when accumulating;
   // and no rows at all: nothing happens.
   auto a = torch::randn({4, 4}), b = torch::randn({4, 4}), c = torch::randn({3, 5});
