@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <string>
+#include <cstring>
 #include <type_traits>
 
 #include "pae/nn/blas.h"
@@ -122,7 +122,7 @@ struct ParallelLinear : public torch::autograd::Function<ParallelLinear> {
 /// it, e.g. a LibTorch with a static MKL, LibTorch's own linear, whose BLAS threads itself); on one
 /// thread only where the blocks' float products are faster than LibTorch's (oneDNN's sgemm).
 bool use_parallel(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  const bool faster_alone = x.scalar_type() == torch::kFloat && std::string(blas::sgemm_library()) == "onednn";
+  const bool faster_alone = x.scalar_type() == torch::kFloat && std::strcmp(blas::sgemm_library(), "onednn") == 0;
   return x.device().is_cpu() && (at::get_num_threads() > 1 || faster_alone) && x.size(0) >= 32 &&
          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) &&
          raw(x, w, b, /*check_x=*/false);  // dense() makes x contiguous

@@ -3,7 +3,7 @@
 // its convolutions: JIT kernels for the CPU at hand, AVX-512 included, twice OpenBLAS 0.3.21's
 // Haswell kernels on this project's Zen 4 machines), else on the process's own BLAS (the one
 // LibTorch calls, found by symbol); double products always on the BLAS. PAE_SGEMM=blas forces
-// the BLAS for float too (A/B benchmarks). The callers
+// the BLAS for float too (A/B benchmarks), PAE_SGEMM=onednn insists on oneDNN's. The callers
 // (pae/nn/dense.h, pae/flows/fused_coupling.h) split the work over the intra-op threads
 // themselves, in blocks that never share a reduction.
 #pragma once
