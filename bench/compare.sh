@@ -63,12 +63,10 @@ for round in $(seq 1 "$rounds"); do
     record "pytorch-1-thread" env OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$here/bench/pytorch_compare.py" "$m" \
       --threads 1 --epochs $epochs "${limit[@]}"
     if [ "$avx512" = 1 ]; then
-      for t in 2 1; do
-        label="pytorch-avx512-$t-thread"
-        [ "$t" = 2 ] && label="${label}s"
-        record "$label" env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 \
-          "$here/bench/pytorch_compare.py" "$m" --threads $t --epochs $epochs "${limit[@]}"
-      done
+      record "pytorch-avx512-2-threads" env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 \
+        "$here/bench/pytorch_compare.py" "$m" --threads 2 --epochs $epochs "${limit[@]}"
+      record "pytorch-avx512-1-thread" env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 \
+        "$here/bench/pytorch_compare.py" "$m" --threads 1 --epochs $epochs "${limit[@]}"
     fi
   done
 done

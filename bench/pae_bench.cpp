@@ -44,6 +44,19 @@ namespace report = pae::report;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+/// GFLOP/s of `call` (`flop` each): one warm-up call, then the best of `rounds` rounds of `reps` calls.
+template <typename Call>
+double best_gflops(const Call& call, double flop, int64_t reps, int rounds) {
+  call();
+  double best = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const double t0 = now();
+    for (int64_t i = 0; i < reps; ++i) call();
+    best = std::max(best, flop * double(reps) / (now() - t0) / 1e9);
+  }
+  return best;
+}
+
 /// The machine's GEMM peak as the models' layers reach it: a 1024^3 sgemm split by rows over the
 /// intra-op threads (as pae::nn::dense splits a batch), each block one single-threaded call of the
 /// routine the layers use (pae::nn::blas::gemm: oneDNN's sgemm, or the BLAS with PAE_SGEMM=blas).
@@ -58,14 +71,7 @@ double gemm_gflops(int64_t n = 1024) {
                           c.data_ptr<float>() + lo * n, n);
     });
   };
-  product();  // warm-up
-  double best = 0;
-  for (int round = 0; round < 5; ++round) {
-    const double t0 = now();
-    for (int i = 0; i < 10; ++i) product();
-    best = std::max(best, 2.0 * double(n) * n * n * 10 / (now() - t0) / 1e9);
-  }
-  return best;
+  return best_gflops(product, 2.0 * double(n) * n * n, 10, 5);
 }
 
 /// Single-threaded GFLOP/s of pae::nn::blas::gemm at the products the shipped MLPs run per thread
@@ -86,23 +92,17 @@ pae::JsonObject layer_gemm_gflops() {
   for (const auto& l : layers) {
     for (const char* pass : {"forward", "grad_input", "grad_weight"}) {
       const std::string p = pass;
-      // (trans_a, trans_b, m, n, k, lda, ldb) as pae::nn::Dense's blocks call them
-      const bool ta = p == "grad_weight", tb = p == "forward";
-      const int64_t m = p == "grad_weight" ? std::max<int64_t>(1, l.out / 2) : l.rows;
-      const int64_t n = p == "forward" ? l.out : l.in, k = p == "forward"      ? l.in
-                                                           : p == "grad_input" ? l.out
-                                                                               : 2 * l.rows;
-      const int64_t lda = p == "forward" ? l.in : l.out, ldb = l.in;
-      auto call = [&] { pae::nn::blas::gemm(ta, tb, m, n, k, pa, lda, pb, ldb, pc, n, p == "forward"); };
-      call();
-      const double flop = 2.0 * double(m) * double(n) * double(k);
-      const int64_t reps = std::max<int64_t>(1, int64_t(2e8 / flop));
-      double best = 0;
-      for (int round = 0; round < 3; ++round) {
-        const double t0 = now();
-        for (int64_t i = 0; i < reps; ++i) call();
-        best = std::max(best, flop * double(reps) / (now() - t0) / 1e9);
+      // (trans_a, trans_b, m, n, k, lda) as pae::nn::Dense's blocks call them; ldb = in throughout
+      bool ta = false, tb = false;
+      int64_t m = l.rows, n = l.in, k = l.out, lda = l.out;
+      if (p == "forward") {
+        tb = true, n = l.out, k = l.in, lda = l.in;
+      } else if (p == "grad_weight") {
+        ta = true, m = std::max<int64_t>(1, l.out / 2), k = 2 * l.rows;
       }
+      auto call = [&] { pae::nn::blas::gemm(ta, tb, m, n, k, pa, lda, pb, l.in, pc, n, p == "forward"); };
+      const double flop = 2.0 * double(m) * double(n) * double(k);
+      const double best = best_gflops(call, flop, std::max<int64_t>(1, int64_t(2e8 / flop)), 3);
       out.add(std::to_string(l.in) + "->" + std::to_string(l.out) + " rows " + std::to_string(l.rows) + " " + p, best);
     }
   }
