@@ -133,7 +133,11 @@ case_ "--run-dir ''" "$T" --config ok.yml --run-dir ''
 case_ "existing run without --resume or --force" "$T" --config ok.yml --run-dir run
 case_ "--resume and --force together" "$T" --config ok.yml --run-dir run --resume --force
 case_ "--resume of a run that has no checkpoint" "$T" --config ok.yml --run-dir fresh --resume
-case_ "--device cuda without CUDA" "$T" --config ok.yml --run-dir r1 --device cuda
+# A GPU this machine lacks (cuda:99: an error with or without CUDA), for each program that runs models.
+case_ "pae-train --device on a GPU that is not here" "$T" --config ok.yml --run-dir r1 --device cuda:99
+case_ "pae-flow --device on a GPU that is not here" "$F" --config flow.yml --ae-run run --run-dir r1 --device cuda:99
+case_ "pae-eval --device on a GPU that is not here" "$E" recon --ae-run run --device cuda:99
+case_ "pae-flow sample --device on a GPU that is not here" "$F" sample --ae-run run --flow run/flow --device cuda:99
 case_ "unknown flag" "$T" --config ok.yml --run-dir r1 --epochs 3
 case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
 # Resume

@@ -1,8 +1,10 @@
 // Shared test helpers: a temporary directory removed at the end of each test.
 #pragma once
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/optim/adam.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -13,8 +15,39 @@
 #include "pae/train/engine.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/runtime.h"
 
 namespace pae::testing {
+
+/// The device of the tests where a device matters: PAE_TEST_DEVICE (cpu, cuda or cuda:N; unset:
+/// cpu). `skip` is why the test cannot run here (CUDA asked for and absent), else empty.
+struct TestDevice {
+  c10::Device device = c10::Device(c10::kCPU);
+  std::string skip;
+};
+inline TestDevice test_device() {
+  const char* env = std::getenv("PAE_TEST_DEVICE");
+  const std::string name = env ? env : "";
+  TestDevice d;
+  if (name.empty() || name == "cpu") return d;
+  if (name.rfind("cuda", 0) == 0 && !torch::cuda::is_available()) {
+    d.skip = "PAE_TEST_DEVICE=" + name + ", and this LibTorch sees no CUDA device";
+    return d;
+  }
+  try {
+    d.device = pae::parse_device(name);
+  } catch (const pae::Error& e) {
+    ADD_FAILURE() << "PAE_TEST_DEVICE: " << e.what();
+    d.skip = e.what();
+  }
+  return d;
+}
+
+/// Declares `c10::Device var`, the device under test, or skips the test with the reason.
+#define PAE_DEVICE_UNDER_TEST(var)                                           \
+  const auto var##_under_test = pae::testing::test_device();                 \
+  if (!var##_under_test.skip.empty()) GTEST_SKIP() << var##_under_test.skip; \
+  const c10::Device var = var##_under_test.device
 
 class TempDir {
  public:

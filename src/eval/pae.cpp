@@ -1,5 +1,6 @@
 #include "pae/eval/pae.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/runtime.h"
 
 namespace pae::eval {
 
@@ -40,15 +42,32 @@ Pae::Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentF
   }
 }
 
-Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std::string& checkpoint) {
+c10::Device evaluation_device(const std::string& device, const std::string& run_device, const std::string& ae_run) {
+  if (!device.empty()) return parse_device(device);
+  if (run_device.rfind("cuda", 0) == 0 && !torch::cuda::is_available()) {
+    spdlog::warn("{} was trained on {} (its train.device) and this machine has no CUDA device: evaluating on the CPU",
+                 ae_run, run_device);
+    return torch::kCPU;
+  }
+  try {
+    return parse_device(run_device);
+  } catch (const Error& e) {
+    throw Error(ae_run + "/config.yml train.device: " + e.what() + "; choose a device with --device");
+  }
+}
+
+Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std::string& checkpoint,
+              const std::string& device) {
   Config config;
   auto ae = train::load_autoencoder(ae_run, &config, checkpoint);
+  const auto where = evaluation_device(device, config.train.device, ae_run);
+  ae->to(where);
   require(flow_run.empty() || checkpoint.empty() || checkpoint == config.train.model_checkpoint,
           "--checkpoint " + checkpoint + " with a flow: the flow in " + flow_run + " was fitted on the latents of " +
               ae_run + "'s " + config.train.model_checkpoint + " model; drop --flow or --checkpoint");
   std::shared_ptr<flows::LatentFlow> flow;
   if (!flow_run.empty()) {
-    flow = train::load_latent_flow(flow_run);
+    flow = train::load_latent_flow(flow_run, nullptr, "", where);
     check_flow_matches(flow_run, ae_run, flow->dim(), ae->latent_dim());
   }
   Pae p(ae, flow, config);
@@ -57,6 +76,8 @@ Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std:
   p.checkpoint_ = checkpoint.empty() ? config.train.model_checkpoint : checkpoint;
   return p;
 }
+
+c10::Device Pae::device() const { return ae_->parameters().front().device(); }
 
 std::vector<int64_t> Pae::image_shape() const { return ae_->image_shape().sizes(); }
 

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   pae::init_program();
   CLI::App app{"pae-eval: OoD detection, reconstruction error, FID and Parzen likelihood of a trained PAE"};
   app.require_subcommand(1);
-  std::string ae_run, flow_dir, out, checkpoint;
+  std::string ae_run, flow_dir, out, checkpoint, device;
   bool force = false;
   int64_t limit = 0;
   auto common = [&](CLI::App* sub, bool with_flow) {
@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
                     "the run's checkpoint to measure: best | last | phase_<name> (default: its train.model_checkpoint; "
                     "phase_ae is an NAE's AE before phase 2)");
     if (with_flow) sub->add_option("--flow", flow_dir, "flow run directory (pae-flow)");
+    sub->add_option("-d,--device", device,
+                    "cpu | cuda | cuda:N | auto (default: the run's train.device; the CPU where that GPU is absent)");
     sub->add_option("-o,--out", out, "output directory");
     sub->add_flag("--force", force, "replace an existing report");
     sub->add_option("--limit", limit, "first N images of each set (0 = all)")->check(CLI::NonNegativeNumber);
@@ -111,7 +113,8 @@ int main(int argc, char** argv) {
     pae::warn_if_slow_blas();
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     pae::configure_threads({});
-    auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint);
+    auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint, device);
+    spdlog::info("evaluating {} on {}", ae_run, pae.device().str());
     // Reports go beside the model they measure: the flow run when there is one; another
     // checkpoint than the run's model gets its own folder (RUN/checkpoint_<name>).
     const bool default_out = out.empty();

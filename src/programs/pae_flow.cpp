@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   CLI::App app{"pae-flow: fit a normalizing flow on auto-encoder latents; sample and interpolate through the PAE"};
   app.require_subcommand(0, 1);
   // fit (the default, no subcommand)
-  std::string config_path, latents, val_latents, test_latents, ae_run, run_dir;
+  std::string config_path, latents, val_latents, test_latents, ae_run, run_dir, device;
   std::vector<std::string> overrides;
   pae::train::FlowRunOptions run;
   app.add_option("-c,--config", config_path, "flow config (flow + train sections)");
@@ -32,11 +32,12 @@ int main(int argc, char** argv) {
   app.add_option("--ae-run", ae_run, "auto-encoder run: use its latents/{train,val,test}.npy");
   app.add_option("-r,--run-dir", run_dir, "flow run directory (default: <ae-run>/flow_<config name>)")
       ->check(CLI::Validator([](std::string& s) { return s.empty() ? std::string("an empty path") : ""; }, "DIR"));
+  app.add_option("-d,--device", device, "cpu | cuda | cuda:N | auto (default: train.device)");
   app.add_flag("--resume", run.resume, "continue from RUN/checkpoints/last.pt");
   app.add_flag("--force", run.force, "replace an existing flow run");
   app.add_option("--set", overrides, "override a config key, e.g. --set train.epochs=3");
 
-  std::string s_ae, s_flow, s_out;
+  std::string s_ae, s_flow, s_out, s_device;
   int64_t s_n = 64;
   double s_temperature = 1.0;
   auto* sample =
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
   sample->add_option("--n", s_n, "number of samples")->check(CLI::Range(int64_t(1), int64_t(100000)));
   sample->add_option("--temperature", s_temperature, "scale of the base noise")->check(CLI::Range(0.0, 10.0));
   sample->add_option("-o,--out", s_out, "output prefix (default: FLOW/samples_T<temperature>)");
+  const char* device_help =
+      "cpu | cuda | cuda:N | auto (default: the AE run's train.device; the CPU where that GPU "
+      "is absent)";
+  sample->add_option("-d,--device", s_device, device_help);
 
   std::string i_ae, i_flow, i_out;
   int64_t i_a = 0, i_b = 1, i_steps = 10;
@@ -57,6 +62,7 @@ int main(int argc, char** argv) {
   interp->add_option("--b", i_b, "index of the second test image");
   interp->add_option("--steps", i_steps, "images in the strip")->check(CLI::Range(int64_t(2), int64_t(100)));
   interp->add_option("-o,--out", i_out, "output PNG (default: FLOW/interpolation_<a>_<b>.png)");
+  interp->add_option("-d,--device", s_device, device_help);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -67,7 +73,8 @@ int main(int argc, char** argv) {
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     if (*sample || *interp) {
       pae::configure_threads({});
-      auto pae = pae::eval::Pae::load(*sample ? s_ae : i_ae, *sample ? s_flow : i_flow);
+      auto pae = pae::eval::Pae::load(*sample ? s_ae : i_ae, *sample ? s_flow : i_flow, "", s_device);
+      spdlog::info("{} on {}", *sample ? "sampling" : "interpolating", pae.device().str());
       if (*sample) {
         torch::manual_seed(0);
         auto z = pae.sample_latents(s_n, s_temperature);
@@ -105,6 +112,7 @@ int main(int argc, char** argv) {
     } else {
       src = {latents, val_latents, test_latents};
     }
+    if (!device.empty()) overrides.push_back("train.device=" + device);
     pae::Config config = pae::load_config(config_path, overrides);
     pae::require_sections(config, {"flow"}, "pae-flow",
                           config.sections.count("model") ? "an auto-encoder config? pae-train takes it" : "");

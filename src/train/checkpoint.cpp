@@ -14,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "pae/train/optimizer_state.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
@@ -25,7 +26,7 @@ torch::Tensor string_tensor(const std::string& s) {
   return torch::from_blob(const_cast<char*>(s.data()), {int64_t(s.size())}, torch::kUInt8).clone();
 }
 std::string tensor_string(const torch::Tensor& t) {
-  auto c = t.contiguous();
+  auto c = t.to(torch::kCPU).contiguous();  // the archive may have been loaded onto a GPU
   return std::string(static_cast<const char*>(c.data_ptr()), size_t(c.numel()));
 }
 
@@ -154,7 +155,7 @@ void restore_cuda_rng(torch::serialize::InputArchive& archive, const std::string
     if (saved >= here) continue;
     auto gen = at::globalContext().defaultGenerator(c10::Device(c10::DeviceType::CUDA, c10::DeviceIndex(saved)));
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(t);
+    gen.set_state(t.to(torch::kCPU));  // set_state takes a CPU byte tensor
   }
   if (saved != here && saved > 0)
     spdlog::warn(
@@ -282,7 +283,7 @@ CheckpointState load_checkpoint_bytes(const std::string& bytes, const std::strin
       torch::serialize::InputArchive opt_archive;
       // Checkpoints of single-optimizer runs before parameter groups stored "optimizer".
       if (!archive.try_read("optimizer." + name, opt_archive)) archive.read("optimizer", opt_archive);
-      optimizer->load(opt_archive);
+      load_optimizer_state(opt_archive, *optimizer, "checkpoint " + path);
     }
     state.epoch = read_tensor(archive, "epoch").item<int64_t>();
     if (try_read(archive, "best", t)) {
@@ -307,7 +308,7 @@ CheckpointState load_checkpoint_bytes(const std::string& bytes, const std::strin
       t = read_tensor(archive, "rng_cpu");
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(t);
+      gen.set_state(t.to(torch::kCPU));
       restore_cuda_rng(archive, path);
     }
   } catch (const Error&) {

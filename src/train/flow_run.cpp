@@ -46,6 +46,7 @@ torch::Dtype flow_dtype(const TrainOptions& t) { return t.dtype == "float64" ? t
 FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, const FlowRunOptions& options) {
   const auto& t = config.train;
   const torch::Dtype dtype = flow_dtype(t);
+  const torch::Device device = parse_device(options.device.empty() ? t.device : options.device);
   auto train = load_latents(src.train, -1, "training");
   const int64_t d = train.size(1);
   require(train.size(0) >= 2, src.train + ": " + std::to_string(train.size(0)) +
@@ -68,7 +69,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
                test.defined() ? fmt::format(", test {}", test.size(0)) : "");
 
   const fs::path run(options.run_dir);
-  auto engine_opts = engine_options(config, options.run_dir, torch::kCPU, options.resume, options.quiet);
+  auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
   {
     flows::LatentFlow probe(d, config.flow);  // groups checked before anything is written
     check_groups(engine_opts, probe);
@@ -94,19 +95,22 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
 
   seed_everything(t.seed);
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
-  flow->to(dtype);
-  flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(dtype));
+  flow->to(device, dtype);
+  flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(device, dtype));
   flow->set_training_noise(t.latent_noise_std);
   flow->set_dropout_schedule(t.epochs);
   int64_t n_params = 0;
   for (const auto& p : flow->parameters()) n_params += p.numel();
-  spdlog::info("flow {} with {} layers, {} parameters", flow->signature(), config.flow.layers, n_params);
+  spdlog::info("flow {} with {} layers, {} parameters on {}", flow->signature(), config.flow.layers, n_params,
+               device.str());
 
-  const auto train_t = train.to(dtype);
+  // The latents stay on the device (a few MB even for 60,000 64-dimensional ones): each batch is
+  // one gather there, not a copy from host memory.
+  const auto train_t = train.to(device, dtype);
   TrainData data;
   data.size = train.size(0);
-  data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx), {}}; };
-  if (val.defined()) data.validation = {val, {}};
+  data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx.to(device)), {}}; };
+  if (val.defined()) data.validation = {val.to(device), {}};
   engine_opts.unit = "z";
   engine_opts.rate_key = "samples_per_s";
   engine_opts.drop_singleton_batch = false;
@@ -154,7 +158,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
 }
 
 std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out,
-                                                    const std::string& which) {
+                                                    const std::string& which, c10::Device device) {
   const fs::path dir(flow_dir);
   // Evaluation: a flow fitted under a key that has since changed meaning still loads.
   Config config = load_config((dir / "config.yml").string(), {}, RetiredKeys::ignore);
@@ -169,6 +173,7 @@ std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir,
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(flow_dtype(config.train));
   load_weights(flow_dir, which.empty() ? config.train.model_checkpoint : which, *flow);
+  flow->to(device);
   flow->eval();
   if (config_out) *config_out = config;
   return flow;

@@ -10,6 +10,8 @@
 #include <sstream>
 #include <type_traits>
 
+#include "pae/train/optimizer_state.h"
+
 namespace pae::train {
 
 namespace {
@@ -74,20 +76,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) int nonfinite_f32(c
 }
 __attribute__((target_clones("avx512f", "avx2", "default"))) int nonfinite_f64(const double* x, int64_t n) {
   return nonfinite_elements(x, n);
-}
-
-/// The optimizer's state key of a parameter (a string of its TensorImpl address in LibTorch 1.x,
-/// the address itself in 2.x).
-template <typename Map>
-typename Map::key_type state_key(const at::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream os;  // c10::guts::to_string's format
-    os << p.unsafeGetTensorImpl();
-    return os.str();
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
 }
 
 bool fusable(const torch::optim::OptimizerParamGroup& group) {

@@ -6,6 +6,7 @@
 // over inside these functions, so callers never convert.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <map>
 #include <memory>
@@ -30,7 +31,9 @@ class Pae {
   /// RUN/latents/train.npy recorded in FLOW/latents.json). Errors name the directories.
   /// `checkpoint` (best | last | phase_<name>) loads another of RUN's checkpoints instead; a
   /// flow is then refused unless it is the run's model (the flow was fitted on its latents).
-  static Pae load(const std::string& ae_run, const std::string& flow_run = "", const std::string& checkpoint = "");
+  /// Both models go to `device` (cpu | cuda | cuda:N | auto; see evaluation_device).
+  static Pae load(const std::string& ae_run, const std::string& flow_run = "", const std::string& checkpoint = "",
+                  const std::string& device = "");
   /// A bundle of models already in memory (tests, library users).
   Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentFlow> flow, Config config);
 
@@ -42,6 +45,8 @@ class Pae {
   const std::string& flow_run() const { return flow_run_; }
   /// The AE checkpoint loaded (best | last | phase_<name>); empty for a bundle made in memory.
   const std::string& checkpoint() const { return checkpoint_; }
+  /// Where the models are; inputs may be anywhere, outputs come back on the CPU.
+  c10::Device device() const;
   /// [C,H,W] of the AE's input.
   std::vector<int64_t> image_shape() const;
 
@@ -78,6 +83,10 @@ class Pae {
   at::Tensor sigma_;  ///< per-pixel residual sigma, or undefined
   std::string sigma_source_;
 };
+
+/// The device an evaluation runs on: `device` when given (an error where it is not here), else the
+/// run's own train.device, or the CPU with a warning where that is a GPU this machine lacks.
+c10::Device evaluation_device(const std::string& device, const std::string& run_device, const std::string& ae_run);
 
 /// Refuses a flow fitted on another auto-encoder's latents: dimension, then the checksum of
 /// RUN/latents/train.npy recorded in FLOW/latents.json.

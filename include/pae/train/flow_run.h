@@ -4,6 +4,8 @@
 // latents.json (dimension and checksum of the training latents), log_prob/{split}.npy and
 // summary.json, all made from the run's model (train.model_checkpoint, best by default).
 #pragma once
+#include <c10/core/Device.h>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +26,7 @@ LatentSources latents_of_run(const std::string& ae_run);
 struct FlowRunOptions {
   std::string run_dir;
   bool resume = false, force = false, quiet = false;
+  std::string device;  ///< cpu | cuda | cuda:N | auto; empty: config train.device
 };
 
 struct FlowFitSummary {
@@ -40,8 +43,9 @@ struct FlowFitSummary {
 FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& latents, const FlowRunOptions& options);
 
 /// Loads a fitted flow directory (config.yml + its model checkpoint: `which` = best | last,
-/// empty = the run's train.model_checkpoint); errors name the files.
+/// empty = the run's train.model_checkpoint) onto `device`; errors name the files.
 std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out = nullptr,
-                                                    const std::string& which = "");
+                                                    const std::string& which = "",
+                                                    c10::Device device = c10::Device(c10::kCPU));
 
 }  // namespace pae::train
