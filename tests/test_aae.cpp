@@ -44,9 +44,11 @@ double mmd_to_prior(const at::Tensor& z) {
 }  // namespace
 
 TEST(Aae, DiscriminatorStepRaisesItsAccuracyAndLeavesTheEncoderUntouched) {
+  PAE_DEVICE_UNDER_TEST(device);
   torch::manual_seed(0);
   auto aae = std::make_shared<models::AdversarialAE>(toy_options("aae"), models::ImageShape{1, 1, 6});
-  const auto x = torch::rand({64, 1, 1, 6});
+  aae->to(device);
+  const auto x = torch::rand({64, 1, 1, 6}).to(device);
   const auto real = aae->sample_latents(64);  // a fixed evaluation batch
   auto accuracy = [&] {
     torch::NoGradGuard g;

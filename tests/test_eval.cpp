@@ -49,14 +49,17 @@ Config tiny_pae(const TempDir& tmp) {
   return c;
 }
 
-/// Trains the tiny AE into tmp/ae and its flow into tmp/ae/flow.
-std::pair<train::RunOptions, train::FlowRunOptions> train_tiny_pae(const TempDir& tmp, const Config& c) {
+/// Trains the tiny AE into tmp/ae and its flow into tmp/ae/flow, both on `device`.
+std::pair<train::RunOptions, train::FlowRunOptions> train_tiny_pae(const TempDir& tmp, const Config& c,
+                                                                   const std::string& device = "cpu") {
   train::RunOptions ro;
   ro.run_dir = tmp.file("ae");
+  ro.device = device;
   ro.quiet = true;
   train::train_autoencoder(c, ro);
   train::FlowRunOptions fo;
   fo.run_dir = tmp.file("ae/flow");
+  fo.device = device;
   fo.quiet = true;
   train::fit_latent_flow(c, train::latents_of_run(ro.run_dir), fo);
   return {ro, fo};
@@ -81,11 +84,14 @@ struct TinyPae {
 }  // namespace
 
 TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
+  PAE_DEVICE_UNDER_TEST(device);
   TempDir tmp;
   auto c = tiny_pae(tmp);
-  const auto [ro, fo] = train_tiny_pae(tmp, c);
+  const auto [ro, fo] = train_tiny_pae(tmp, c, device.str());
 
-  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir);
+  auto pae = eval::Pae::load(ro.run_dir, fo.run_dir, "", device.str());
+  EXPECT_EQ(pae.device(), device);
+  EXPECT_EQ(pae.flow()->parameters().front().device(), device);
   const Config& loaded = pae.config();
   auto test = eval::load_set("npy:test", loaded, {1, 8, 8});
   auto scores = pae.scores(test.images, /*batch=*/7);
@@ -512,4 +518,23 @@ TEST(Eval, SamplingTemperatureIsChosenByFidOnHeldOutImages) {
   EXPECT_TRUE(hot.at_edge);
   EXPECT_EQ(eval::default_temperature_grid().front(), 0.5);
   EXPECT_EQ(eval::default_temperature_grid().size(), 16u);
+}
+
+TEST(Eval, EvaluationsRunOnTheDeviceAskedForOrTheRunsOwn) {
+  const c10::Device cpu(c10::kCPU);
+  EXPECT_EQ(eval::evaluation_device("", "cpu", "RUN"), cpu);
+  EXPECT_EQ(eval::evaluation_device("cpu", "cuda", "RUN"), cpu);  // --device wins
+  if (torch::cuda::is_available()) {
+    EXPECT_TRUE(eval::evaluation_device("", "cuda", "RUN").is_cuda());
+    EXPECT_NE(error_of([] { eval::evaluation_device("", "cuda:99", "RUN"); }).find("RUN/config.yml train.device"),
+              std::string::npos);
+  } else {  // a run trained on a GPU is evaluated on this machine's CPU (with a warning)
+    EXPECT_EQ(eval::evaluation_device("", "cuda", "RUN"), cpu);
+    EXPECT_EQ(eval::evaluation_device("", "cuda:1", "RUN"), cpu);
+  }
+  // Asked for explicitly, a device that is not here is an error, never the CPU instead.
+  EXPECT_NE(error_of([] { eval::evaluation_device("cuda:99", "cpu", "RUN"); }).find("cuda:99"), std::string::npos);
+  EXPECT_NE(
+      error_of([] { eval::evaluation_device("", "tpu", "RUN"); }).find("RUN/config.yml train.device: device 'tpu'"),
+      std::string::npos);
 }

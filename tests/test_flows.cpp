@@ -65,6 +65,7 @@ FlowOptions small_options() {
 }  // namespace
 
 TEST(Transforms, EveryRegisteredTransformInvertsWithConsistentLogDet) {
+  PAE_DEVICE_UNDER_TEST(device);
   auto& reg = TransformRegistry::instance();
   ASSERT_GE(reg.names().size(), 7u);
   for (const auto& name : reg.names()) {
@@ -75,12 +76,12 @@ TEST(Transforms, EveryRegisteredTransformInvertsWithConsistentLogDet) {
         auto o = small_options();
         o.conditioner = layer == 0 ? "mlp" : "resnet";
         auto t = reg.create(name, d, o, layer);
-        t->to(torch::kFloat64);
+        t->to(device, torch::kFloat64);
         // Data-dependent init, then random parameters on top of it.
-        t->initialize(torch::randn({64, d}, torch::kFloat64) * 3 + 1);
+        t->initialize((torch::randn({64, d}, torch::kFloat64) * 3 + 1).to(device));
         randomize(*t, 0.3);
         t->eval();
-        auto x = awkward_inputs(16, d, torch::kFloat64);
+        auto x = awkward_inputs(16, d, torch::kFloat64).to(device);
         auto [z, ld] = t->forward(x);
         auto [xr, ild] = t->inverse(z);
         ASSERT_EQ(ld.sizes(), (std::vector<int64_t>{16}));
@@ -289,11 +290,13 @@ TEST(Transforms, IdentityInitialisation) {
 }
 
 TEST(Spline, AllInputsInTheTailsAndNoNaN) {
+  PAE_DEVICE_UNDER_TEST(device);
   torch::manual_seed(2);
   const int64_t k = 8;
-  auto x = torch::tensor({-10.0, 4.0, 1e6, -3.0000001}, torch::kFloat64).view({4, 1});
-  auto w = torch::randn({4, 1, k}, torch::kFloat64), h = torch::randn({4, 1, k}, torch::kFloat64);
-  auto d = torch::randn({4, 1, k - 1}, torch::kFloat64);
+  const auto on = torch::TensorOptions().dtype(torch::kFloat64).device(device);
+  auto x = torch::tensor({-10.0, 4.0, 1e6, -3.0000001}, torch::kFloat64).view({4, 1}).to(device);
+  auto w = torch::randn({4, 1, k}, on), h = torch::randn({4, 1, k}, on);
+  auto d = torch::randn({4, 1, k - 1}, on);
   for (bool inv : {false, true}) {
     auto [y, ld] = rational_quadratic_spline(x, w, h, d, inv);
     EXPECT_TRUE(torch::equal(y, x));
@@ -449,6 +452,7 @@ TEST(Flow, LogProbIntegratesAndSamplesAreTheInverseOfTheNoise) {
 TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   // Correlated Gaussian latents: the flow (identity at start, standardised input) must reach
   // the full-covariance Gaussian's log-likelihood within a small margin, and the outputs exist.
+  PAE_DEVICE_UNDER_TEST(device);
   pae::testing::TempDir tmp;
   torch::manual_seed(5);
   auto mix = torch::randn({3, 3}, torch::kFloat64);
@@ -460,8 +464,9 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
       "flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 10\n  lr: 3.0e-3\n  batch_size: 100\n",
       "t.yml");
   auto summary = pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
-                                             {tmp.file("flow"), false, false, true});
+                                             {tmp.file("flow"), false, false, true, device.str()});
   EXPECT_EQ(summary.epochs, 10);
+  EXPECT_NE(pae::read_text(tmp.file("flow/flow.log")).find("on " + device.str()), std::string::npos);
   EXPECT_GT(summary.mean_log_prob.at("test"), summary.gaussian_log_prob.at("test") - 0.3);
   for (const char* f : {"config.yml", "metrics.jsonl", "latents.json", "summary.json", "checkpoints/best.pt",
                         "log_prob/train.npy", "log_prob/val.npy", "log_prob/test.npy"})
@@ -469,9 +474,10 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   auto lp = pae::data::read_npy(tmp.file("flow/log_prob/test.npy"));
   EXPECT_EQ(lp.sizes(), (std::vector<int64_t>{500}));
   // Reloading gives the same log-densities.
-  auto flow = pae::train::load_latent_flow(tmp.file("flow"));
+  auto flow = pae::train::load_latent_flow(tmp.file("flow"), nullptr, "", device);
+  EXPECT_EQ(flow->parameters().front().device(), device);
   torch::NoGradGuard g;
-  auto again = flow->log_prob(pae::data::read_npy(tmp.file("test.npy")));
+  auto again = flow->log_prob(pae::data::read_npy(tmp.file("test.npy")).to(device)).cpu();
   EXPECT_TRUE(torch::allclose(again, lp, 1e-4, 1e-4));
   // Latents of another dimension are refused with the file named.
   pae::data::write_npy(tmp.file("bad_val.npy"), torch::randn({10, 4}));

@@ -5,6 +5,7 @@
 
 #include "pae/inference/langevin.h"
 #include "pae/util/error.h"
+#include "test_util.h"
 
 using namespace pae;
 
@@ -12,8 +13,10 @@ TEST(Langevin, GaussianEnergyGivesTheChainsClosedFormStationaryLaw) {
   // E(x) = ||x - mu||^2 / (2 s^2). The update x <- x - eps (x - mu) / s^2 + sigma xi is an AR(1)
   // chain with stationary mean mu and variance sigma^2 / (1 - (1 - eps / s^2)^2); with
   // sigma = sqrt(2 eps) (classic Langevin) that is s^2 / (1 - eps / (2 s^2)), close to s^2.
+  PAE_DEVICE_UNDER_TEST(device);
   torch::manual_seed(0);
-  const auto mu = torch::tensor({1.5, -2.0}, torch::kFloat64);
+  const auto on = torch::TensorOptions().dtype(torch::kFloat64).device(device);
+  const auto mu = torch::tensor({1.5, -2.0}, torch::kFloat64).to(device);
   const double s = 0.7, eps = 0.02, sigma = std::sqrt(2 * eps);
   inference::Energy energy = [&](const at::Tensor& x) { return (x - mu).pow(2).sum(1) / (2 * s * s); };
   inference::LangevinOptions o;
@@ -21,17 +24,18 @@ TEST(Langevin, GaussianEnergyGivesTheChainsClosedFormStationaryLaw) {
   o.step_size = eps;
   o.noise = sigma;
   inference::LangevinStats stats;
-  const auto x = inference::langevin(energy, torch::zeros({20000, 2}, torch::kFloat64), o, &stats);
+  const auto x = inference::langevin(energy, torch::zeros({20000, 2}, on), o, &stats);
+  EXPECT_EQ(x.device(), device);
   const double a = 1 - eps / (s * s);
   const double variance = sigma * sigma / (1 - a * a);
   // 20,000 chains: standard error of the mean 0.005, of the variance about 1%.
   EXPECT_TRUE(torch::allclose(x.mean(0), mu, 0, 0.02)) << x.mean(0);
-  EXPECT_TRUE(torch::allclose(x.var(0), torch::full({2}, variance, torch::kFloat64), 0.04, 0)) << x.var(0) << variance;
+  EXPECT_TRUE(torch::allclose(x.var(0), torch::full({2}, variance, on), 0.04, 0)) << x.var(0) << variance;
   EXPECT_NEAR(variance, s * s, 0.03);
   EXPECT_LT(stats.energy_end, stats.energy_start);
   // Temperature T scales the drift: the stationary variance of the same chain with eps / T.
   o.temperature = 2;
-  const auto hot = inference::langevin(energy, torch::zeros({20000, 2}, torch::kFloat64), o);
+  const auto hot = inference::langevin(energy, torch::zeros({20000, 2}, on), o);
   const double a2 = 1 - eps / 2 / (s * s);
   EXPECT_NEAR(hot.var(0).mean().item<double>(), sigma * sigma / (1 - a2 * a2), 0.04 * sigma * sigma / (1 - a2 * a2));
 }

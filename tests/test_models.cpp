@@ -26,12 +26,14 @@ ModelOptions small(const std::string& type, const std::string& arch) {
 }  // namespace
 
 TEST(Models, OneTrainingStepLowersTheLossOnAFixedBatch) {
+  PAE_DEVICE_UNDER_TEST(device);
   for (const auto& type : AutoEncoderRegistry::instance().names()) {
     for (const char* arch : {"mlp", "conv"}) {
       SCOPED_TRACE(type + "/" + arch);
       torch::manual_seed(0);
       auto model = build_autoencoder(small(type, arch), {1, 12, 12});
-      auto x = torch::rand({16, 1, 12, 12});
+      model->to(device);
+      auto x = torch::rand({16, 1, 12, 12}).to(device);
       model->train();
       torch::manual_seed(1);
       const double before = model->loss(x).loss.item<double>();
@@ -74,10 +76,12 @@ TEST(Models, VaeElboMatchesClosedFormAtZeroWeights) {
 }
 
 TEST(Models, ScoresArePerSample) {
+  PAE_DEVICE_UNDER_TEST(device);
   for (const auto& type : AutoEncoderRegistry::instance().names()) {
     auto model = build_autoencoder(small(type, "mlp"), {1, 8, 8});
+    model->to(device);
     model->eval();
-    auto x = torch::rand({7, 1, 8, 8});
+    auto x = torch::rand({7, 1, 8, 8}).to(device);
     auto s = model->scores(x);
     ASSERT_TRUE(s.count("recon_mse"));
     for (auto& kv : s) EXPECT_EQ(kv.second.sizes(), (std::vector<int64_t>{7})) << type << " " << kv.first;

@@ -27,18 +27,21 @@ ModelOptions nae_options() {
 }  // namespace
 
 TEST(Nae, LatentsAndChainEndsStayOnTheSphere) {
+  PAE_DEVICE_UNDER_TEST(device);
   torch::manual_seed(0);
   models::NormalizedAE nae(nae_options(), {1, 4, 4});
-  const auto x = torch::rand({20, 1, 4, 4});
-  EXPECT_TRUE(torch::allclose(nae.encode(x).norm(2, 1), torch::ones({20}), 0, 1e-5));
-  EXPECT_TRUE(torch::allclose(nae.sample_latents(50).norm(2, 1), torch::ones({50}), 0, 1e-5));
+  nae.to(device);
+  const auto x = torch::rand({20, 1, 4, 4}).to(device);
+  const auto ones = [&](int64_t n) { return torch::ones({n}, x.options()); };
+  EXPECT_TRUE(torch::allclose(nae.encode(x).norm(2, 1), ones(20), 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(nae.sample_latents(50).norm(2, 1), ones(50), 0, 1e-5));
   inference::LangevinStats zs, xs;
   const auto neg = nae.sample_negatives(12, &zs, &xs);
   EXPECT_EQ(neg.sizes(), x.slice(0, 0, 12).sizes());
   EXPECT_GE(neg.min().item<float>(), 0.0f);
   EXPECT_LE(neg.max().item<float>(), 1.0f);
   ASSERT_EQ(nae.buffer_count(), 12);
-  EXPECT_TRUE(torch::allclose(nae.buffer().slice(0, 0, 12).norm(2, 1), torch::ones({12}), 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(nae.buffer().slice(0, 0, 12).norm(2, 1).cpu(), torch::ones({12}), 0, 1e-5));
   EXPECT_LE(zs.energy_end, zs.energy_start + 1e-3);  // the latent chain moves downhill (noise 0.05)
   // The energy is the per-pixel reconstruction error through the sphere code.
   const auto e = nae.energy(x);
@@ -111,19 +114,22 @@ TEST(Nae, PhaseTwoStepLowersPositiveEnergyRelativeToNegative) {
 }
 
 TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
+  PAE_DEVICE_UNDER_TEST(device);
   pae::testing::TempDir tmp;
   torch::manual_seed(2);
-  const auto data_x = torch::rand({24, 1, 4, 4});
+  const auto data_x = torch::rand({24, 1, 4, 4}).to(device);
   train::TrainData data;
   data.size = 24;
-  data.batch = [&](const at::Tensor& idx) { return nn::Batch{data_x.index_select(0, idx), {}}; };
+  data.batch = [&](const at::Tensor& idx) { return nn::Batch{data_x.index_select(0, idx.to(device)), {}}; };
   data.validation = {data_x.slice(0, 0, 8), {}};
   auto run = [&](const std::string& dir, bool resume, int64_t kill_at) {
     auto o = nae_options();
     o.nae_epochs = 3;
     torch::manual_seed(3);
     auto nae = std::make_shared<models::NormalizedAE>(o, models::ImageShape{1, 4, 4});
+    nae->to(device);
     train::EngineOptions eo;
+    eo.device = device;
     eo.run_dir = dir;
     eo.epochs = 2;
     eo.batch_size = 8;
@@ -145,14 +151,14 @@ TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
   const auto [resumed, resumed_records] = run(tmp.file("resumed"), true, -1);
   ASSERT_EQ(resumed_records->records.size(), 2u);  // epochs 4 and 5
   EXPECT_EQ(resumed_records->records[0].phase, "nae");
-  EXPECT_TRUE(torch::equal(resumed->buffer(), straight->buffer()));
+  EXPECT_TRUE(pae::testing::same_on(device, resumed->buffer(), straight->buffer()));
   EXPECT_EQ(resumed->buffer_count(), straight->buffer_count());
   const auto a = straight->parameters(), b = resumed->parameters();
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(pae::testing::same_on(device, a[i], b[i])) << "parameter " << i;
   // phase_ae.pt holds the network as phase 1 left it (epoch 2): other weights than the end's.
   auto o = nae_options();
   o.nae_epochs = 3;
   models::NormalizedAE before(o, models::ImageShape{1, 4, 4});
   EXPECT_EQ(train::load_weights(tmp.file("straight"), "phase_ae", before).epoch, 2);
-  EXPECT_FALSE(torch::equal(before.parameters()[0], a[0]));
+  EXPECT_FALSE(torch::equal(before.parameters()[0], a[0].cpu()));
 }

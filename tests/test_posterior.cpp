@@ -5,6 +5,7 @@
 
 #include "pae/inference/posterior.h"
 #include "pae/util/error.h"
+#include "test_util.h"
 
 using namespace pae;
 
@@ -17,15 +18,16 @@ struct LinearGaussian {
   }
 };
 
-LinearGaussian linear_gaussian(int64_t b) {
+/// Drawn on the CPU, then moved to `device`: the same model on every device.
+LinearGaussian linear_gaussian(int64_t b, c10::Device device = c10::Device(c10::kCPU)) {
   torch::manual_seed(5);
   const auto f64 = torch::kFloat64;
   LinearGaussian m;
-  m.a = torch::randn({10, 3}, f64);
-  m.c = torch::randn({10}, f64) * 0.1;
-  m.x = torch::rand({b, 1, 2, 5}, f64);
-  m.observed = torch::rand({b, 1, 2, 5}) > 0.3;
-  m.sigma = (torch::rand({1, 2, 5}, f64) * 0.7 + 0.3);
+  m.a = torch::randn({10, 3}, f64).to(device);
+  m.c = (torch::randn({10}, f64) * 0.1).to(device);
+  m.x = torch::rand({b, 1, 2, 5}, f64).to(device);
+  m.observed = (torch::rand({b, 1, 2, 5}) > 0.3).to(device);
+  m.sigma = (torch::rand({1, 2, 5}, f64) * 0.7 + 0.3).to(device);
   return m;
 }
 
@@ -41,18 +43,20 @@ inference::MapResult converged_map(const LinearGaussian& m) {
 }  // namespace
 
 TEST(Posterior, LinearGaussianMapGaussNewtonAndLaplaceMatchTheClosedForm) {
-  const auto m = linear_gaussian(4);
+  PAE_DEVICE_UNDER_TEST(device);
+  const auto m = linear_gaussian(4, device);
   const auto map = converged_map(m);
   const auto h = inference::gauss_newton(m.g(), map.u, m.observed, m.sigma);
   for (int64_t i = 0; i < 4; ++i) {
     const auto w = (m.observed[i].to(torch::kFloat64) / m.sigma.pow(2)).flatten();
-    const auto precision = m.a.t().matmul(w.unsqueeze(1) * m.a) + torch::eye(3, torch::kFloat64);
+    const auto precision = m.a.t().matmul(w.unsqueeze(1) * m.a) + torch::eye(3, m.a.options());
     const auto mean = torch::linalg_solve(precision, m.a.t().matmul(w * (m.x[i].flatten() - m.c)));
     EXPECT_LT((map.u[i] - mean).abs().max().item<double>(), 1e-4) << i;
     EXPECT_LT((h[i] - precision).abs().max().item<double>(), 1e-10) << i;
   }
   // Laplace samples: mean u, covariance H^-1 (20,000 samples: a few percent).
   const auto s = inference::laplace_samples(map.u, h, 20000, 3);
+  EXPECT_EQ(map.u.device(), device);
   ASSERT_EQ(s.sizes(), (std::vector<int64_t>{4, 20000, 3}));
   const auto centred = s[1] - s[1].mean(0);
   const auto cov = centred.t().matmul(centred) / 19999.0;

@@ -90,17 +90,19 @@ TEST(Train, WritesTheRunDirectory) {
 }
 
 TEST(Train, ResumeContinuesWithTheSameOptimizerState) {
+  PAE_DEVICE_UNDER_TEST(device);
   TempDir tmp;
   torch::set_num_threads(1);
   Config two = tiny_config(tmp, 2), one = tiny_config(tmp, 1);
-  train::train_autoencoder(two, {tmp.file("straight"), "cpu", false, false, true});
-  train::train_autoencoder(one, {tmp.file("resumed"), "cpu", false, false, true});
-  train::train_autoencoder(two, {tmp.file("resumed"), "cpu", true, false, true});
+  two.model.dropout = one.model.dropout = 0.2;  // draws from the device's generator, restored on resume
+  train::train_autoencoder(two, {tmp.file("straight"), device.str(), false, false, true});
+  train::train_autoencoder(one, {tmp.file("resumed"), device.str(), false, false, true});
+  train::train_autoencoder(two, {tmp.file("resumed"), device.str(), true, false, true});
   EXPECT_EQ(count_lines(tmp.file("resumed/metrics.jsonl")), 2);
   auto a = params_of(tmp.file("straight/checkpoints/last.pt"), two);
   auto b = params_of(tmp.file("resumed/checkpoints/last.pt"), two);
   ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(pae::testing::same_on(device, a[i], b[i])) << "parameter " << i;
 }
 
 TEST(Train, CheckpointOfAnotherModelIsAClearError) {
@@ -179,6 +181,7 @@ TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {
   // A run that overfits (best validation epoch before the last): whichever checkpoint is the
   // run's model, the saved latents and test metrics are those of the model load_autoencoder
   // (pae-eval, pae-flow sample) gets.
+  PAE_DEVICE_UNDER_TEST(device);
   for (const char* which : {"best", "last"}) {
     SCOPED_TRACE(which);
     TempDir tmp;
@@ -186,7 +189,7 @@ TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {
     Config c = tiny_config(tmp, 40);
     c.train.lr = 1e-2;
     c.train.model_checkpoint = which;
-    const auto summary = train::train_autoencoder(c, {tmp.file("run"), "cpu", false, false, true});
+    const auto summary = train::train_autoencoder(c, {tmp.file("run"), device.str(), false, false, true});
     if (std::string(which) == "best") {
       ASSERT_LT(summary.model_epoch, 40) << "the fixture must overfit for this test to mean something";
     } else {
@@ -194,6 +197,7 @@ TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {
     }
     Config loaded;
     auto model = train::load_autoencoder(tmp.file("run"), &loaded);
+    model->to(device);
     torch::NoGradGuard g;
     for (auto split : {data::Split::kTrain, data::Split::kVal, data::Split::kTest}) {
       const auto d = data::load_dataset(loaded.data, split);
@@ -201,8 +205,8 @@ TEST(Train, LatentsAreTheEncodingsOfTheModelThatEvaluationsLoad) {
       // Encoded in the run's evaluation batches, so that equal models give equal bits.
       std::vector<torch::Tensor> z;
       for (int64_t i = 0; i < d.size(); i += c.train.eval_batch_size)
-        z.push_back(model->encode(d.images.slice(0, i, i + c.train.eval_batch_size)));
-      EXPECT_TRUE(torch::equal(torch::cat(z), saved)) << data::to_string(split);
+        z.push_back(model->encode(d.images.slice(0, i, i + c.train.eval_batch_size).to(device)).cpu());
+      EXPECT_TRUE(pae::testing::same_on(device, torch::cat(z), saved)) << data::to_string(split);
     }
     const auto test = data::load_dataset(loaded.data, data::Split::kTest);
     EXPECT_DOUBLE_EQ(model->evaluate(test.images, 50).at("mse"), summary.test_metrics.at("mse"));

@@ -43,6 +43,18 @@ inline TestDevice test_device() {
   return d;
 }
 
+/// Equal on the CPU (bit for bit); on a GPU, within its float nondeterminism (reductions whose
+/// order varies from run to run).
+inline ::testing::AssertionResult same_on(const c10::Device& device, const at::Tensor& a, const at::Tensor& b) {
+  const bool same =
+      a.sizes() == b.sizes() && (device.is_cpu() ? a.cpu().equal(b.cpu()) : a.cpu().allclose(b.cpu(), 1e-5, 1e-6));
+  if (same) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "differ on " << device.str() << " (max |a - b| "
+                                       << (a.sizes() == b.sizes() ? (a.cpu() - b.cpu()).abs().max().item<double>()
+                                                                  : -1.0)
+                                       << ")";
+}
+
 /// Declares `c10::Device var`, the device under test, or skips the test with the reason.
 #define PAE_DEVICE_UNDER_TEST(var)                                           \
   const auto var##_under_test = pae::testing::test_device();                 \
@@ -76,9 +88,10 @@ void engine_steps(TrainableT& trainable, const TensorT& x, int64_t steps) {
   eo.batch_size = x.size(0);
   eo.optimizers[""] = pae::train::OptimizerOptions{};
   eo.quiet = true;
+  eo.device = x.device();
   pae::train::TrainData data;
   data.size = x.size(0);
-  data.batch = [&](const TensorT& idx) { return pae::nn::Batch{x.index_select(0, idx), {}}; };
+  data.batch = [&](const TensorT& idx) { return pae::nn::Batch{x.index_select(0, idx.to(x.device())), {}}; };
   pae::train::Engine(eo).fit(trainable, data);
 }
 
