@@ -157,8 +157,9 @@ double autoencoder_training_flops(pae::models::AutoEncoder& model, const pae::mo
 /// With `profile`, the run is recorded by LibTorch's profiler as a Chrome trace.
 double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& data,
                    const pae::train::OptimizerOptions& opt, int64_t epochs, int64_t batch, report::MemorySink& sink,
-                   const std::string& profile = "") {
+                   const std::string& profile = "", c10::Device device = c10::Device(c10::kCPU)) {
   pae::train::EngineOptions eo;
+  eo.device = device;
   eo.epochs = std::max<int64_t>(epochs, 1);
   eo.batch_size = batch;
   eo.optimizers[""] = opt;
@@ -183,7 +184,7 @@ double engine_rate(pae::nn::Trainable& trainable, const pae::train::TrainData& d
 pae::train::TrainData tensor_data(const torch::Tensor& x) {
   pae::train::TrainData d;
   d.size = x.size(0);
-  d.batch = [x](const torch::Tensor& idx) { return pae::nn::Batch{x.index_select(0, idx), {}}; };
+  d.batch = [x](const torch::Tensor& idx) { return pae::nn::Batch{x.index_select(0, idx.to(x.device())), {}}; };
   return d;
 }
 
@@ -236,6 +237,7 @@ double median(std::vector<double> v) {
 struct BenchOptions {
   int64_t epochs = 1, limit = 0, repeat = 1;
   std::string config_path, profile;
+  c10::Device device = c10::Device(c10::kCPU);  ///< the data stays there too (it fits)
 };
 
 /// Flow fitting throughput on correlated Gaussian data of dimension 32.
@@ -253,13 +255,15 @@ Throughput bench_flow(const std::string& type, const BenchOptions& bo, pae::Json
   double final_nll = 0;
   for (int64_t r = 0; r < bo.repeat; ++r) {
     torch::manual_seed(0);
-    auto data = torch::matmul(torch::randn({n, d}), torch::randn({d, d}) / std::sqrt(double(d)));
+    auto data = torch::matmul(torch::randn({n, d}), torch::randn({d, d}) / std::sqrt(double(d))).to(bo.device);
     FlowFit flow(pae::flows::build_flow(d, o));
     t.flops_per_item = flow_training_flops(flow);
+    flow.to(bo.device);
     pae::train::OptimizerOptions opt;
     opt.lr = 1e-3;
     report::MemorySink sink;
-    t.rates.push_back(engine_rate(flow, tensor_data(data), opt, bo.epochs, bs, sink, r == 0 ? bo.profile : ""));
+    t.rates.push_back(
+        engine_rate(flow, tensor_data(data), opt, bo.epochs, bs, sink, r == 0 ? bo.profile : "", bo.device));
     final_nll = sink.records.back().get("train_nll");
   }
   out.add("layers", int64_t(8)).add("hidden", int64_t(256)).add("dim", d).add("batch", bs);
@@ -280,11 +284,12 @@ Throughput bench_autoencoder(const std::string& what, const BenchOptions& bo, pa
     torch::manual_seed(0);
     auto model = pae::models::build_autoencoder(config.model, shape);
     t.flops_per_item = autoencoder_training_flops(*model, shape);
+    model->to(bo.device);
     auto opt = pae::train::optimizer_options(config.train);
     opt.grad_clip = 0;
     report::MemorySink sink;
-    t.rates.push_back(engine_rate(*model, tensor_data(train.images), opt, bo.epochs, config.train.batch_size, sink,
-                                  r == 0 ? bo.profile : ""));
+    t.rates.push_back(engine_rate(*model, tensor_data(train.images.to(bo.device)), opt, bo.epochs,
+                                  config.train.batch_size, sink, r == 0 ? bo.profile : "", bo.device));
     final_loss = sink.records.back().get("train_loss");
   }
   out.add("batch", config.train.batch_size).add("images", train.images.size(0)).add("final_train_loss", final_loss);
@@ -390,6 +395,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--limit", bo.limit, "train on the first N images only (0 = all)");
   app.add_option("--profile", bo.profile, "write the first run's per-op profile (Chrome trace JSON) to this file");
+  std::string device = "cpu";
+  app.add_option("-d,--device", device, "vae | ae | nsf | realnvp: cpu | cuda | cuda:N (data and model there)");
   app.add_option("--compare", compare, "a file of earlier pae-bench JSON lines: print them beside the new figures");
   DensityBenchOptions dbo;
   std::string dims, sets;
@@ -403,6 +410,7 @@ int main(int argc, char** argv) {
   try {
     pae::warn_if_slow_blas();
     const auto ts = pae::configure_threads({threads, blas_threads});
+    bo.device = pae::parse_device(device);
     if (!bo.profile.empty())
       pae::require(bool(std::ofstream(bo.profile)), "--profile " + bo.profile + ": cannot write the file");
     const auto before = compare.empty() ? nlohmann::json() : previous_figures(compare, what);
@@ -419,7 +427,7 @@ int main(int argc, char** argv) {
     }
     const double peak = gemm_gflops();
     pae::JsonObject out;
-    out.add("model", what).add("threads", ts.intra_op).add("blas_threads", ts.blas);
+    out.add("model", what).add("device", bo.device.str()).add("threads", ts.intra_op).add("blas_threads", ts.blas);
     out.add("blas_core", pae::blas_info().core).add("sgemm", pae::nn::blas::sgemm_library()).add("gemm_gflops", peak);
     if (what == "gemm") out.add("layers_gflops_one_thread", layer_gemm_gflops());
     if (what != "gemm") {

@@ -139,7 +139,7 @@ class Flow(nn.Module):
                     c.net[-1].bias.view(-1, self.per)[:, 2 * bins:] = math.log(math.expm1(1 - 1e-3))
 
     def log_prob(self, x):
-        logdet = torch.zeros(x.shape[0])
+        logdet = torch.zeros(x.shape[0], device=x.device)
         for i, c in enumerate(self.cond):
             xi, xt = x[:, :self.half], x[:, self.half:]
             p = c(xi).view(x.shape[0], -1, self.per)
@@ -165,7 +165,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = all cores)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="first N training images only (0 = all)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (data and model there, as pae-bench --device)")
     a = ap.parse_args()
+    device = torch.device(a.device)
     torch.set_num_threads(a.threads if a.threads > 0 else os.cpu_count())
     torch.manual_seed(0)
     if a.what in ("vae", "ae"):
@@ -175,21 +177,23 @@ def main():
         n, d, batch = 51200, 32, 256
         data = torch.randn(n, d) @ (torch.randn(d, d) / math.sqrt(d))
         model = Flow(a.what)
+    data, model = data.to(device), model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     best, last = 0.0, float("nan")
     for _ in range(a.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(data.shape[0])
+        perm = torch.randperm(data.shape[0], device=device)
         for i in range(0, data.shape[0], batch):
             x = data[perm[i:i + batch]]
             loss = model.loss(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        last = loss.item()  # waits for the device's queue: the epoch's work is done
         best = max(best, data.shape[0] / (time.perf_counter() - t0))
-        last = loss.item()
-    print(json.dumps({"model": a.what, "framework": "pytorch " + torch.__version__, "per_s": round(best, 1),
+    print(json.dumps({"model": a.what, "framework": "pytorch " + torch.__version__, "device": str(device),
+                      "per_s": round(best, 1),
                       "threads": torch.get_num_threads(),
                       "blas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0")), "last_loss": last}))
 
