@@ -31,9 +31,9 @@ namespace {
 /// must carry.
 class Toy : public torch::nn::Module, public nn::Trainable {
  public:
-  explicit Toy(int64_t warm_epochs) : warm_(warm_epochs) {
-    a = register_parameter("a", torch::randn({3}));
-    b = register_parameter("b", torch::randn({3}));
+  explicit Toy(int64_t warm_epochs, c10::Device device = c10::Device(c10::kCPU)) : warm_(warm_epochs) {
+    a = register_parameter("a", torch::randn({3}).to(device));
+    b = register_parameter("b", torch::randn({3}).to(device));
   }
   torch::nn::Module& module() override { return *this; }
   std::vector<std::pair<std::string, std::vector<torch::Tensor>>> parameter_groups() override {
@@ -106,18 +106,20 @@ struct ToyRun {
   std::shared_ptr<report::MemorySink> sink;
 };
 
-train::TrainData toy_data() {
+train::TrainData toy_data(c10::Device device = c10::Device(c10::kCPU)) {
   torch::manual_seed(3);
   static const auto x = torch::randn({40, 3}) * 0.5;
   train::TrainData d;
   d.size = 30;  // batches of 8: 8, 8, 8, 6 (terms weighted by batch size)
-  d.batch = [](const torch::Tensor& idx) { return nn::Batch{x.index_select(0, idx), {}}; };
-  d.validation = {x.slice(0, 30), {}};
+  d.batch = [device](const torch::Tensor& idx) { return nn::Batch{x.index_select(0, idx).to(device), {}}; };
+  d.validation = {x.slice(0, 30).to(device), {}};
   return d;
 }
 
-train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool resume, double ema = 0) {
+train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool resume, double ema = 0,
+                                 c10::Device device = c10::Device(c10::kCPU)) {
   train::EngineOptions o;
+  o.device = device;
   o.ema = ema;
   o.run_dir = dir;
   o.epochs = epochs;
@@ -136,29 +138,30 @@ train::EngineOptions toy_options(const std::string& dir, int64_t epochs, bool re
 }
 
 ToyRun run_toy(const std::string& dir, int64_t epochs, bool resume, int64_t crash_at_step = -1,
-               int64_t kill_after_metrics = -1, double ema = 0) {
+               int64_t kill_after_metrics = -1, double ema = 0, c10::Device device = c10::Device(c10::kCPU)) {
   torch::manual_seed(11);
-  ToyRun r{std::make_shared<Toy>(3), std::make_shared<report::MemorySink>()};
+  ToyRun r{std::make_shared<Toy>(3, device), std::make_shared<report::MemorySink>()};
   r.toy->crash_at_step = crash_at_step;
-  train::Engine engine(toy_options(dir, epochs, resume, ema),
+  train::Engine engine(toy_options(dir, epochs, resume, ema, device),
                        {r.sink, std::make_shared<report::JsonLinesSink>(dir + "/metrics.jsonl"),
                         std::make_shared<pae::testing::KillAfterMetrics>(kill_after_metrics)});
-  engine.fit(*r.toy, toy_data());
+  engine.fit(*r.toy, toy_data(device));
   return r;
 }
 
 }  // namespace
 
 TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
+  PAE_DEVICE_UNDER_TEST(device);
   for (const bool gradient : {false, true}) {
     SCOPED_TRACE(gradient ? "NaN gradient" : "NaN loss");
     pae::testing::TempDir tmp;
     torch::manual_seed(11);
-    Toy toy(3);
+    Toy toy(3, device);
     toy.bad_at_step = 5;  // epoch 2 (4 batches per epoch), its second step
     toy.bad_gradient = gradient;
-    train::Engine stop(toy_options(tmp.file("stop"), 4, false), {});
-    const auto msg = pae::testing::error_of([&] { stop.fit(toy, toy_data()); });
+    train::Engine stop(toy_options(tmp.file("stop"), 4, false, 0, device), {});
+    const auto msg = pae::testing::error_of([&] { stop.fit(toy, toy_data(device)); });
     EXPECT_NE(msg.find(std::string("epoch 2, step 6: the ") + (gradient ? "gradient" : "loss") +
                        " of parameter group 'a' is not finite"),
               std::string::npos)
@@ -169,14 +172,14 @@ TEST(Engine, NonFiniteStepsStopBeforeTheUpdateOrAreSkippedAndCounted) {
     EXPECT_TRUE(torch::isfinite(toy.a).all().item<bool>());
 
     torch::manual_seed(11);
-    Toy skipping(3);
+    Toy skipping(3, device);
     skipping.bad_at_step = 5;
     skipping.bad_gradient = gradient;
-    auto o = toy_options(tmp.file("skip"), 4, false);
+    auto o = toy_options(tmp.file("skip"), 4, false, 0, device);
     o.nonfinite = "skip";
     auto sink = std::make_shared<report::MemorySink>();
     train::Engine engine(o, {sink});
-    engine.fit(skipping, toy_data());
+    engine.fit(skipping, toy_data(device));
     ASSERT_EQ(sink->records.size(), 4u);
     const auto value = [&](size_t e, const std::string& key) {
       for (const auto& [k, v] : sink->records[e].values)
@@ -267,27 +270,28 @@ TEST(Engine, TermsAreKeyedByNameWhenStepsLogDifferentSets) {
 }
 
 TEST(Engine, ResumeAfterAKillMidPhaseTwoEqualsAnUninterruptedRun) {
+  PAE_DEVICE_UNDER_TEST(device);
   TempDir tmp;
-  auto straight = run_toy(tmp.file("straight"), 6, false);
+  auto straight = run_toy(tmp.file("straight"), 6, false, -1, -1, 0, device);
   // Killed in epoch 5 (steps 16..19; step 18 is its third batch): epoch 4 is the last checkpoint.
-  EXPECT_THROW(run_toy(tmp.file("killed"), 6, false, 18), std::runtime_error);
-  auto resumed = run_toy(tmp.file("killed"), 6, true);
+  EXPECT_THROW(run_toy(tmp.file("killed"), 6, false, 18, -1, 0, device), std::runtime_error);
+  auto resumed = run_toy(tmp.file("killed"), 6, true, -1, -1, 0, device);
   // The resumed run continued in phase 2 with the step count it had saved.
   ASSERT_FALSE(resumed.toy->phases_seen.empty());
   EXPECT_EQ(resumed.toy->phases_seen.front(), "joint");
   EXPECT_EQ(resumed.toy->phases_seen.size(), 8u);
   EXPECT_EQ(resumed.toy->steps_taken, 24);
-  EXPECT_TRUE(torch::equal(resumed.toy->a, straight.toy->a));
-  EXPECT_TRUE(torch::equal(resumed.toy->b, straight.toy->b));
+  EXPECT_TRUE(pae::testing::same_on(device, resumed.toy->a, straight.toy->a));
+  EXPECT_TRUE(pae::testing::same_on(device, resumed.toy->b, straight.toy->b));
   // The metrics file keeps one line per epoch (lines of the killed epoch are not duplicated).
   EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("killed/metrics.jsonl")),
             pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
   // Killed between epoch 5's metrics line and its checkpoint: the line is dropped on resume
   // and written again once, by the re-run epoch.
-  EXPECT_THROW(run_toy(tmp.file("late"), 6, false, -1, 5), std::runtime_error);
+  EXPECT_THROW(run_toy(tmp.file("late"), 6, false, -1, 5, 0, device), std::runtime_error);
   EXPECT_NE(read_text(tmp.file("late/metrics.jsonl")).find("\"epoch\": 5"), std::string::npos);
-  auto late = run_toy(tmp.file("late"), 6, true);
-  EXPECT_TRUE(torch::equal(late.toy->b, straight.toy->b));
+  auto late = run_toy(tmp.file("late"), 6, true, -1, -1, 0, device);
+  EXPECT_TRUE(pae::testing::same_on(device, late.toy->b, straight.toy->b));
   EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("late/metrics.jsonl")),
             pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
 }
