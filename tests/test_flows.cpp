@@ -10,6 +10,7 @@
 #include "pae/flows/fused_coupling.h"
 #include "pae/flows/latent_flow.h"
 #include "pae/flows/spline.h"
+#include "pae/nn/blas.h"
 #include "pae/train/flow_run.h"
 #include "pae/util/error.h"
 #include "test_util.h"
@@ -177,6 +178,8 @@ TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
   // odd width (unequal halves), conditioners of 1 and 3 layers (the latter also with dropout,
   // whose masks the node must draw as the separate operations draw them), batches that do not
   // split evenly, spline inputs inside the bound and in both tails.
+  if (!pae::nn::blas::has_sgemm() || !pae::nn::blas::has_dgemm())
+    GTEST_SKIP() << "no float and double product exposed by this LibTorch: the couplings take LibTorch's operations";
   const int before = at::get_num_threads();
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
@@ -231,6 +234,8 @@ TEST(Transforms, FusedCouplingsMatchTheOperationsTheyReplace) {
 TEST(Transforms, CouplingsRunFusedWithAnMlpConditioner) {
   // The fused node is what the couplings run, in training with dropout as in evaluation (so the
   // test above covers the models trained); a residual conditioner runs the separate operations.
+  if (!pae::nn::blas::has_sgemm())
+    GTEST_SKIP() << "no float product exposed by this LibTorch: the couplings take LibTorch's operations";
   for (const std::string name : {"affine_coupling", "spline_coupling"}) {
     SCOPED_TRACE(name);
     auto o = small_options();

@@ -92,10 +92,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
     TORCH_CHECK(status == 1 && sgemm() != nullptr, "dnnl_sgemm failed (status ", status, ") for ", trans_a ? "T" : "N",
                 trans_b ? "T" : "N", " m ", m, " n ", n, " k ", k, " lda ", lda, " ldb ", ldb, " ldc ", ldc);
   }
+  // Callers check has_sgemm() first: a LibTorch that exposes no product (a wheel with its BLAS
+  // linked in privately) takes LibTorch's operations instead.
+  TORCH_CHECK(sgemm() != nullptr, "pae::nn::blas::gemm: no float product in this process (has_sgemm() is false)");
   call<float>(sgemm(), trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
           int64_t ldb, double* c, int64_t ldc, bool accumulate) {
+  TORCH_CHECK(dgemm() != nullptr, "pae::nn::blas::gemm: no double product in this process (has_dgemm() is false)");
   call<double>(dgemm(), trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 
