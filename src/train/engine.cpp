@@ -187,193 +187,269 @@ void check_groups(const EngineOptions& options, nn::Trainable& trainable) {
   }
 }
 
+namespace {
+
+/// Polyak averaging: `averaged` follows the parameters step by step; for validation and the
+/// checkpoints the averaged weights are swapped in and the raw ones training continues from are
+/// kept aside (and saved beside them, for resume).
+class Averaging {
+ public:
+  Averaging(double decay, std::vector<at::Tensor> params) : decay_(decay), params_(std::move(params)) {
+    require(decay_ >= 0 && decay_ < 1, "train.ema " + std::to_string(decay_) + ": expected a decay in [0, 1)");
+  }
+  bool active() const { return decay_ > 0; }
+  /// Starts averaging from the parameters as they are (a resumed run's are the averaged ones it
+  /// saved), then puts back the raw weights a resumed checkpoint held.
+  void start() {
+    if (!active()) return;
+    torch::NoGradGuard no_grad;
+    for (auto& p : params_) averaged_.push_back(p.detach().clone());
+    for (size_t i = 0; i < raw_.size(); ++i) params_[i].copy_(raw_[i]);
+    raw_.clear();
+  }
+  /// After optimizer step t: averaged = d averaged + (1 - d) params, d = min(decay, (1 + t) / (10 + t)).
+  void update(int64_t step) {
+    if (!active()) return;
+    torch::NoGradGuard no_grad;
+    const double t = double(step), d = std::min(decay_, (1 + t) / (10 + t));
+    for (size_t i = 0; i < params_.size(); ++i) averaged_[i].mul_(d).add_(params_[i].detach(), 1 - d);
+  }
+  void swap_in() {
+    if (!active()) return;
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      raw_.push_back(params_[i].detach().clone());
+      params_[i].copy_(averaged_[i]);
+    }
+  }
+  void swap_out() {
+    if (!active()) return;
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) params_[i].copy_(raw_[i]);
+    raw_.clear();
+  }
+  void save(torch::serialize::OutputArchive& a) const {
+    for (size_t i = 0; i < raw_.size(); ++i) a.write("engine.raw_weights." + std::to_string(i), raw_[i]);
+  }
+  void load(torch::serialize::InputArchive& a) {
+    if (!active()) return;
+    raw_.clear();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      raw_.push_back(torch::empty_like(params_[i]));
+      a.read("engine.raw_weights." + std::to_string(i), raw_[i]);
+    }
+  }
+
+ private:
+  double decay_;
+  std::vector<at::Tensor> params_, averaged_, raw_;
+};
+
+}  // namespace
+
+/// One fit in progress: what its steps (set-up, epoch, end of epoch) share.
+struct Engine::Fit {
+  Fit(nn::Trainable& t, const TrainData& d, double ema)
+      : trainable(t), data(d), averaging(ema, t.module().parameters()) {}
+  nn::Trainable& trainable;
+  const TrainData& data;
+  std::vector<Group> groups;
+  OptimizerMap optimizers;
+  Averaging averaging;
+  std::vector<nn::Phase> phases;
+  int64_t total_epochs = 0;
+  nn::Monitor monitor;
+  CheckpointState state;
+  std::unique_ptr<EngineContext> ctx;
+  std::vector<std::pair<std::string, double>> lrs;  ///< this epoch's, per group
+  int64_t epoch_items = 0;
+  double epoch_seconds = 0;
+  FitResult result;
+};
+
 Engine::Engine(EngineOptions options, std::vector<std::shared_ptr<report::MetricsSink>> sinks)
     : options_(std::move(options)), sinks_(std::move(sinks)) {}
 
+Engine::~Engine() = default;
+
 FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
-  const auto& o = options_;
   require(data.size > 0, "training set is empty");
-  // Parameter groups and their optimizers.
-  std::vector<Group> groups;
-  for (auto& [name, params] : trainable.parameter_groups()) {
+  Fit f(trainable, data, options_.ema);
+  set_up(f);
+  while (next_epoch(f)) end_epoch(f, train_epoch(f));
+  f.result.state = f.state;
+  return f.result;
+}
+
+std::string Engine::checkpoint(const std::string& which) const { return checkpoint_path(options_.run_dir, which); }
+
+void Engine::set_up(Fit& f) {
+  const auto& o = options_;
+  for (auto& [name, params] : f.trainable.parameter_groups()) {
     auto it = o.optimizers.find(name);
     if (it == o.optimizers.end()) it = o.optimizers.find("");
     if (it == o.optimizers.end()) throw std::logic_error("Engine: no optimizer options for group '" + name + "'");
     Group g{name, params, it->second, nullptr, 1.0, {}};
     g.optimizer = make_optimizer(g.options, g.params);
-    groups.push_back(std::move(g));
+    f.groups.push_back(std::move(g));
   }
-  OptimizerMap optimizers;
-  for (auto& g : groups) optimizers[g.name] = g.optimizer.get();
-  check_groups(o, trainable);
-
-  const bool files = !o.run_dir.empty();
-  const std::string last_path = files ? checkpoint_path(o.run_dir, "last") : "";
-  const std::string best_path = files ? checkpoint_path(o.run_dir, "best") : "";
-  // Polyak averaging: `averaged` follows the parameters; `raw` holds the training weights while the
-  // averaged ones are swapped in (validation, checkpoints).
-  require(o.ema >= 0 && o.ema < 1, "train.ema " + std::to_string(o.ema) + ": expected a decay in [0, 1)");
-  auto params = trainable.module().parameters();
-  std::vector<torch::Tensor> averaged, raw;
-  auto save_extra = [&](torch::serialize::OutputArchive& a) {
-    trainable.save_state(a);
-    for (size_t i = 0; i < raw.size(); ++i) a.write("engine.raw_weights." + std::to_string(i), raw[i]);
-  };
-  auto load_extra = [&](torch::serialize::InputArchive& a) {
-    trainable.load_state(a);
-    if (o.ema <= 0) return;
-    raw.clear();
-    for (size_t i = 0; i < params.size(); ++i) {
-      raw.push_back(torch::empty_like(params[i]));
-      a.read("engine.raw_weights." + std::to_string(i), raw[i]);
-    }
-  };
-  CheckpointState state;
-  state.model_signature = trainable.signature();
+  for (auto& g : f.groups) f.optimizers[g.name] = g.optimizer.get();
+  check_groups(o, f.trainable);
+  f.state.model_signature = f.trainable.signature();
   if (o.resume) {
-    require(files, "resume needs a run directory");
-    state = load_checkpoint(last_path, trainable.module(), optimizers, trainable.signature(), load_extra);
-    for (auto& sink : sinks_) sink->on_resume(state.epoch);
-    spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", state.epoch, state.phase + 1,
-                 std::isfinite(state.best) ? fmt::format("{:.6g}", state.best) : "none", state.best_epoch);
+    require(!o.run_dir.empty(), "resume needs a run directory");
+    f.state = load_checkpoint(checkpoint("last"), f.trainable.module(), f.optimizers, f.trainable.signature(),
+                              [&](torch::serialize::InputArchive& a) {
+                                f.trainable.load_state(a);
+                                f.averaging.load(a);
+                              });
+    for (auto& sink : sinks_) sink->on_resume(f.state.epoch);
+    spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", f.state.epoch, f.state.phase + 1,
+                 std::isfinite(f.state.best) ? fmt::format("{:.6g}", f.state.best) : "none", f.state.best_epoch);
   }
-  if (o.ema > 0) {
-    torch::NoGradGuard no_grad;
-    for (auto& p : params) averaged.push_back(p.detach().clone());  // a resumed run's were loaded as the model
-    for (size_t i = 0; i < raw.size(); ++i) params[i].copy_(raw[i]);
-    raw.clear();
-  }
-  if (files) ensure_dir(fs::path(o.run_dir) / "checkpoints");
-  state.config_yaml = o.config_yaml;  // what the run continues under from here
-
-  const auto phases = trainable.phases(o.epochs);
-  int64_t total_epochs = 0;
-  for (const auto& p : phases) total_epochs += p.epochs;
-  const auto monitor = trainable.monitor();
+  f.averaging.start();
+  if (!o.run_dir.empty()) ensure_dir(fs::path(o.run_dir) / "checkpoints");
+  f.state.config_yaml = o.config_yaml;  // what the run continues under from here
+  f.phases = f.trainable.phases(o.epochs);
+  for (const auto& p : f.phases) f.total_epochs += p.epochs;
+  f.monitor = f.trainable.monitor();
   require(o.nonfinite == "stop" || o.nonfinite == "skip" || o.nonfinite == "reduce_lr",
           "train.nonfinite '" + o.nonfinite + "': expected stop, skip or reduce_lr");
-  for (auto& g : groups)  // learning rates halved by earlier non-finite steps stay halved
-    if (state.lr_scale.count(g.name)) g.lr_scale = state.lr_scale.at(g.name);
-  EngineContext ctx(groups, o.device, o.nonfinite, o.run_dir);
-  FitResult result;
-  const int64_t n = data.size, batches = (n + o.batch_size - 1) / o.batch_size;
+  for (auto& g : f.groups)  // learning rates halved by earlier non-finite steps stay halved
+    if (f.state.lr_scale.count(g.name)) g.lr_scale = f.state.lr_scale.at(g.name);
+  f.ctx = std::make_unique<EngineContext>(f.groups, o.device, o.nonfinite, o.run_dir);
+}
 
-  while (state.phase < int64_t(phases.size())) {
-    const auto& phase = phases[size_t(state.phase)];
-    if (state.phase_stopped || state.epoch_in_phase >= phase.epochs) {
-      if (state.phase + 1 >= int64_t(phases.size())) break;
-      // The next phase starts afresh: its own best and patience.
-      ++state.phase;
-      state.epoch_in_phase = 0;
-      state.phase_stopped = false;
-      state.stale = 0;
-      state.best = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    const int64_t epoch = state.epoch + 1;
-    const std::string phase_label = phases.size() > 1 ? phase.name : "";
-    std::vector<std::pair<std::string, double>> lrs;
-    for (auto& g : groups) {
-      const double lr = scheduled_lr(g.options, state.epoch_in_phase, phase.epochs) * g.lr_scale;
-      set_lr(*g.optimizer, lr);
-      lrs.emplace_back(groups.size() > 1 ? "lr_" + g.name : "lr", lr);
-    }
-    trainable.module().train();
-    ctx.begin_epoch(phase.name, state.phase, epoch);
-    const auto perm = epoch_permutation(n, o.seed, epoch);
-    const int64_t phase_batches = phase.batches > 0 ? std::min(phase.batches, batches) : batches;
-    Progress progress(fmt::format("epoch {}/{}", epoch, total_epochs), phase_batches, o.unit);
-    int64_t items = 0;
-    for (int64_t b = 0; b < phase_batches; ++b) {
-      const auto idx = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
-      if (o.drop_singleton_batch && idx.size(0) < 2 && b > 0) break;
-      const auto batch = data.batch(idx);
-      ctx.begin_batch(batch.size(), state.global_step);
-      trainable.train_step(batch, ctx);
-      if (o.ema > 0) {
-        torch::NoGradGuard no_grad;
-        const double t = double(state.global_step), decay = std::min(o.ema, (1 + t) / (10 + t));
-        for (size_t i = 0; i < params.size(); ++i) averaged[i].mul_(decay).add_(params[i].detach(), 1 - decay);
-      }
-      ++state.global_step;
-      items += batch.size();
-      if (!o.quiet) progress.update(1, batch.size(), [&] { return ctx.status(); });
-    }
-    if (!o.quiet) progress.finish();
-    const double seconds = progress.elapsed_seconds();
-    const auto train_terms = ctx.means();
-    for (const auto& [name, v] : train_terms)
-      require(std::isfinite(v),
-              fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)", epoch, name, v));
-    if (o.ema > 0) {  // the averaged weights are the model from here to the checkpoints
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) {
-        raw.push_back(params[i].detach().clone());
-        params[i].copy_(averaged[i]);
-      }
-    }
-    const auto val_terms =
-        data.validation.x.defined() ? trainable.validate(data.validation, data.eval_batch_size) : nn::Terms{};
-
-    double monitored;
-    if (val_terms.count(monitor.name)) {
-      monitored = val_terms.at(monitor.name);
-    } else if (train_terms.count(monitor.name)) {
-      monitored = train_terms.at(monitor.name);
-    } else {
-      throw std::logic_error("Engine: monitored term '" + monitor.name + "' was neither logged nor validated");
-    }
-    const double score = monitor.minimize ? monitored : -monitored;
-    const bool improved = score < state.best;
-    state.epoch = epoch;
-    ++state.epoch_in_phase;
-    if (improved) {
-      state.best = score;
-      state.best_epoch = epoch;
-      state.stale = 0;
-    } else {
-      ++state.stale;
-    }
-    const int64_t patience = phase.patience >= 0 ? phase.patience : o.patience;
-    if (patience > 0 && state.stale >= patience && state.epoch_in_phase < phase.epochs) {
-      state.phase_stopped = true;
-      spdlog::info("early stop{}: {} has not improved for {} epochs", phase_label.empty() ? "" : " of " + phase_label,
-                   monitor.name, state.stale);
-    }
-
-    report::EpochRecord record;
-    record.epoch = epoch;
-    record.phase = phase_label;
-    for (const auto& [k, v] : train_terms) record.values.emplace_back("train_" + k, v);
-    for (const auto& [k, v] : val_terms) record.values.emplace_back("val_" + k, v);
-    for (const auto& lr : lrs) record.values.push_back(lr);
-    result.items_per_second = double(items) / std::max(seconds, 1e-9);
-    record.values.emplace_back(o.rate_key, result.items_per_second);
-    record.values.emplace_back("seconds", seconds);
-    record.values.emplace_back("step", double(state.global_step));  // optimizer steps (batches) so far
-    if (o.nonfinite != "stop") record.values.emplace_back("nonfinite_steps", double(ctx.nonfinite_steps()));
-    for (const auto& g : groups)
-      if (g.lr_scale != 1.0) state.lr_scale[g.name] = g.lr_scale;
-    for (auto& sink : sinks_) sink->on_epoch(record);
-    // best before last: last.pt is the commit point, and an epoch re-run after a kill between
-    // the two writes the same best.pt again.
-    if (files) {
-      if (improved) save_checkpoint(best_path, trainable.module(), optimizers, state, save_extra);
-      // The model as each phase of a multi-phase trainable leaves it (the NAE's phase-1 AE).
-      if (phases.size() > 1 && (state.phase_stopped || state.epoch_in_phase >= phase.epochs))
-        save_checkpoint(checkpoint_path(o.run_dir, "phase_" + phase.name), trainable.module(), optimizers, state,
-                        save_extra);
-      save_checkpoint(last_path, trainable.module(), optimizers, state, save_extra);
-    }
-    if (o.ema > 0) {  // training continues from the raw weights
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(raw[i]);
-      raw.clear();
-    }
-    result.last = record;
+bool Engine::next_epoch(Fit& f) {
+  auto& s = f.state;
+  while (s.phase < int64_t(f.phases.size())) {
+    const auto& phase = f.phases[size_t(s.phase)];
+    if (!s.phase_stopped && s.epoch_in_phase < phase.epochs) return true;
+    if (s.phase + 1 >= int64_t(f.phases.size())) return false;
+    // The next phase starts afresh: its own best and patience.
+    ++s.phase;
+    s.epoch_in_phase = 0;
+    s.phase_stopped = false;
+    s.stale = 0;
+    s.best = std::numeric_limits<double>::infinity();
   }
-  result.state = state;
-  return result;
+  return false;
+}
+
+nn::Terms Engine::train_epoch(Fit& f) {
+  const auto& o = options_;
+  const auto& phase = f.phases[size_t(f.state.phase)];
+  const int64_t epoch = f.state.epoch + 1;
+  f.lrs.clear();
+  for (auto& g : f.groups) {
+    const double lr = scheduled_lr(g.options, f.state.epoch_in_phase, phase.epochs) * g.lr_scale;
+    set_lr(*g.optimizer, lr);
+    f.lrs.emplace_back(f.groups.size() > 1 ? "lr_" + g.name : "lr", lr);
+  }
+  f.trainable.module().train();
+  f.ctx->begin_epoch(phase.name, f.state.phase, epoch);
+  const int64_t n = f.data.size, batches = (n + o.batch_size - 1) / o.batch_size;
+  const auto perm = epoch_permutation(n, o.seed, epoch);
+  const int64_t phase_batches = phase.batches > 0 ? std::min(phase.batches, batches) : batches;
+  Progress progress(fmt::format("epoch {}/{}", epoch, f.total_epochs), phase_batches, o.unit);
+  f.epoch_items = 0;
+  for (int64_t b = 0; b < phase_batches; ++b) {
+    const auto idx = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
+    if (o.drop_singleton_batch && idx.size(0) < 2 && b > 0) break;
+    const auto batch = f.data.batch(idx);
+    f.ctx->begin_batch(batch.size(), f.state.global_step);
+    f.trainable.train_step(batch, *f.ctx);
+    f.averaging.update(f.state.global_step);
+    ++f.state.global_step;
+    f.epoch_items += batch.size();
+    if (!o.quiet) progress.update(1, batch.size(), [&] { return f.ctx->status(); });
+  }
+  if (!o.quiet) progress.finish();
+  f.epoch_seconds = progress.elapsed_seconds();
+  const auto terms = f.ctx->means();
+  for (const auto& [name, v] : terms)
+    require(std::isfinite(v),
+            fmt::format("training diverged at epoch {}: {} is {} (lower the learning rate?)", epoch, name, v));
+  return terms;
+}
+
+void Engine::end_epoch(Fit& f, const nn::Terms& train_terms) {
+  f.averaging.swap_in();  // the averaged weights are the model from here to the checkpoints
+  const auto val_terms =
+      f.data.validation.x.defined() ? f.trainable.validate(f.data.validation, f.data.eval_batch_size) : nn::Terms{};
+  const bool improved = update_progress(f, train_terms, val_terms);
+  const auto record = epoch_record(f, train_terms, val_terms);
+  for (auto& sink : sinks_) sink->on_epoch(record);
+  if (!options_.run_dir.empty()) write_checkpoints(f, improved);
+  f.averaging.swap_out();  // training continues from the raw weights
+  f.result.last = record;
+}
+
+bool Engine::update_progress(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms) {
+  auto& s = f.state;
+  const auto& phase = f.phases[size_t(s.phase)];
+  const auto& name = f.monitor.name;
+  double monitored;
+  if (val_terms.count(name)) {
+    monitored = val_terms.at(name);
+  } else if (train_terms.count(name)) {
+    monitored = train_terms.at(name);
+  } else {
+    throw std::logic_error("Engine: monitored term '" + name + "' was neither logged nor validated");
+  }
+  const double score = f.monitor.minimize ? monitored : -monitored;
+  const bool improved = score < s.best;
+  ++s.epoch;
+  ++s.epoch_in_phase;
+  if (improved) {
+    s.best = score;
+    s.best_epoch = s.epoch;
+    s.stale = 0;
+  } else {
+    ++s.stale;
+  }
+  const int64_t patience = phase.patience >= 0 ? phase.patience : options_.patience;
+  if (patience > 0 && s.stale >= patience && s.epoch_in_phase < phase.epochs) {
+    s.phase_stopped = true;
+    spdlog::info("early stop{}: {} has not improved for {} epochs", f.phases.size() > 1 ? " of " + phase.name : "",
+                 name, s.stale);
+  }
+  for (const auto& g : f.groups)
+    if (g.lr_scale != 1.0) s.lr_scale[g.name] = g.lr_scale;
+  return improved;
+}
+
+report::EpochRecord Engine::epoch_record(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms) {
+  report::EpochRecord record;
+  record.epoch = f.state.epoch;
+  record.phase = f.phases.size() > 1 ? f.phases[size_t(f.state.phase)].name : "";
+  for (const auto& [k, v] : train_terms) record.values.emplace_back("train_" + k, v);
+  for (const auto& [k, v] : val_terms) record.values.emplace_back("val_" + k, v);
+  for (const auto& lr : f.lrs) record.values.push_back(lr);
+  f.result.items_per_second = double(f.epoch_items) / std::max(f.epoch_seconds, 1e-9);
+  record.values.emplace_back(options_.rate_key, f.result.items_per_second);
+  record.values.emplace_back("seconds", f.epoch_seconds);
+  record.values.emplace_back("step", double(f.state.global_step));  // optimizer steps (batches) so far
+  if (options_.nonfinite != "stop") record.values.emplace_back("nonfinite_steps", double(f.ctx->nonfinite_steps()));
+  return record;
+}
+
+void Engine::write_checkpoints(Fit& f, bool improved) {
+  const auto save_extra = [&](torch::serialize::OutputArchive& a) {
+    f.trainable.save_state(a);
+    f.averaging.save(a);
+  };
+  const auto save = [&](const std::string& which) {
+    save_checkpoint(checkpoint(which), f.trainable.module(), f.optimizers, f.state, save_extra);
+  };
+  // best before last: last.pt is the commit point, and an epoch re-run after a kill between
+  // the two writes the same best.pt again.
+  if (improved) save("best");
+  // The model as each phase of a multi-phase trainable leaves it (the NAE's phase-1 AE).
+  const auto& phase = f.phases[size_t(f.state.phase)];
+  if (f.phases.size() > 1 && (f.state.phase_stopped || f.state.epoch_in_phase >= phase.epochs))
+    save("phase_" + phase.name);
+  save("last");
 }
 
 }  // namespace pae::train

@@ -72,11 +72,27 @@ struct FitResult {
 class Engine {
  public:
   Engine(EngineOptions options, std::vector<std::shared_ptr<report::MetricsSink>> sinks = {});
+  ~Engine();
   /// Trains `trainable` (already on options.device) on `data` through all its phases.
   FitResult fit(nn::Trainable& trainable, const TrainData& data);
   const EngineOptions& options() const { return options_; }
 
  private:
+  struct Fit;  // one fit in progress (engine.cpp)
+  /// Optimizers per group, a resumed checkpoint, averaging, phases and the step context.
+  void set_up(Fit& f);
+  /// Moves to the next phase where one has ended; false when every phase is done.
+  bool next_epoch(Fit& f);
+  /// One epoch's batches at the epoch's learning rates; its training terms (all finite).
+  nn::Terms train_epoch(Fit& f);
+  /// Validation, early stopping, metrics to the sinks, checkpoints.
+  void end_epoch(Fit& f, const nn::Terms& train_terms);
+  /// Counts the epoch, updates best, patience and the learning-rate factors; whether it improved.
+  bool update_progress(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms);
+  report::EpochRecord epoch_record(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms);
+  void write_checkpoints(Fit& f, bool improved);
+  std::string checkpoint(const std::string& which) const;
+
   EngineOptions options_;
   std::vector<std::shared_ptr<report::MetricsSink>> sinks_;
 };
