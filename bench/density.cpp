@@ -37,7 +37,7 @@ int bench_density(const DensityBenchOptions& o) {
       data::write_npy(src.test, test.to(torch::kFloat32));
       // The truth at the float32 points the flow sees.
       const double truth = d->log_prob(test.to(torch::kFloat32).to(torch::kFloat64)).mean().item<double>();
-      train::FlowRunOptions ro;
+      train::RunOptions ro;
       ro.run_dir = (dir / "flow").string();
       ro.force = true;
       ro.quiet = true;

@@ -50,14 +50,14 @@ Config tiny_pae(const TempDir& tmp) {
 }
 
 /// Trains the tiny AE into tmp/ae and its flow into tmp/ae/flow, both on `device`.
-std::pair<train::RunOptions, train::FlowRunOptions> train_tiny_pae(const TempDir& tmp, const Config& c,
-                                                                   const std::string& device = "cpu") {
+std::pair<train::RunOptions, train::RunOptions> train_tiny_pae(const TempDir& tmp, const Config& c,
+                                                               const std::string& device = "cpu") {
   train::RunOptions ro;
   ro.run_dir = tmp.file("ae");
   ro.device = device;
   ro.quiet = true;
   train::train_autoencoder(c, ro);
-  train::FlowRunOptions fo;
+  train::RunOptions fo;
   fo.run_dir = tmp.file("ae/flow");
   fo.device = device;
   fo.quiet = true;
@@ -70,7 +70,7 @@ struct TinyPae {
   TempDir tmp;
   Config c;
   train::RunOptions ro;
-  train::FlowRunOptions fo;
+  train::RunOptions fo;
   eval::Pae pae;
   TinyPae() : c(tiny_pae(tmp)), pae(trained()) {}
 

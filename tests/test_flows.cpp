@@ -469,7 +469,7 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
       "flow:\n  type: realnvp\n  layers: 2\n  hidden: 16\ntrain:\n  epochs: 10\n  lr: 3.0e-3\n  batch_size: 100\n",
       "t.yml");
   auto summary = pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("val.npy"), tmp.file("test.npy")},
-                                             {tmp.file("flow"), false, false, true, device.str()});
+                                             {tmp.file("flow"), device.str(), false, false, true});
   EXPECT_EQ(summary.epochs, 10);
   EXPECT_NE(pae::read_text(tmp.file("flow/flow.log")).find("on " + device.str()), std::string::npos);
   EXPECT_GT(summary.mean_log_prob.at("test"), summary.gaussian_log_prob.at("test") - 0.3);
@@ -488,7 +488,7 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   pae::data::write_npy(tmp.file("bad_val.npy"), torch::randn({10, 4}));
   auto msg = pae::testing::error_of([&] {
     pae::train::fit_latent_flow(c, {tmp.file("train.npy"), tmp.file("bad_val.npy"), ""},
-                                {tmp.file("flow2"), false, false, true});
+                                {tmp.file("flow2"), "", false, false, true});
   });
   EXPECT_NE(msg.find("bad_val.npy"), std::string::npos) << msg;
   // A constant dimension (a collapsed latent) and a single latent are refused, naming the file;
@@ -497,12 +497,12 @@ TEST(LatentFlow, FitWritesItsRunAndMatchesTheGaussianOnGaussianData) {
   flat.select(1, 1).fill_(0.7f);
   pae::data::write_npy(tmp.file("flat.npy"), flat);
   msg = pae::testing::error_of([&] {
-    pae::train::fit_latent_flow(c, {tmp.file("flat.npy"), "", ""}, {tmp.file("flow3"), false, false, true});
+    pae::train::fit_latent_flow(c, {tmp.file("flat.npy"), "", ""}, {tmp.file("flow3"), "", false, false, true});
   });
   EXPECT_NE(msg.find("flat.npy: latent dimension(s) 1 are constant"), std::string::npos) << msg;
   pae::data::write_npy(tmp.file("one.npy"), torch::randn({1, 3}));
   msg = pae::testing::error_of([&] {
-    pae::train::fit_latent_flow(c, {tmp.file("one.npy"), "", ""}, {tmp.file("flow3"), false, false, true});
+    pae::train::fit_latent_flow(c, {tmp.file("one.npy"), "", ""}, {tmp.file("flow3"), "", false, false, true});
   });
   EXPECT_NE(msg.find("one.npy: 1 training latent"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(tmp.path() / "flow3"));

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   // fit (the default, no subcommand)
   std::string config_path, latents, val_latents, test_latents, ae_run, run_dir, device;
   std::vector<std::string> overrides;
-  pae::train::FlowRunOptions run;
+  pae::train::RunOptions run;
   app.add_option("-c,--config", config_path, "flow config (flow + train sections)");
   app.add_option("--latents", latents, "training latents .npy [N,D]");
   app.add_option("--val-latents", val_latents, "validation latents (early stopping)");

@@ -45,19 +45,12 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
 
   auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
   engine_opts.drop_singleton_batch = false;
-  {
-    models::Classifier probe(config.data.name, train_set.images.size(1), train_set.images.size(2),
-                             train_set.images.size(3), classes);
-    check_groups(engine_opts, probe);  // before anything is written
-  }
-  const RunDirectory held(options.run_dir, options.resume, options.force, "train.log");
-  if (options.resume)
-    reconcile_resume_config(options.run_dir, config);
-  else
-    atomic_write_text(run / "config.yml", to_yaml(config));
-  seed_everything(t.seed);
-  auto net = std::make_shared<models::Classifier>(config.data.name, train_set.images.size(1), train_set.images.size(2),
-                                                  train_set.images.size(3), classes);
+  const auto build = [&] {
+    return std::make_shared<models::Classifier>(config.data.name, train_set.images.size(1), train_set.images.size(2),
+                                                train_set.images.size(3), classes);
+  };
+  TrainingRun training(config, options, "train.log", *build(), engine_opts);
+  auto net = build();
   net->to(device);
   if (!options.quiet)
     spdlog::info("domain classifier on {}: {} training images, {} classes, {} epochs", config.data.name,
@@ -70,9 +63,8 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   };
   if (has_val) data.validation = {val.images, val.labels};
   data.eval_batch_size = t.eval_batch_size;
-  const auto fit = Engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet)).fit(*net, data);
-
-  const int64_t model_epoch = load_weights(options.run_dir, t.model_checkpoint, *net).epoch;
+  const auto fit = training.fit(*net, data, training.sinks(t.epochs));
+  const int64_t model_epoch = training.model_epoch();
   ClassifierSummary summary{config.data.name, classes, net->accuracy(test.images, test.labels, t.eval_batch_size),
                             fit.state.epoch, model_epoch};
   // After 200 optimizer steps (a smoke test has fewer), against the simplest classifiers there

@@ -43,7 +43,7 @@ torch::Dtype flow_dtype(const TrainOptions& t) { return t.dtype == "float64" ? t
 
 }  // namespace
 
-FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, const FlowRunOptions& options) {
+FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, const RunOptions& options) {
   const auto& t = config.train;
   const torch::Dtype dtype = flow_dtype(t);
   const torch::Device device = parse_device(options.device.empty() ? t.device : options.device);
@@ -70,10 +70,9 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
 
   const fs::path run(options.run_dir);
   auto engine_opts = engine_options(config, options.run_dir, device, options.resume, options.quiet);
-  {
-    flows::LatentFlow probe(d, config.flow);  // groups checked before anything is written
-    check_groups(engine_opts, probe);
-  }
+  engine_opts.unit = "z";
+  engine_opts.rate_key = "samples_per_s";
+  engine_opts.drop_singleton_batch = false;
   const std::string checksum = flows::latent_checksum(train);
   if (options.resume && fs::exists(run / "latents.json")) {
     // The flow must continue on the latents it started on (and their standardisation).
@@ -84,16 +83,11 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
                 ") are not the ones the flow started on (" + recorded.value("train", std::string("?")) + ", checksum " +
                 had + "); resume with those latents (their --ae-run), or start a new flow run");
   }
-  const RunDirectory held(options.run_dir, options.resume, options.force, "flow.log");
-  if (options.resume)
-    reconcile_resume_config(options.run_dir, config);
-  else
-    atomic_write_text(run / "config.yml", to_yaml(config));
+  TrainingRun training(config, options, "flow.log", *std::make_shared<flows::LatentFlow>(d, config.flow), engine_opts);
   atomic_write_text(
       run / "latents.json",
       JsonObject().add("train", fs::absolute(src.train).string()).add("dim", d).add("checksum", checksum).str() + "\n");
 
-  seed_everything(t.seed);
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(device, dtype);
   flow->fit_standardisation(train.slice(0, 0, std::min<int64_t>(train.size(0), 10000)).to(device, dtype));
@@ -111,17 +105,13 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   data.size = train.size(0);
   data.batch = [&](const torch::Tensor& idx) { return nn::Batch{train_t.index_select(0, idx.to(device)), {}}; };
   if (val.defined()) data.validation = {val.to(device), {}};
-  engine_opts.unit = "z";
-  engine_opts.rate_key = "samples_per_s";
-  engine_opts.drop_singleton_batch = false;
-  Engine engine(engine_opts, run_sinks(options.run_dir, t.epochs, options.quiet));
-  const auto fit = engine.fit(*flow, data);
+  const auto fit = training.fit(*flow, data, training.sinks(t.epochs));
 
   FlowFitSummary summary;
   summary.epochs = fit.state.epoch;
   summary.samples_per_second = fit.items_per_second;
   // Report with the run's model.
-  summary.model_epoch = load_weights(options.run_dir, t.model_checkpoint, *flow).epoch;
+  summary.model_epoch = training.model_epoch();
   ensure_dir(run / "log_prob");
   JsonObject flow_lp, gauss_lp, typical;
   std::vector<std::pair<std::string, torch::Tensor>> splits = {{"train", train}};

@@ -12,6 +12,7 @@
 
 #include "pae/config.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/train/run.h"
 
 namespace pae::train {
 
@@ -22,12 +23,6 @@ struct LatentSources {
 
 /// Latent files of an auto-encoder run directory (RUN/latents/{train,val,test}.npy).
 LatentSources latents_of_run(const std::string& ae_run);
-
-struct FlowRunOptions {
-  std::string run_dir;
-  bool resume = false, force = false, quiet = false;
-  std::string device;  ///< cpu | cuda | cuda:N | auto; empty: config train.device
-};
 
 struct FlowFitSummary {
   int64_t epochs = 0;
@@ -40,7 +35,7 @@ struct FlowFitSummary {
 
 /// Fits config.flow on the latents with config.train (epochs, batch, optimizer and schedule,
 /// latent_noise_std, patience, dtype) into run_dir; writes log p(z) of each split as .npy.
-FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& latents, const FlowRunOptions& options);
+FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& latents, const RunOptions& options);
 
 /// Loads a fitted flow directory (config.yml + its model checkpoint: `which` = best | last,
 /// empty = the run's train.model_checkpoint) onto `device`; errors name the files.
