@@ -2,7 +2,7 @@
 # Installs everything pae needs from Debian's packages. Idempotent; run as root or with sudo.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config ccache clang-format
-          libtorch-dev libopenblas0-pthread libcli11-dev libyaml-cpp-dev libspdlog-dev
+          libtorch-dev libgloo-dev libopenblas0-pthread libcli11-dev libyaml-cpp-dev libspdlog-dev
           libstb-dev libgtest-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist)
 # scripts/fuzz.sh needs clang with libFuzzer and LLVM's OpenMP: `scripts/setup.sh --fuzz`.
 if [ "${1:-}" = "--fuzz" ]; then packages+=(clang libclang-rt-dev libomp-dev); fi

@@ -10,6 +10,7 @@
 #include "pae/data/npy.h"
 #include "pae/eval/pae.h"
 #include "pae/nn/blas.h"
+#include "pae/train/distributed.h"
 #include "pae/train/flow_run.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -124,6 +125,8 @@ int main(int argc, char** argv) {
     spdlog::info("config {} -> flow run {}; threads: {} LibTorch, {} BLAS; float32 products on {}", config_path,
                  run_dir, threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
+    run.device = config.train.device;
+    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet);
     pae::train::fit_latent_flow(config, src, run);
     return 0;
   });

@@ -7,6 +7,7 @@
 #include "pae/config.h"
 #include "pae/nn/blas.h"
 #include "pae/train/classifier_run.h"
+#include "pae/train/distributed.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
                  threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
     run.device = config.train.device;
+    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet);
     if (config.model.type == "classifier")
       pae::train::train_classifier(config, run);
     else

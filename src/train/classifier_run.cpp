@@ -65,6 +65,7 @@ ClassifierSummary train_classifier(const Config& config, const RunOptions& optio
   data.eval_batch_size = t.eval_batch_size;
   const auto fit = training.fit(*net, data, training.sinks(t.epochs));
   const int64_t model_epoch = training.model_epoch();
+  if (!training.writes()) return {config.data.name, classes, 0.0, fit.state.epoch, model_epoch};
   ClassifierSummary summary{config.data.name, classes, net->accuracy(test.images, test.labels, t.eval_batch_size),
                             fit.state.epoch, model_epoch};
   // After 200 optimizer steps (a smoke test has fewer), against the simplest classifiers there

@@ -7,10 +7,12 @@
 #include <cmath>
 #include <random>
 
+#include "pae/train/distributed.h"
 #include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/progress.h"
+#include "pae/util/runtime.h"
 
 namespace pae::train {
 
@@ -48,8 +50,9 @@ struct Group {
 /// The engine's side of StepContext: steps named groups, sums named terms.
 class EngineContext : public nn::StepContext {
  public:
-  EngineContext(std::vector<Group>& groups, c10::Device device, std::string policy, std::string run_dir)
-      : groups_(groups), device_(device), policy_(std::move(policy)), run_dir_(std::move(run_dir)) {}
+  EngineContext(std::vector<Group>& groups, c10::Device device, std::string policy, std::string run_dir,
+                ProcessGroup* ranks)
+      : groups_(groups), device_(device), policy_(std::move(policy)), run_dir_(std::move(run_dir)), ranks_(ranks) {}
 
   void step(const std::string& name, const at::Tensor& loss, const nn::TensorTerms& parts) override {
     Group* g = nullptr;
@@ -69,11 +72,14 @@ class EngineContext : public nn::StepContext {
       g->had_grad[i] = g->had_grad[i] || grad.defined();
       grad.reset();
     }
-    if (!finite(loss)) return nonfinite(*g, "loss", loss, parts);
-    loss.backward();
+    bool loss_finite = finite(loss);
+    if (!loss_finite && !ranks_) return nonfinite(*g, "loss", loss, parts);
+    loss.backward();  // with several ranks also a non-finite loss: every rank reduces the same tensors
     for (size_t i = 0; i < g->params.size(); ++i)
       if (g->had_grad[i] && !g->params[i].grad().defined())
         g->params[i].mutable_grad() = torch::zeros_like(g->params[i]);
+    if (ranks_) loss_finite = reduce_gradients(*g, loss_finite);
+    if (!loss_finite) return nonfinite(*g, "loss", loss, parts);
     if (!gradients_finite(g->params)) return nonfinite(*g, "gradient", loss, parts);
     if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
     g->optimizer->step();
@@ -105,15 +111,35 @@ class EngineContext : public nn::StepContext {
     last_.clear();
     nonfinite_steps_ = 0;
   }
-  void begin_batch(int64_t size, int64_t global_step) {
+  /// A batch of `size` samples, this rank's part of `global_size` (every rank's together).
+  void begin_batch(int64_t size, int64_t global_size, int64_t global_step) {
     batch_size_ = size;
+    share_ = double(size) / double(global_size);
     global_step_ = global_step;
     skipped_batch_ = false;
   }
-  /// Batch-size-weighted mean of each term over the batches that logged it (one sync each).
+  /// Batch-size-weighted mean of each term over the batches that logged it (one sync each), over
+  /// every rank's batches.
   nn::Terms means() const {
+    std::vector<double> totals, counts;
+    for (const auto& [name, s] : sums_) {
+      totals.push_back(s.total.item<double>());
+      counts.push_back(double(s.count));
+    }
+    if (ranks_ && !totals.empty()) {
+      auto t = torch::tensor(totals, torch::kFloat64), c = torch::tensor(counts, torch::kFloat64);
+      ranks_->allreduce_sum({t, c});
+      for (size_t i = 0; i < totals.size(); ++i) {
+        totals[i] = t[int64_t(i)].item<double>();
+        counts[i] = c[int64_t(i)].item<double>();
+      }
+    }
     nn::Terms out;
-    for (const auto& [name, s] : sums_) out[name] = s.total.item<double>() / double(std::max<int64_t>(s.count, 1));
+    size_t i = 0;
+    for (const auto& [name, s] : sums_) {
+      out[name] = totals[i] / std::max(counts[i], 1.0);
+      ++i;
+    }
     return out;
   }
   /// "loss 0.0123" from the last batch (when a progress line is drawn).
@@ -126,6 +152,18 @@ class EngineContext : public nn::StepContext {
 
  private:
   static bool finite(const at::Tensor& t) { return torch::isfinite(t.detach()).all().item<bool>(); }
+  /// Every rank's gradients of the group, each weighted by its share of the global batch, summed:
+  /// the gradient of the global batch's mean loss, the same on every rank (one all-reduce, with a
+  /// flag of the ranks whose loss was not finite). Whether every rank's loss was finite.
+  bool reduce_gradients(Group& g, bool loss_finite) {
+    std::vector<at::Tensor> grads;
+    for (auto& p : g.params)
+      if (p.grad().defined()) grads.push_back(p.mutable_grad().mul_(share_));
+    auto bad = torch::full({1}, loss_finite ? 0.0 : 1.0, torch::kFloat64);
+    grads.push_back(bad);
+    ranks_->allreduce_sum(grads);
+    return bad.item<double>() == 0;
+  }
   /// A step that cannot be taken: skipped and counted (halving the group's learning rate under
   /// reduce_lr), or an error; either way the message names the epoch, step, group and term.
   void nonfinite(Group& g, const char* what, const at::Tensor& loss, const nn::TensorTerms& parts) {
@@ -165,6 +203,8 @@ class EngineContext : public nn::StepContext {
   c10::Device device_;
   std::string policy_;  // train.nonfinite: stop, skip or reduce_lr
   std::string run_dir_;
+  ProcessGroup* ranks_;  // null: a single process
+  double share_ = 1;     // this rank's share of the batch
   int64_t nonfinite_steps_ = 0;
   bool skipped_batch_ = false;  // this batch had a skipped step: its terms are not counted
   std::string phase_;
@@ -277,8 +317,33 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   Fit f(trainable, data, options_.ema);
   set_up(f);
   while (next_epoch(f)) end_epoch(f, train_epoch(f));
+  if (options_.ranks) options_.ranks->barrier();  // rank 0's checkpoints are written before any rank reads them
   f.result.state = f.state;
   return f.result;
+}
+
+bool Engine::writes() const { return !options_.ranks || options_.ranks->rank() == 0; }
+
+at::Tensor Engine::rank_part(const at::Tensor& global) const {
+  if (!options_.ranks) return global;
+  const int64_t m = global.size(0), w = options_.ranks->size(), r = options_.ranks->rank();
+  if (m < w) return {};
+  return global.slice(0, r * m / w, (r + 1) * m / w);
+}
+
+nn::Terms Engine::validation(Fit& f) {
+  if (!f.data.validation.x.defined()) return {};
+  auto terms = f.trainable.validate(f.data.validation, f.data.eval_batch_size);
+  if (!options_.ranks || terms.empty()) return terms;
+  // Rank 0's numbers on every rank (a validation that samples draws another stream on each):
+  // the same best epoch and early stop everywhere.
+  std::vector<double> values;
+  for (const auto& [name, v] : terms) values.push_back(v);
+  auto t = torch::tensor(values, torch::kFloat64);
+  options_.ranks->broadcast({t});
+  size_t i = 0;
+  for (auto& [name, v] : terms) v = t[int64_t(i++)].item<double>();
+  return terms;
 }
 
 std::string Engine::checkpoint(const std::string& which) const { return checkpoint_path(options_.run_dir, which); }
@@ -308,7 +373,7 @@ void Engine::set_up(Fit& f) {
                  std::isfinite(f.state.best) ? fmt::format("{:.6g}", f.state.best) : "none", f.state.best_epoch);
   }
   f.averaging.start();
-  if (!o.run_dir.empty()) ensure_dir(fs::path(o.run_dir) / "checkpoints");
+  if (!o.run_dir.empty() && writes()) ensure_dir(fs::path(o.run_dir) / "checkpoints");
   f.state.config_yaml = o.config_yaml;  // what the run continues under from here
   f.phases = f.trainable.phases(o.epochs);
   for (const auto& p : f.phases) f.total_epochs += p.epochs;
@@ -317,7 +382,21 @@ void Engine::set_up(Fit& f) {
           "train.nonfinite '" + o.nonfinite + "': expected stop, skip or reduce_lr");
   for (auto& g : f.groups)  // learning rates halved by earlier non-finite steps stay halved
     if (f.state.lr_scale.count(g.name)) g.lr_scale = f.state.lr_scale.at(g.name);
-  f.ctx = std::make_unique<EngineContext>(f.groups, o.device, o.nonfinite, o.run_dir);
+  f.ctx = std::make_unique<EngineContext>(f.groups, o.device, o.nonfinite, o.run_dir, o.ranks.get());
+  if (o.ranks) start_ranks(f);
+}
+
+void Engine::start_ranks(Fit& f) {
+  const auto& ranks = *options_.ranks;
+  require(f.data.size >= ranks.size(), "training set of " + std::to_string(f.data.size) + " samples for " +
+                                           std::to_string(ranks.size()) + " ranks: each needs at least one");
+  // Every rank starts from rank 0's weights; each draws its own random stream (dropout, noise)
+  // from (seed, rank, epoch); rank 0's is the single process's.
+  std::vector<at::Tensor> weights = f.trainable.module().parameters();
+  for (const auto& b : f.trainable.module().buffers()) weights.push_back(b);
+  options_.ranks->broadcast(weights);
+  if (ranks.rank() > 0)
+    seed_everything(options_.seed * 1000003ULL + uint64_t(ranks.rank()) * 7919ULL + uint64_t(f.state.epoch));
 }
 
 bool Engine::next_epoch(Fit& f) {
@@ -354,14 +433,16 @@ nn::Terms Engine::train_epoch(Fit& f) {
   Progress progress(fmt::format("epoch {}/{}", epoch, f.total_epochs), phase_batches, o.unit);
   f.epoch_items = 0;
   for (int64_t b = 0; b < phase_batches; ++b) {
-    const auto idx = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
-    if (o.drop_singleton_batch && idx.size(0) < 2 && b > 0) break;
+    const auto global = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
+    if (o.drop_singleton_batch && global.size(0) < 2 && b > 0) break;
+    const auto idx = rank_part(global);
+    if (!idx.defined()) break;  // a last batch with fewer samples than ranks
     const auto batch = f.data.batch(idx);
-    f.ctx->begin_batch(batch.size(), f.state.global_step);
+    f.ctx->begin_batch(batch.size(), global.size(0), f.state.global_step);
     f.trainable.train_step(batch, *f.ctx);
     f.averaging.update(f.state.global_step);
     ++f.state.global_step;
-    f.epoch_items += batch.size();
+    f.epoch_items += global.size(0);
     if (!o.quiet) progress.update(1, batch.size(), [&] { return f.ctx->status(); });
   }
   if (!o.quiet) progress.finish();
@@ -375,12 +456,11 @@ nn::Terms Engine::train_epoch(Fit& f) {
 
 void Engine::end_epoch(Fit& f, const nn::Terms& train_terms) {
   f.averaging.swap_in();  // the averaged weights are the model from here to the checkpoints
-  const auto val_terms =
-      f.data.validation.x.defined() ? f.trainable.validate(f.data.validation, f.data.eval_batch_size) : nn::Terms{};
+  const auto val_terms = validation(f);
   const bool improved = update_progress(f, train_terms, val_terms);
   const auto record = epoch_record(f, train_terms, val_terms);
   for (auto& sink : sinks_) sink->on_epoch(record);
-  if (!options_.run_dir.empty()) write_checkpoints(f, improved);
+  if (!options_.run_dir.empty() && writes()) write_checkpoints(f, improved);
   f.averaging.swap_out();  // training continues from the raw weights
   f.result.last = record;
 }

@@ -84,9 +84,11 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
                 had + "); resume with those latents (their --ae-run), or start a new flow run");
   }
   TrainingRun training(config, options, "flow.log", *std::make_shared<flows::LatentFlow>(d, config.flow), engine_opts);
-  atomic_write_text(
-      run / "latents.json",
-      JsonObject().add("train", fs::absolute(src.train).string()).add("dim", d).add("checksum", checksum).str() + "\n");
+  if (training.writes())
+    atomic_write_text(
+        run / "latents.json",
+        JsonObject().add("train", fs::absolute(src.train).string()).add("dim", d).add("checksum", checksum).str() +
+            "\n");
 
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(device, dtype);
@@ -112,6 +114,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
   summary.samples_per_second = fit.items_per_second;
   // Report with the run's model.
   summary.model_epoch = training.model_epoch();
+  if (!training.writes()) return summary;  // rank 0 makes the outputs
   ensure_dir(run / "log_prob");
   JsonObject flow_lp, gauss_lp, typical;
   std::vector<std::pair<std::string, torch::Tensor>> splits = {{"train", train}};

@@ -223,17 +223,22 @@ TrainingRun::TrainingRun(const Config& config, const RunOptions& options, const 
     : model_checkpoint_(config.train.model_checkpoint),
       options_(options),
       engine_(checked(std::move(engine), probe)),
-      dir_(options.run_dir),
-      held_(options.run_dir, options.resume, options.force, log_name) {
-  if (options.resume)
-    reconcile_resume_config(options.run_dir, config);
-  else
-    atomic_write_text(dir_ / "config.yml", to_yaml(config));
+      dir_(options.run_dir) {
+  engine_.ranks = options.ranks;
+  if (options.ranks) options.ranks->require_same(to_yaml(config), "resolved configs (config file, --set, --seed)");
+  if (!options.ranks || options.ranks->rank() == 0) {
+    held_ = std::make_unique<RunDirectory>(options.run_dir, options.resume, options.force, log_name);
+    if (options.resume)
+      reconcile_resume_config(options.run_dir, config);
+    else
+      atomic_write_text(dir_ / "config.yml", to_yaml(config));
+  }
   seed_everything(config.train.seed);
 }
 
-std::vector<std::shared_ptr<report::MetricsSink>> TrainingRun::sinks(int64_t epochs,
-                                                                     std::shared_ptr<report::EventWriter>* events) const {
+std::vector<std::shared_ptr<report::MetricsSink>> TrainingRun::sinks(
+    int64_t epochs, std::shared_ptr<report::EventWriter>* events) const {
+  if (!writes()) return {};
   return run_sinks(options_.run_dir, epochs, options_.quiet, events);
 }
 

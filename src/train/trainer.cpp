@@ -203,12 +203,13 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   for (const auto& p : model->parameters()) n_params += p.numel();
   spdlog::info("model {} ({} parameters) on {}", model->signature(), n_params, device.str());
   // What later programs need to rebuild the model without re-deriving it from the dataset.
-  atomic_write_text(run / "model.json", nlohmann::json{{"signature", model->signature()},
-                                                       {"image_shape", shape.sizes()},
-                                                       {"latent_dim", model->latent_dim()},
-                                                       {"checkpoint", t.model_checkpoint}}
-                                                .dump() +
-                                            "\n");
+  if (training.writes())
+    atomic_write_text(run / "model.json", nlohmann::json{{"signature", model->signature()},
+                                                         {"image_shape", shape.sizes()},
+                                                         {"latent_dim", model->latent_dim()},
+                                                         {"checkpoint", t.model_checkpoint}}
+                                                  .dump() +
+                                              "\n");
 
   TrainData data;
   data.size = train.size();
@@ -222,11 +223,13 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   for (const auto& phase : model->phases(t.epochs)) total_epochs += phase.epochs;
   std::shared_ptr<report::EventWriter> events;
   auto sinks = training.sinks(total_epochs, &events);
-  sinks.push_back(std::make_shared<PictureSink>(*model, val.size() > 0 ? val.images : test.images, events,
-                                                std::max<int64_t>(1, total_epochs / 10), total_epochs,
-                                                t.eval_batch_size, device));
-  if (auto* nae = dynamic_cast<models::NormalizedAE*>(model.get()))
-    sinks.push_back(std::make_shared<NegativesSink>(*nae, run / "negatives"));
+  if (training.writes()) {
+    sinks.push_back(std::make_shared<PictureSink>(*model, val.size() > 0 ? val.images : test.images, events,
+                                                  std::max<int64_t>(1, total_epochs / 10), total_epochs,
+                                                  t.eval_batch_size, device));
+    if (auto* nae = dynamic_cast<models::NormalizedAE*>(model.get()))
+      sinks.push_back(std::make_shared<NegativesSink>(*nae, run / "negatives"));
+  }
   const auto fit = training.fit(*model, data, sinks);
 
   // Every output below comes from the run's model, the checkpoint later programs load.
@@ -234,6 +237,7 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   summary.epochs_completed = fit.state.epoch;
   summary.images_per_second = fit.items_per_second;
   summary.model_epoch = training.model_epoch();
+  if (!training.writes()) return summary;  // rank 0 makes the outputs
   summary.test_metrics = model->evaluate(test.images, t.eval_batch_size);
   spdlog::info("test ({} model, epoch {}): {}", t.model_checkpoint, summary.model_epoch,
                format_terms(summary.test_metrics));

@@ -25,6 +25,8 @@
 
 namespace pae::train {
 
+class ProcessGroup;
+
 /// The training set as the engine sees it: its size and how to make a batch from indices
 /// (selection, augmentation, transfer to the device).
 struct TrainData {
@@ -60,6 +62,10 @@ struct EngineOptions {
   /// checkpoints' models use the averaged weights; the raw weights training continues from are
   /// kept beside them in the checkpoints for resume.
   double ema = 0;
+  /// Data-parallel training (null: a single process): each rank trains on its part of every
+  /// global batch, gradients are averaged over the ranks at each step, metrics over every rank's
+  /// batches; only rank 0 writes checkpoints.
+  std::shared_ptr<ProcessGroup> ranks;
 };
 
 /// What a fit ended with.
@@ -92,6 +98,13 @@ class Engine {
   report::EpochRecord epoch_record(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms);
   void write_checkpoints(Fit& f, bool improved);
   std::string checkpoint(const std::string& which) const;
+  /// Rank 0's weights on every rank, and each rank's own random stream.
+  void start_ranks(Fit& f);
+  /// This rank's part of a global batch of indices (undefined: fewer samples than ranks).
+  at::Tensor rank_part(const at::Tensor& global) const;
+  /// The validation terms (rank 0's on every rank).
+  nn::Terms validation(Fit& f);
+  bool writes() const;
 
   EngineOptions options_;
   std::vector<std::shared_ptr<report::MetricsSink>> sinks_;

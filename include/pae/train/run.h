@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pae/config.h"
+#include "pae/train/distributed.h"
 #include "pae/train/engine.h"
 #include "pae/util/fs.h"
 
@@ -28,10 +29,12 @@ namespace pae::train {
 /// Where and how a run trains (pae-train's and pae-flow's flags).
 struct RunOptions {
   std::string run_dir;
-  std::string device;    ///< cpu | cuda | cuda:N | auto; empty: config train.device
+  std::string device;   ///< cpu | cuda | cuda:N | auto; empty: config train.device
   bool resume = false;  ///< continue from checkpoints/last.pt
   bool force = false;   ///< replace an existing run directory
   bool quiet = false;   ///< no progress output (tests)
+  /// Data-parallel training (read_launch_env, ProcessGroup): only rank 0 touches the directory.
+  std::shared_ptr<ProcessGroup> ranks;
 };
 
 /// On --resume, before anything is trained: compares `config` with the one the run's last
@@ -80,12 +83,17 @@ std::vector<std::shared_ptr<report::MetricsSink>> run_sinks(const std::string& r
 class TrainingRun {
  public:
   /// Checks `engine`'s groups against `probe` (built for that and dropped), holds the directory
-  /// (RUN/<log_name>), writes or reconciles RUN/config.yml, seeds every generator.
+  /// (RUN/<log_name>), writes or reconciles RUN/config.yml, seeds every generator. With several
+  /// ranks, the ranks' resolved configs must be the same, and only rank 0 does the writing.
   TrainingRun(const Config& config, const RunOptions& options, const std::string& log_name, nn::Trainable& probe,
               EngineOptions engine);
   const fs::path& dir() const { return dir_; }
   c10::Device device() const { return engine_.device; }
-  /// The run's sinks for `epochs` epochs (run_sinks); `events` receives its TensorBoard writer.
+  /// Whether this process writes the run's files (rank 0, or a single process); the others
+  /// return from their run once the fit is done.
+  bool writes() const { return held_ != nullptr; }
+  /// The run's sinks for `epochs` epochs (run_sinks; none on ranks other than 0); `events`
+  /// receives its TensorBoard writer.
   std::vector<std::shared_ptr<report::MetricsSink>> sinks(int64_t epochs,
                                                           std::shared_ptr<report::EventWriter>* events = nullptr) const;
   /// Trains `trainable` (on device()) on `data`, then loads the run's model into it.
@@ -99,7 +107,7 @@ class TrainingRun {
   RunOptions options_;
   EngineOptions engine_;
   fs::path dir_;
-  RunDirectory held_;
+  std::unique_ptr<RunDirectory> held_;  // rank 0 (or a single process) only
   int64_t model_epoch_ = 0;
 };
 
