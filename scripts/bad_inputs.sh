@@ -138,6 +138,11 @@ case_ "pae-train --device on a GPU that is not here" "$T" --config ok.yml --run-
 case_ "pae-flow --device on a GPU that is not here" "$F" --config flow.yml --ae-run run --run-dir r1 --device cuda:99
 case_ "pae-eval --device on a GPU that is not here" "$E" recon --ae-run run --device cuda:99
 case_ "pae-flow sample --device on a GPU that is not here" "$F" sample --ae-run run --flow run/flow --device cuda:99
+# torchrun's environment, partial or wrong (data-parallel training)
+case_ "a lone RANK=1 (no WORLD_SIZE)" env RANK=1 "$T" --config ok.yml --run-dir r1
+case_ "WORLD_SIZE without RANK" env WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$T" --config ok.yml --run-dir r1
+case_ "RANK out of range" env WORLD_SIZE=2 RANK=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$F" --config flow.yml --ae-run run --run-dir r1
+case_ "MASTER_PORT not a number" env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=http "$T" --config ok.yml --run-dir r1
 case_ "unknown flag" "$T" --config ok.yml --run-dir r1 --epochs 3
 case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
 # Resume

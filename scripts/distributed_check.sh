@@ -58,6 +58,13 @@ launch -- "$bin/pae-flow" --config flow.yml --ae-run one --run-dir one/flow2 > f
   fail "2-rank pae-flow: $(tail -3 flow2.log)"
 same_figures one/flow one/flow2 || fail "pae-flow: 2 ranks and 1 process differ"
 
+# Ranks started with different configs: one clear error on each, exit 2, nothing written.
+launch -- bash -c 'exec "$0" --config ae.yml --run-dir mixed --seed "$RANK"' "$bin/pae-train" > mixed.log 2>&1
+rc=$?
+[ "$rc" -eq 2 ] || fail "ranks with different seeds: exit $rc, expected 2 ($(tail -2 mixed.log))"
+grep -q "the ranks were started with different resolved configs" mixed.log || fail "mixed configs: $(tail -2 mixed.log)"
+[ ! -e mixed ] || fail "ranks with different configs wrote mixed/"
+
 # A rank killed mid-run: the other stops by itself, naming itself and what failed.
 sed 's/synthetic_size: 400/synthetic_size: 2000/; s/epochs: 3/epochs: 12/' ae.yml > long.yml
 launch --grace 90 -- "$bin/pae-train" --config long.yml --run-dir killed > killed.log 2>&1 &

@@ -60,7 +60,8 @@ std::vector<Trained> train_ranks(const std::vector<nn::Trainable*>& trainables, 
       }
       auto sink = std::make_shared<report::MemorySink>();
       train::Engine(o, {sink}).fit(*trainables[size_t(r)], data);
-      for (const auto& p : trainables[size_t(r)]->module().parameters()) out[size_t(r)].params.push_back(p.detach().clone());
+      for (const auto& p : trainables[size_t(r)]->module().parameters())
+        out[size_t(r)].params.push_back(p.detach().clone());
       out[size_t(r)].records = sink->records;
     } catch (const std::exception& e) {
       errors[size_t(r)] = e.what();
@@ -147,8 +148,8 @@ TEST(Distributed, TwoRanksTakeTheStepsOfOneProcessWithTheCombinedBatch) {
 
 TEST(Distributed, TorchrunsEnvironmentIsReadOrRefusedWithTheVariableNamed) {
   const auto with = [](std::map<std::string, std::string> vars) {
-    for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                          "TORCHELASTIC_RUN_ID"})
+    for (const char* v :
+         {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"})
       ::unsetenv(v);
     for (const auto& [k, v] : vars) ::setenv(k.c_str(), v.c_str(), 1);
     return pae::testing::error_of([] { train::read_launch_env(); });
@@ -156,9 +157,12 @@ TEST(Distributed, TorchrunsEnvironmentIsReadOrRefusedWithTheVariableNamed) {
   EXPECT_EQ(with({}), "");
   EXPECT_FALSE(train::read_launch_env().distributed());
   EXPECT_EQ(with({{"WORLD_SIZE", "1"}, {"RANK", "0"}}), "");
-  const std::map<std::string, std::string> good = {{"WORLD_SIZE", "2"},       {"RANK", "1"},
-                                                   {"LOCAL_RANK", "1"},        {"LOCAL_WORLD_SIZE", "2"},
-                                                   {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29400"},
+  const std::map<std::string, std::string> good = {{"WORLD_SIZE", "2"},
+                                                   {"RANK", "1"},
+                                                   {"LOCAL_RANK", "1"},
+                                                   {"LOCAL_WORLD_SIZE", "2"},
+                                                   {"MASTER_ADDR", "127.0.0.1"},
+                                                   {"MASTER_PORT", "29400"},
                                                    {"TORCHELASTIC_RUN_ID", "job7"}};
   EXPECT_EQ(with(good), "");
   const auto env = train::read_launch_env();

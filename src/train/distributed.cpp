@@ -1,13 +1,13 @@
 #include "pae/train/distributed.h"
 
 #include <spdlog/spdlog.h>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "pae/util/error.h"
 
@@ -62,11 +62,12 @@ LaunchEnv read_launch_env() {
   LaunchEnv e;
   const std::string world = env_of("WORLD_SIZE"), rank = env_of("RANK");
   if (world.empty()) {
-    require(rank.empty() || rank == "0",
-            "RANK=" + rank +
-                " without WORLD_SIZE: this process would train on every sample alone. Launch the ranks with torchrun "
-                "(or scripts/launch.sh), which sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, or unset "
-                "RANK");
+    require(
+        rank.empty() || rank == "0",
+        "RANK=" + rank +
+            " without WORLD_SIZE: this process would train on every sample alone. Launch the ranks with torchrun "
+            "(or scripts/launch.sh), which sets WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, or unset "
+            "RANK");
     return e;
   }
   e.world_size = int_env("WORLD_SIZE", 1, 1 << 20);
@@ -147,7 +148,12 @@ void collective(int rank, int size, const std::string& what, Fn&& fn) {
 void ProcessGroup::allreduce_sum(const std::vector<at::Tensor>& tensors) {
   for (const auto& bucket : buckets(tensors)) {
     std::vector<at::Tensor> buffer = {flat(bucket)};
-    collective(rank_, size_, "gradient or metrics all-reduce", [&] { impl_->pg->allreduce(buffer)->wait(impl_->timeout); });
+    const auto start = std::chrono::steady_clock::now();
+    collective(rank_, size_, "gradient or metrics all-reduce",
+               [&] { impl_->pg->allreduce(buffer)->wait(impl_->timeout); });
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bytes_ += buffer[0].numel() * int64_t(buffer[0].element_size());
+    ++calls_;
     unflat(buffer[0], bucket);
   }
 }
@@ -170,9 +176,9 @@ void ProcessGroup::require_same(const std::string& text, const std::string& what
   c10d::AllreduceOptions max;
   max.reduceOp = c10d::ReduceOp::MAX;
   collective(rank_, size_, "comparison of " + what, [&] { impl_->pg->allreduce(t, max)->wait(impl_->timeout); });
-  require(t[0][0].item<int64_t>() == -t[0][1].item<int64_t>(),
-          "rank " + std::to_string(rank_) + ": the ranks were started with different " + what +
-              "; start every rank with the same config and flags");
+  require(t[0][0].item<int64_t>() == -t[0][1].item<int64_t>(), "rank " + std::to_string(rank_) +
+                                                                   ": the ranks were started with different " + what +
+                                                                   "; start every rank with the same config and flags");
 }
 
 std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, double timeout_s) {

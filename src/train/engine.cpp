@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -159,7 +160,9 @@ class EngineContext : public nn::StepContext {
     std::vector<at::Tensor> grads;
     for (auto& p : g.params)
       if (p.grad().defined()) grads.push_back(p.mutable_grad().mul_(share_));
-    auto bad = torch::full({1}, loss_finite ? 0.0 : 1.0, torch::kFloat64);
+    // The flag in the gradients' dtype and device: one bucket, one collective.
+    auto bad = torch::full({1}, loss_finite ? 0.0 : 1.0,
+                           grads.empty() ? torch::TensorOptions(torch::kFloat64) : grads.front().options());
     grads.push_back(bad);
     ranks_->allreduce_sum(grads);
     return bad.item<double>() == 0;
@@ -316,8 +319,15 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   require(data.size > 0, "training set is empty");
   Fit f(trainable, data, options_.ema);
   set_up(f);
+  const auto started = std::chrono::steady_clock::now();
   while (next_epoch(f)) end_epoch(f, train_epoch(f));
-  if (options_.ranks) options_.ranks->barrier();  // rank 0's checkpoints are written before any rank reads them
+  if (options_.ranks) {
+    options_.ranks->barrier();  // rank 0's checkpoints are written before any rank reads them
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const auto& r = *options_.ranks;
+    spdlog::info("{} ranks: {:.3g} MB all-reduced in {} collectives; {:.1f}% of this rank's {:.1f} s in them", r.size(),
+                 double(r.bytes_reduced()) / 1e6, r.collectives(), 100 * r.seconds_in_collectives() / seconds, seconds);
+  }
   f.result.state = f.state;
   return f.result;
 }

@@ -52,11 +52,18 @@ class ProcessGroup {
   /// An error naming `what` unless every rank holds the same `text` (compared by a hash).
   void require_same(const std::string& text, const std::string& what);
 
+  /// What the all-reduces have cost so far: bytes of this rank's buffers, calls, wall time.
+  int64_t bytes_reduced() const { return bytes_; }
+  int64_t collectives() const { return calls_; }
+  double seconds_in_collectives() const { return seconds_; }
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, size_ = 1;
   std::string backend_;
+  int64_t bytes_ = 0, calls_ = 0;
+  double seconds_ = 0;
 };
 
 /// For a program torchrun started as one of several ranks: joins their group (Gloo; waits at most
