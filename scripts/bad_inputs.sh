@@ -143,6 +143,9 @@ case_ "a lone RANK=1 (no WORLD_SIZE)" env RANK=1 "$T" --config ok.yml --run-dir 
 case_ "WORLD_SIZE without RANK" env WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$T" --config ok.yml --run-dir r1
 case_ "RANK out of range" env WORLD_SIZE=2 RANK=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$F" --config flow.yml --ae-run run --run-dir r1
 case_ "MASTER_PORT not a number" env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=http "$T" --config ok.yml --run-dir r1
+case_ "NCCL asked for on the CPU" env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$T" --config ok.yml --run-dir r1 --set train.distributed_backend=nccl
+case_ "unknown distributed backend" "$T" --config ok.yml --run-dir r1 --set train.distributed_backend=mpi
+case_ "no rank 0 at MASTER_ADDR:MASTER_PORT (2 s timeout)" env WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 "$T" --config ok.yml --run-dir r1 --set train.distributed_timeout_s=2
 case_ "unknown flag" "$T" --config ok.yml --run-dir r1 --epochs 3
 case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
 # Resume

@@ -70,6 +70,19 @@ cp "$work/ae/summary.json" "$out/ae_summary.json" 2>/dev/null
 cp "$work/ae/flow/ood/ood.json" "$out/ae_ood.json" 2>/dev/null
 step tensorboard python3 scripts/check_tensorboard.py "$work/ae"
 
+# The real launcher: PyTorch 2.x's torchrun starts 2 CPU ranks (Gloo) and 2 CUDA ranks; the CPU
+# pair must end with the single process's figures (metrics.jsonl within 1e-5).
+printf 'data: {name: noise, synthetic_size: 400, val_size: 80}\nmodel: {type: ae, arch: mlp, hidden: [32], latent_dim: 4}\ntrain: {epochs: 3, batch_size: 40, threads: 1, num_samples: 8}\n' > "$work/ok.yml"
+step torchrun_cpu bash -c "'$bin/pae-train' --config '$work/ok.yml' --run-dir '$work/one' --device cpu &&
+  python3 -m torch.distributed.run --nproc_per_node=2 --master_port=29517 --no-python '$bin/pae-train' --config '$work/ok.yml' --run-dir '$work/two' --device cpu &&
+  python3 -c 'import json, math, sys
+a, b = ([json.loads(l) for l in open(sys.argv[i] + \"/metrics.jsonl\")] for i in (1, 2))
+bad = [(k, x[k], y[k]) for x, y in zip(a, b) for k in (\"train_loss\", \"val_loss\") if not math.isclose(x[k], y[k], rel_tol=1e-5)]
+print(\"1 process vs 2 torchrun ranks:\", bad or \"the same figures\"); sys.exit(1 if bad or len(a) != len(b) else 0)' '$work/one' '$work/two'"
+# (both ranks on the one GPU: cuda:0 is kept as given; a plain cuda would be cuda:LOCAL_RANK)
+[ "$device" = cpu ] || step torchrun_cuda python3 -m torch.distributed.run --nproc_per_node=2 --master_port=29518 \
+  --no-python "$bin/pae-train" --config "$work/ok.yml" --run-dir "$work/two_cuda" --device cuda:0
+
 # Throughput on the same device: pae-bench and PyTorch eager, REPEAT runs each.
 for m in vae ae realnvp nsf; do
   step "bench_pae_$m" "$bin/pae-bench" "$m" --device "$device" --repeat "$repeat"

@@ -118,6 +118,8 @@ void visit_fields(Config& c, Visitor& v) {
   v("lr_decay_epoch", t.lr_decay_epoch);
   v("lr_decay", t.lr_decay);
   v("dtype", t.dtype);
+  v("distributed_backend", t.distributed_backend);
+  v("distributed_timeout_s", t.distributed_timeout_s);
   auto& f = c.flow;
   v.section("flow");
   v("type", f.type);
@@ -549,11 +551,27 @@ std::vector<ConfigChange> config_changes(const std::string& before_yaml, const s
 }
 
 bool may_change_on_resume(const std::string& key) {
-  static const std::set<std::string> train_keys = {
-      "epochs",       "lr",        "lr_schedule",      "lr_decay_epoch", "lr_decay",         "warmup_epochs",
-      "patience",     "threads",   "blas_threads",     "device",         "eval_batch_size",  "num_samples",
-      "save_latents", "nonfinite", "divergence_check", "grad_clip",      "model_checkpoint", "weight_decay",
-      "momentum"};
+  static const std::set<std::string> train_keys = {"epochs",
+                                                   "lr",
+                                                   "lr_schedule",
+                                                   "lr_decay_epoch",
+                                                   "lr_decay",
+                                                   "warmup_epochs",
+                                                   "patience",
+                                                   "threads",
+                                                   "blas_threads",
+                                                   "device",
+                                                   "eval_batch_size",
+                                                   "num_samples",
+                                                   "save_latents",
+                                                   "nonfinite",
+                                                   "divergence_check",
+                                                   "grad_clip",
+                                                   "model_checkpoint",
+                                                   "weight_decay",
+                                                   "momentum",
+                                                   "distributed_backend",
+                                                   "distributed_timeout_s"};
   static const std::set<std::string> group_keys = {
       "lr", "lr_schedule", "lr_decay_epoch", "lr_decay", "warmup_epochs", "grad_clip", "weight_decay", "momentum"};
   static const std::set<std::string> model_keys = {"nae_epochs", "nae_batches"};  // phase lengths
@@ -727,6 +745,10 @@ void validate(const Config& c) {
   check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
   check(t.lr_decay > 0, "train.lr_decay", "a positive number", std::to_string(t.lr_decay));
   check(in(t.dtype, {"float32", "float64"}), "train.dtype", "float32 or float64", "'" + t.dtype + "'");
+  check(in(t.distributed_backend, {"auto", "gloo", "nccl"}), "train.distributed_backend", "auto, gloo or nccl",
+        "'" + t.distributed_backend + "'");
+  check(t.distributed_timeout_s > 0, "train.distributed_timeout_s", "a positive number of seconds",
+        std::to_string(t.distributed_timeout_s));
   const auto& f = c.flow;
   check(in(f.type, {"nsf", "realnvp"}), "flow.type", "nsf or realnvp", "'" + f.type + "'");
   check(f.layers >= 1, "flow.layers", "a positive integer", std::to_string(f.layers));

@@ -51,6 +51,10 @@ struct TrainOptions {
   int64_t lr_decay_epoch = 0;  ///< lr_schedule step: multiply lr by lr_decay from this epoch
   double lr_decay = 0.1;
   std::string dtype = "float32";  ///< flows: float32 | float64
+  /// Data-parallel runs (torchrun's environment): auto | gloo | nccl, and how long a rank waits for
+  /// the others (joining, and each collective) before it stops with an error.
+  std::string distributed_backend = "auto";
+  double distributed_timeout_s = 300;
 };
 
 /// One parameter group's departures from the train section (`groups.<name>.<key>`): only the

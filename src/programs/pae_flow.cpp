@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
                  run_dir, threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
     run.device = config.train.device;
-    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet);
+    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet, config.train.distributed_backend,
+                                                config.train.distributed_timeout_s);
     pae::train::fit_latent_flow(config, src, run);
     return 0;
   });

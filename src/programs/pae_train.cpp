@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
                  threads.intra_op, threads.blas, pae::nn::blas::sgemm_library());
     run.run_dir = run_dir;
     run.device = config.train.device;
-    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet);
+    run.ranks = pae::train::join_launched_ranks(run.device, run.quiet, config.train.distributed_backend,
+                                                config.train.distributed_timeout_s);
     if (config.model.type == "classifier")
       pae::train::train_classifier(config, run);
     else

@@ -181,11 +181,12 @@ void ProcessGroup::require_same(const std::string& text, const std::string& what
                                                                    "; start every rank with the same config and flags");
 }
 
-std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, double timeout_s) {
+std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, const std::string& backend,
+                                                  double timeout_s) {
   const auto env = read_launch_env();
   if (!env.distributed()) return nullptr;
   if (device == "cuda") device = "cuda:" + std::to_string(env.local_rank);
-  auto ranks = std::make_shared<ProcessGroup>(env, "auto", device.rfind("cuda", 0) == 0, timeout_s);
+  auto ranks = std::make_shared<ProcessGroup>(env, backend, device.rfind("cuda", 0) == 0, timeout_s);
   if (env.rank > 0) {
     quiet = true;
     spdlog::set_level(spdlog::level::warn);

@@ -66,10 +66,11 @@ class ProcessGroup {
   double seconds_ = 0;
 };
 
-/// For a program torchrun started as one of several ranks: joins their group (Gloo; waits at most
-/// timeout_s for the others and in every collective), puts a plain CUDA `device` on this rank's
-/// GPU (cuda -> cuda:LOCAL_RANK), and quiets ranks other than 0 (no progress lines; warnings and
-/// errors only). Null for a single process.
-std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, double timeout_s = 120);
+/// For a program torchrun started as one of several ranks: joins their group with `backend` (waits
+/// at most timeout_s for the others, and in every collective), puts a plain CUDA `device` on this
+/// rank's GPU (cuda -> cuda:LOCAL_RANK), and quiets ranks other than 0 (no progress lines;
+/// warnings and errors only). Null for a single process.
+std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, const std::string& backend,
+                                                  double timeout_s);
 
 }  // namespace pae::train
