@@ -146,6 +146,34 @@ TEST(Distributed, TwoRanksTakeTheStepsOfOneProcessWithTheCombinedBatch) {
   }
 }
 
+TEST(Distributed, BatchNormStatisticsAreAveragedOverTheRanksAtEachEpochEnd) {
+  // A conv AE with batch norm: each rank normalises its part of the batch with its own statistics
+  // (so the weights differ from one process's), and the running statistics are averaged over the
+  // ranks at each epoch's end: both ranks end with the same weights and buffers.
+  torch::manual_seed(0);
+  const auto x = torch::rand({40, 1, 8, 8});
+  ModelOptions m;
+  m.arch = "conv";
+  m.channels = {4, 8};
+  m.latent_dim = 3;
+  m.batch_norm = true;
+  std::vector<std::shared_ptr<models::AutoEncoder>> ranks;
+  for (int k = 0; k < 2; ++k) {
+    torch::manual_seed(1);
+    ranks.push_back(models::build_autoencoder(m, {1, 8, 8}));
+  }
+  ASSERT_FALSE(ranks[0]->buffers().empty());
+  train::TrainData data;
+  data.size = 32;
+  data.batch = [&](const at::Tensor& idx) { return nn::Batch{x.index_select(0, idx), {}}; };
+  data.validation = {x.slice(0, 32), {}};
+  train_ranks({ranks[0].get(), ranks[1].get()}, data, options(2, 16));
+  const auto a = ranks[0]->buffers(), b = ranks[1]->buffers();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "buffer " << i;
+  const auto pa = ranks[0]->parameters(), pb = ranks[1]->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "parameter " << i;
+}
+
 TEST(Distributed, TorchrunsEnvironmentIsReadOrRefusedWithTheVariableNamed) {
   const auto with = [](std::map<std::string, std::string> vars) {
     for (const char* v :

@@ -332,6 +332,18 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   return f.result;
 }
 
+void Engine::average_buffers(Fit& f) {
+  // Batch norm's running statistics are each rank's own during the epoch (its part of each
+  // batch); their mean over the ranks is every rank's model from here (validation, checkpoints).
+  std::vector<at::Tensor> buffers;
+  for (const auto& b : f.trainable.module().buffers())
+    if (b.is_floating_point()) buffers.push_back(b);
+  if (buffers.empty()) return;
+  options_.ranks->allreduce_sum(buffers);
+  torch::NoGradGuard no_grad;
+  for (auto& b : buffers) b.div_(options_.ranks->size());
+}
+
 bool Engine::writes() const { return !options_.ranks || options_.ranks->rank() == 0; }
 
 at::Tensor Engine::rank_part(const at::Tensor& global) const {
@@ -465,6 +477,7 @@ nn::Terms Engine::train_epoch(Fit& f) {
 }
 
 void Engine::end_epoch(Fit& f, const nn::Terms& train_terms) {
+  if (options_.ranks) average_buffers(f);
   f.averaging.swap_in();  // the averaged weights are the model from here to the checkpoints
   const auto val_terms = validation(f);
   const bool improved = update_progress(f, train_terms, val_terms);

@@ -102,6 +102,8 @@ class Engine {
   void start_ranks(Fit& f);
   /// This rank's part of a global batch of indices (undefined: fewer samples than ranks).
   at::Tensor rank_part(const at::Tensor& global) const;
+  /// Floating-point buffers (batch norm's running statistics) averaged over the ranks.
+  void average_buffers(Fit& f);
   /// The validation terms (rank 0's on every rank).
   nn::Terms validation(Fit& f);
   bool writes() const;
