@@ -174,6 +174,47 @@ TEST(Distributed, BatchNormStatisticsAreAveragedOverTheRanksAtEachEpochEnd) {
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "parameter " << i;
 }
 
+namespace {
+
+/// A linear fit whose loss is NaN at one step on one rank only.
+struct NanOnOneRank : torch::nn::Module, nn::Trainable {
+  explicit NanOnOneRank(bool bad) : bad_rank(bad) { w = register_parameter("w", torch::ones({3, 1})); }
+  torch::nn::Module& module() override { return *this; }
+  std::vector<std::pair<std::string, std::vector<torch::Tensor>>> parameter_groups() override { return {{"fit", {w}}}; }
+  void train_step(const nn::Batch& batch, nn::StepContext& ctx) override {
+    auto loss = (batch.x.matmul(w) - 1).pow(2).mean();
+    if (bad_rank && ctx.global_step() == 2) loss = loss * std::numeric_limits<float>::quiet_NaN();
+    ctx.step("fit", loss);
+    ctx.log("loss", loss);
+  }
+  std::string signature() const override { return "nan-on-one-rank"; }
+  torch::Tensor w;
+  bool bad_rank;
+};
+
+}  // namespace
+
+TEST(Distributed, ANonFiniteLossOnOneRankIsSkippedOnEveryRank) {
+  // train.nonfinite: skip. Rank 1's loss is NaN at step 3: both ranks skip that step (the flag
+  // travels with the gradients), count it, and stay identical.
+  torch::manual_seed(0);
+  const auto x = torch::randn({32, 3});
+  NanOnOneRank r0(false), r1(true);
+  train::TrainData data;
+  data.size = 32;
+  data.batch = [&](const at::Tensor& idx) { return nn::Batch{x.index_select(0, idx), {}}; };
+  auto o = options(2, 8);
+  o.nonfinite = "skip";
+  const auto ranks = train_ranks({&r0, &r1}, data, o);
+  ASSERT_EQ(ranks.size(), 2u);
+  EXPECT_TRUE(torch::equal(ranks[0].params[0], ranks[1].params[0]));
+  ASSERT_EQ(ranks[0].records.size(), 2u);
+  EXPECT_EQ(ranks[0].records[0].get("nonfinite_steps"), 1.0);
+  EXPECT_EQ(ranks[1].records[0].get("nonfinite_steps"), 1.0);
+  EXPECT_EQ(ranks[0].records[1].get("nonfinite_steps"), 0.0);
+  EXPECT_TRUE(std::isfinite(ranks[0].records[0].get("train_loss")));
+}
+
 TEST(Distributed, TorchrunsEnvironmentIsReadOrRefusedWithTheVariableNamed) {
   const auto with = [](std::map<std::string, std::string> vars) {
     for (const char* v :

@@ -73,14 +73,15 @@ class EngineContext : public nn::StepContext {
       g->had_grad[i] = g->had_grad[i] || grad.defined();
       grad.reset();
     }
-    bool loss_finite = finite(loss);
+    const bool own_loss_finite = finite(loss);
+    bool loss_finite = own_loss_finite;
     if (!loss_finite && !ranks_) return nonfinite(*g, "loss", loss, parts);
     loss.backward();  // with several ranks also a non-finite loss: every rank reduces the same tensors
     for (size_t i = 0; i < g->params.size(); ++i)
       if (g->had_grad[i] && !g->params[i].grad().defined())
         g->params[i].mutable_grad() = torch::zeros_like(g->params[i]);
     if (ranks_) loss_finite = reduce_gradients(*g, loss_finite);
-    if (!loss_finite) return nonfinite(*g, "loss", loss, parts);
+    if (!loss_finite) return nonfinite(*g, own_loss_finite ? "loss on another rank" : "loss", loss, parts);
     if (!gradients_finite(g->params)) return nonfinite(*g, "gradient", loss, parts);
     if (g->options.grad_clip > 0) torch::nn::utils::clip_grad_norm_(g->params, g->options.grad_clip);
     g->optimizer->step();
