@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel runs launched as torchrun launches them (scripts/launch.sh: 2 ranks over Gloo on
-# the loopback interface), against one process: pae-train (MLP AE) and pae-flow (RealNVP on its
-# latents) write the same metrics.jsonl and test figures within 1e-5 (relative); a rank killed
+# the loopback interface; also as two "nodes" of one rank each), against one process: pae-train
+# (MLP AE) and pae-flow (RealNVP on its latents) write the same metrics.jsonl and test figures
+# within 1e-5 (relative); ranks started with different configs are one error; a rank killed
 # mid-run makes the other exit non-zero by itself, with a message, within 60 s; the run then
 # resumes from its last checkpoint with 1 process and with 2. ctest runs it; exit 1 on a failure.
 #   PAE_BIN=build scripts/distributed_check.sh
@@ -52,6 +53,14 @@ launch -- "$bin/pae-train" --config ae.yml --run-dir two > two.log 2>&1 || fail 
 same_figures one two || fail "pae-train: 2 ranks and 1 process differ"
 grep -q "rank 1 of 2 joined" two.log || fail "rank 1 never joined (two.log)"
 [ "$(grep -c '^\[1\].*epoch' two.log)" -eq 0 ] || fail "rank 1 logs epochs (only rank 0 should)"
+
+# Two "nodes" of one rank each (distinct --node-rank, as on two machines): the same figures.
+p=$(port)
+"$root/scripts/launch.sh" 1 --nnodes 2 --node-rank 1 --master-port "$p" -- "$bin/pae-train" --config ae.yml --run-dir nodes > node1.log 2>&1 &
+"$root/scripts/launch.sh" 1 --nnodes 2 --node-rank 0 --master-port "$p" -- "$bin/pae-train" --config ae.yml --run-dir nodes > node0.log 2>&1 ||
+  fail "node 0: $(tail -2 node0.log)"
+wait $! || fail "node 1: $(tail -2 node1.log)"
+same_figures one nodes || fail "two nodes and 1 process differ"
 
 "$bin/pae-flow" --config flow.yml --ae-run one --run-dir one/flow > flow1.log 2>&1 || fail "single-process pae-flow"
 launch -- "$bin/pae-flow" --config flow.yml --ae-run one --run-dir one/flow2 > flow2.log 2>&1 ||
