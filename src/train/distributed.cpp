@@ -6,8 +6,15 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+
+// c10d's Gloo process group, where this LibTorch has it and its headers (and Gloo's) are here; a
+// LibTorch without them builds pae all the same, and a distributed launch is then one error.
+#if defined(USE_C10D_GLOO) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>) && \
+    __has_include(<gloo/config.h>)
+#define PAE_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 
 #include "pae/util/error.h"
 
@@ -86,6 +93,8 @@ LaunchEnv read_launch_env() {
   e.run_id = env_of("TORCHELASTIC_RUN_ID");
   return e;
 }
+
+#ifdef PAE_HAVE_GLOO
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
@@ -180,6 +189,23 @@ void ProcessGroup::require_same(const std::string& text, const std::string& what
                                                                    ": the ranks were started with different " + what +
                                                                    "; start every rank with the same config and flags");
 }
+
+#else  // no Gloo in this LibTorch
+
+struct ProcessGroup::Impl {};
+
+ProcessGroup::ProcessGroup(const LaunchEnv& env, const std::string&, bool, double) {
+  throw Error("rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+              ": this build of pae has no c10d Gloo process group (its LibTorch was built without it, or the Gloo "
+              "headers were missing): run one process (unset WORLD_SIZE and RANK)");
+}
+ProcessGroup::~ProcessGroup() = default;
+void ProcessGroup::allreduce_sum(const std::vector<at::Tensor>&) {}
+void ProcessGroup::broadcast(const std::vector<at::Tensor>&) {}
+void ProcessGroup::barrier() {}
+void ProcessGroup::require_same(const std::string&, const std::string&) {}
+
+#endif
 
 std::shared_ptr<ProcessGroup> join_launched_ranks(std::string& device, bool& quiet, const std::string& backend,
                                                   double timeout_s) {
