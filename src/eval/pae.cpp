@@ -70,6 +70,7 @@ Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std:
     flow = train::load_latent_flow(flow_run, nullptr, "", where);
     check_flow_matches(flow_run, ae_run, flow->dim(), ae->latent_dim());
   }
+  spdlog::info("{}{} on {}", ae_run, flow_run.empty() ? "" : " and " + flow_run, where.str());
   Pae p(ae, flow, config);
   p.ae_run_ = ae_run;
   p.flow_run_ = flow_run;

@@ -36,8 +36,7 @@ int main(int argc, char** argv) {
                     "the run's checkpoint to measure: best | last | phase_<name> (default: its train.model_checkpoint; "
                     "phase_ae is an NAE's AE before phase 2)");
     if (with_flow) sub->add_option("--flow", flow_dir, "flow run directory (pae-flow)");
-    sub->add_option("-d,--device", device,
-                    "cpu | cuda | cuda:N | auto (default: the run's train.device; the CPU where that GPU is absent)");
+    sub->add_option("-d,--device", device, "cpu | cuda | cuda:N | auto (default: the run's train.device, or the CPU)");
     sub->add_option("-o,--out", out, "output directory");
     sub->add_flag("--force", force, "replace an existing report");
     sub->add_option("--limit", limit, "first N images of each set (0 = all)")->check(CLI::NonNegativeNumber);
@@ -114,7 +113,6 @@ int main(int argc, char** argv) {
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     pae::configure_threads({});
     auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint, device);
-    spdlog::info("evaluating {} on {}", ae_run, pae.device().str());
     // Reports go beside the model they measure: the flow run when there is one; another
     // checkpoint than the run's model gets its own folder (RUN/checkpoint_<name>).
     const bool default_out = out.empty();

@@ -75,7 +75,6 @@ int main(int argc, char** argv) {
     if (*sample || *interp) {
       pae::configure_threads({});
       auto pae = pae::eval::Pae::load(*sample ? s_ae : i_ae, *sample ? s_flow : i_flow, "", s_device);
-      spdlog::info("{} on {}", *sample ? "sampling" : "interpolating", pae.device().str());
       if (*sample) {
         torch::manual_seed(0);
         auto z = pae.sample_latents(s_n, s_temperature);
