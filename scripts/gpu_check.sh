@@ -50,7 +50,8 @@ echo "$device_tests" | tr : '\n' > "$out/device_tests.txt"
 step suite_device env PAE_TEST_DEVICE="$device" OMP_NUM_THREADS=1 "$bin/tests/pae_tests" \
   --gtest_filter="$device_tests" --gtest_output="json:$out/suite_device.json"
 
-# End to end on the device: train (2 epochs), resume (1 + 1 against 2), fit flows, evaluate.
+# End to end on the device: train (2 epochs), resume (1 + 1 against 2: equal test figures within
+# 1e-4, relative, the GPU's nondeterministic reductions allowed), fit flows, evaluate.
 T="$bin/pae-train" F="$bin/pae-flow" E="$bin/pae-eval"
 short=(--set train.epochs=2 --device "$device")
 step train_ae "$T" --config configs/fmnist_ae.yml --run-dir "$work/ae" "${short[@]}"
@@ -58,9 +59,10 @@ step train_vae "$T" --config configs/fmnist_vae.yml --run-dir "$work/vae" "${sho
 step resume_ae bash -c "'$T' --config configs/fmnist_ae.yml --run-dir '$work/ae_resumed' --set train.epochs=1 --device $device &&
   '$T' --config configs/fmnist_ae.yml --run-dir '$work/ae_resumed' --resume --set train.epochs=2 --device $device &&
   python3 -c 'import json, sys
-a, b = (json.load(open(sys.argv[i] + \"/summary.json\")) for i in (1, 2))
-print(\"uninterrupted\", a.get(\"test\"), \"\\nresumed      \", b.get(\"test\"))
-sys.exit(0 if a.get(\"test\") == b.get(\"test\") else 3)' '$work/ae' '$work/ae_resumed'"
+a, b = (json.load(open(sys.argv[i] + \"/summary.json\"))[\"test\"] for i in (1, 2))
+rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-30) for k in a)
+print(\"uninterrupted\", a, \"\\nresumed      \", b, \"\\nlargest relative difference\", rel)
+sys.exit(0 if rel <= 1e-4 else 3)' '$work/ae' '$work/ae_resumed'"
 step flow_ae "$F" --config configs/fmnist_realnvp.yml --ae-run "$work/ae" --run-dir "$work/ae/flow" "${short[@]}"
 step flow_vae "$F" --config configs/fmnist_nsf.yml --ae-run "$work/vae" --run-dir "$work/vae/flow" "${short[@]}"
 step eval_ood "$E" ood --ae-run "$work/ae" --flow "$work/ae/flow" --ood mnist:test,noise,constant --device "$device"

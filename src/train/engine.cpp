@@ -345,7 +345,7 @@ void Engine::average_buffers(Fit& f) {
   for (auto& b : buffers) b.div_(options_.ranks->size());
 }
 
-bool Engine::writes() const { return !options_.ranks || options_.ranks->rank() == 0; }
+bool Engine::writes() const { return writes_run_files(options_.ranks.get()); }
 
 at::Tensor Engine::rank_part(const at::Tensor& global) const {
   if (!options_.ranks) return global;
@@ -395,6 +395,7 @@ void Engine::set_up(Fit& f) {
     spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", f.state.epoch, f.state.phase + 1,
                  std::isfinite(f.state.best) ? fmt::format("{:.6g}", f.state.best) : "none", f.state.best_epoch);
   }
+  if (o.ranks) start_ranks(f);  // before averaging starts from the weights
   f.averaging.start();
   if (!o.run_dir.empty() && writes()) ensure_dir(fs::path(o.run_dir) / "checkpoints");
   f.state.config_yaml = o.config_yaml;  // what the run continues under from here
@@ -406,7 +407,6 @@ void Engine::set_up(Fit& f) {
   for (auto& g : f.groups)  // learning rates halved by earlier non-finite steps stay halved
     if (f.state.lr_scale.count(g.name)) g.lr_scale = f.state.lr_scale.at(g.name);
   f.ctx = std::make_unique<EngineContext>(f.groups, o.device, o.nonfinite, o.run_dir, o.ranks.get());
-  if (o.ranks) start_ranks(f);
 }
 
 void Engine::start_ranks(Fit& f) {

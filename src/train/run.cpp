@@ -220,18 +220,15 @@ EngineOptions checked(EngineOptions engine, nn::Trainable& probe) {
 
 TrainingRun::TrainingRun(const Config& config, const RunOptions& options, const std::string& log_name,
                          nn::Trainable& probe, EngineOptions engine)
-    : model_checkpoint_(config.train.model_checkpoint),
-      options_(options),
-      engine_(checked(std::move(engine), probe)),
-      dir_(options.run_dir) {
+    : model_checkpoint_(config.train.model_checkpoint), options_(options), engine_(checked(std::move(engine), probe)) {
   engine_.ranks = options.ranks;
   if (options.ranks) options.ranks->require_same(to_yaml(config), "resolved configs (config file, --set, --seed)");
-  if (!options.ranks || options.ranks->rank() == 0) {
+  if (writes_run_files(options.ranks.get())) {
     held_ = std::make_unique<RunDirectory>(options.run_dir, options.resume, options.force, log_name);
     if (options.resume)
       reconcile_resume_config(options.run_dir, config);
     else
-      atomic_write_text(dir_ / "config.yml", to_yaml(config));
+      atomic_write_text(fs::path(options.run_dir) / "config.yml", to_yaml(config));
   }
   seed_everything(config.train.seed);
 }

@@ -66,6 +66,10 @@ class ProcessGroup {
   double seconds_ = 0;
 };
 
+/// Whether this process writes a run's files: rank 0 of `ranks`, or a single process (null). The
+/// one rule for the run directory (TrainingRun) and the checkpoints (Engine).
+inline bool writes_run_files(const ProcessGroup* ranks) { return ranks == nullptr || ranks->rank() == 0; }
+
 /// For a program torchrun started as one of several ranks: joins their group with `backend` (waits
 /// at most timeout_s for the others, and in every collective), puts a plain CUDA `device` on this
 /// rank's GPU (cuda -> cuda:LOCAL_RANK), and quiets ranks other than 0 (no progress lines;

@@ -87,8 +87,6 @@ class TrainingRun {
   /// ranks, the ranks' resolved configs must be the same, and only rank 0 does the writing.
   TrainingRun(const Config& config, const RunOptions& options, const std::string& log_name, nn::Trainable& probe,
               EngineOptions engine);
-  const fs::path& dir() const { return dir_; }
-  c10::Device device() const { return engine_.device; }
   /// Whether this process writes the run's files (rank 0, or a single process); the others
   /// return from their run once the fit is done.
   bool writes() const { return held_ != nullptr; }
@@ -106,7 +104,6 @@ class TrainingRun {
   std::string model_checkpoint_;
   RunOptions options_;
   EngineOptions engine_;
-  fs::path dir_;
   std::unique_ptr<RunDirectory> held_;  // rank 0 (or a single process) only
   int64_t model_epoch_ = 0;
 };
