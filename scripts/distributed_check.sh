@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel runs launched as torchrun launches them (scripts/launch.sh: 2 ranks over Gloo on
 # the loopback interface; also as two "nodes" of one rank each), against one process: pae-train
-# (MLP AE) and pae-flow (RealNVP on its latents) write the same metrics.jsonl and test figures
+# (MLP AE, VAE and AAE) and pae-flow (RealNVP on the AE's latents) write the same metrics.jsonl and test figures
 # within 1e-5 (relative); ranks started with different configs are one error; a rank killed
 # mid-run makes the other exit non-zero by itself, with a message, within 60 s; the run then
 # resumes from its last checkpoint with 1 process and with 2. ctest runs it; exit 1 on a failure.
@@ -51,6 +51,15 @@ PY
 "$bin/pae-train" --config ae.yml --run-dir one > one.log 2>&1 || fail "single-process pae-train (one.log)"
 launch -- "$bin/pae-train" --config ae.yml --run-dir two > two.log 2>&1 || fail "2-rank pae-train: $(tail -3 two.log)"
 same_figures one two || fail "pae-train: 2 ranks and 1 process differ"
+# The VAE (a posterior sample per image) and the AAE (prior draws; three optimizers).
+for family in "vae, recon_loss: bce" "aae, prior: mixture, prior_components: 4"; do
+  name=${family%%,*}
+  sed "s/type: ae/type: $family/" ae.yml > "$name.yml"
+  "$bin/pae-train" --config "$name.yml" --run-dir "one_$name" > "one_$name.log" 2>&1 || fail "single-process $name"
+  launch -- "$bin/pae-train" --config "$name.yml" --run-dir "two_$name" > "two_$name.log" 2>&1 ||
+    fail "2-rank $name: $(tail -3 "two_$name.log")"
+  same_figures "one_$name" "two_$name" || fail "pae-train $name: 2 ranks and 1 process differ"
+done
 grep -q "rank 1 of 2 joined" two.log || fail "rank 1 never joined (two.log)"
 [ "$(grep -c '^\[1\].*epoch' two.log)" -eq 0 ] || fail "rank 1 logs epochs (only rank 0 should)"
 

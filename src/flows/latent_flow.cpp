@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "pae/nn/sample_noise.h"
+
 namespace pae::flows {
 
 LatentFlow::LatentFlow(int64_t dim, const FlowOptions& options)
@@ -77,7 +79,7 @@ void LatentFlow::train_step(const pae::nn::Batch& batch, pae::nn::StepContext& c
     current_dropout_ = p;
   }
   auto z = batch.x;
-  if (noise_ > 0) z = z + noise_ * std_ * torch::randn_like(z);  // noise_ std's of each dimension
+  if (noise_ > 0) z = z + noise_ * std_ * pae::nn::sample_randn_like(z);  // noise_ std's of each dimension
   auto loss = -log_prob(z).mean();
   ctx.step("flow", loss);
   ctx.log("nll", loss);

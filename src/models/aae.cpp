@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "pae/nn/sample_noise.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
@@ -49,13 +50,12 @@ std::vector<std::pair<std::string, std::vector<torch::Tensor>>> AdversarialAE::p
 torch::Tensor AdversarialAE::sample_latents_of(const torch::Tensor& component) {
   const auto device = centres_.device();
   auto mean = centres_.index_select(0, component.to(device));
-  return mean + options_.prior_std * torch::randn_like(mean);
+  return mean + options_.prior_std * pae::nn::sample_randn_like(mean);
 }
 
 torch::Tensor AdversarialAE::sample_latents(int64_t n) {
   const auto k = centres_.size(0);
-  auto component =
-      k > 1 ? torch::randint(0, k, {n}, torch::TensorOptions().dtype(torch::kInt64)) : torch::zeros({n}, torch::kInt64);
+  auto component = k > 1 ? pae::nn::sample_randint(k, n) : torch::zeros({n}, torch::kInt64);
   return sample_latents_of(component);
 }
 

@@ -6,6 +6,7 @@
 
 #include "pae/models/aae.h"
 #include "pae/models/nae.h"
+#include "pae/nn/sample_noise.h"
 #include "pae/util/error.h"
 
 namespace pae::models {
@@ -116,7 +117,7 @@ class BetaVAE : public AutoEncoder {
   std::pair<torch::Tensor, torch::Tensor> elbo_terms(const torch::Tensor& x, torch::Tensor* logits_out = nullptr) {
     auto h = encoder_->forward(x).chunk(2, 1);
     auto mu = h[0], logvar = h[1];
-    auto z = mu + torch::randn_like(mu) * torch::exp(0.5 * logvar);
+    auto z = mu + pae::nn::sample_randn_like(mu) * torch::exp(0.5 * logvar);
     auto logits = decode_logits(z);
     auto nll = recon_nll(options_.recon_loss, logits, x, options_.sigma);
     auto kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "pae/nn/sample_noise.h"
 #include "pae/train/distributed.h"
 #include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
@@ -347,19 +348,23 @@ void Engine::average_buffers(Fit& f) {
 
 bool Engine::writes() const { return writes_run_files(options_.ranks.get()); }
 
-at::Tensor Engine::rank_part(const at::Tensor& global) const {
-  if (!options_.ranks) return global;
-  const int64_t m = global.size(0), w = options_.ranks->size(), r = options_.ranks->rank();
-  if (m < w) return {};
-  return global.slice(0, r * m / w, (r + 1) * m / w);
+std::pair<int64_t, int64_t> Engine::rank_rows(int64_t m) const {
+  if (!options_.ranks) return {0, m};
+  const int64_t w = options_.ranks->size(), r = options_.ranks->rank();
+  if (m < w) return {0, 0};
+  return {r * m / w, (r + 1) * m / w};
 }
 
 nn::Terms Engine::validation(Fit& f) {
   if (!f.data.validation.x.defined()) return {};
-  auto terms = f.trainable.validate(f.data.validation, f.data.eval_batch_size);
+  nn::Terms terms;
+  {
+    nn::SampleNoiseScope noise(options_.seed, -1, 0, 0);  // every epoch's validation draws the same noise
+    terms = f.trainable.validate(f.data.validation, f.data.eval_batch_size);
+  }
   if (!options_.ranks || terms.empty()) return terms;
-  // Rank 0's numbers on every rank (a validation that samples draws another stream on each):
-  // the same best epoch and early stop everywhere.
+  // Rank 0's numbers on every rank (dropout or other draws outside the scope differ between
+  // ranks): the same best epoch and early stop everywhere.
   std::vector<double> values;
   for (const auto& [name, v] : terms) values.push_back(v);
   auto t = torch::tensor(values, torch::kFloat64);
@@ -413,8 +418,9 @@ void Engine::start_ranks(Fit& f) {
   const auto& ranks = *options_.ranks;
   require(f.data.size >= ranks.size(), "training set of " + std::to_string(f.data.size) + " samples for " +
                                            std::to_string(ranks.size()) + " ranks: each needs at least one");
-  // Every rank starts from rank 0's weights; each draws its own random stream (dropout, noise)
-  // from (seed, rank, epoch); rank 0's is the single process's.
+  // Every rank starts from rank 0's weights. Noise per sample comes from the step's generator
+  // (nn::SampleNoiseScope); dropout and augmentation from each rank's own stream, seeded from
+  // (seed, rank, epoch): rank 0's is the single process's.
   std::vector<at::Tensor> weights = f.trainable.module().parameters();
   for (const auto& b : f.trainable.module().buffers()) weights.push_back(b);
   options_.ranks->broadcast(weights);
@@ -458,11 +464,14 @@ nn::Terms Engine::train_epoch(Fit& f) {
   for (int64_t b = 0; b < phase_batches; ++b) {
     const auto global = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
     if (o.drop_singleton_batch && global.size(0) < 2 && b > 0) break;
-    const auto idx = rank_part(global);
-    if (!idx.defined()) break;  // a last batch with fewer samples than ranks
-    const auto batch = f.data.batch(idx);
+    const auto [first, last] = rank_rows(global.size(0));
+    if (first == last) break;  // a last batch with fewer samples than ranks
+    const auto batch = f.data.batch(global.slice(0, first, last));
     f.ctx->begin_batch(batch.size(), global.size(0), f.state.global_step);
-    f.trainable.train_step(batch, *f.ctx);
+    {
+      nn::SampleNoiseScope noise(o.seed, f.state.global_step, first, global.size(0));
+      f.trainable.train_step(batch, *f.ctx);
+    }
     f.averaging.update(f.state.global_step);
     ++f.state.global_step;
     f.epoch_items += global.size(0);

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pae/nn/trainable.h"
@@ -100,8 +101,9 @@ class Engine {
   std::string checkpoint(const std::string& which) const;
   /// Rank 0's weights on every rank, and each rank's own random stream.
   void start_ranks(Fit& f);
-  /// This rank's part of a global batch of indices (undefined: fewer samples than ranks).
-  at::Tensor rank_part(const at::Tensor& global) const;
+  /// This rank's rows [first, last) of a global batch of m samples (all of them in a single
+  /// process; none when there are fewer samples than ranks).
+  std::pair<int64_t, int64_t> rank_rows(int64_t m) const;
   /// Floating-point buffers (batch norm's running statistics) averaged over the ranks.
   void average_buffers(Fit& f);
   /// The validation terms (rank 0's on every rank).
