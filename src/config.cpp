@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -120,6 +121,7 @@ void visit_fields(Config& c, Visitor& v) {
   v("dtype", t.dtype);
   v("distributed_backend", t.distributed_backend);
   v("distributed_timeout_s", t.distributed_timeout_s);
+  v("checkpoint_every", t.checkpoint_every);
   auto& f = c.flow;
   v.section("flow");
   v("type", f.type);
@@ -550,6 +552,23 @@ std::vector<ConfigChange> config_changes(const std::string& before_yaml, const s
   return out;
 }
 
+CheckpointEvery parse_checkpoint_every(const std::string& text) {
+  static const std::regex form(R"(\s*([0-9]{1,12})(\.[0-9]{0,6})?\s*(steps?|min|minutes)?\s*)");
+  std::smatch m;
+  CheckpointEvery every;
+  const bool matched = std::regex_match(text, m, form);
+  const std::string unit = matched ? m[3].str() : "";
+  if (matched && (unit.empty() || unit[0] == 's') && !m[2].matched) {
+    every.steps = std::stoll(m[1].str());
+  } else if (matched && (unit == "min" || unit == "minutes") && std::stod(m[1].str() + m[2].str()) > 0) {
+    every.minutes = std::stod(m[1].str() + m[2].str());
+  } else {
+    throw Error("train.checkpoint_every '" + text +
+                "': expected 0 (off), a number of steps (500, '500 steps') or of minutes ('10 min')");
+  }
+  return every;
+}
+
 bool may_change_on_resume(const std::string& key) {
   static const std::set<std::string> train_keys = {"epochs",
                                                    "lr",
@@ -571,7 +590,8 @@ bool may_change_on_resume(const std::string& key) {
                                                    "weight_decay",
                                                    "momentum",
                                                    "distributed_backend",
-                                                   "distributed_timeout_s"};
+                                                   "distributed_timeout_s",
+                                                   "checkpoint_every"};
   static const std::set<std::string> group_keys = {
       "lr", "lr_schedule", "lr_decay_epoch", "lr_decay", "warmup_epochs", "grad_clip", "weight_decay", "momentum"};
   static const std::set<std::string> model_keys = {"nae_epochs", "nae_batches"};  // phase lengths
@@ -749,6 +769,7 @@ void validate(const Config& c) {
         "'" + t.distributed_backend + "'");
   check(t.distributed_timeout_s > 0, "train.distributed_timeout_s", "a positive number of seconds",
         std::to_string(t.distributed_timeout_s));
+  parse_checkpoint_every(t.checkpoint_every);
   const auto& f = c.flow;
   check(in(f.type, {"nsf", "realnvp"}), "flow.type", "nsf or realnvp", "'" + f.type + "'");
   check(f.layers >= 1, "flow.layers", "a positive integer", std::to_string(f.layers));

@@ -228,3 +228,17 @@ TEST(Config, AResumedRunFromBeforeANewKeyTakesTheKeysDefault) {
   old.insert(old.find("train:\n") + 7, "  latent_noise: 0.3\n");
   EXPECT_NE(error_of([&] { changes_since(old, "run/config.yml", c); }).find("latent_noise_std"), std::string::npos);
 }
+
+TEST(Config, CheckpointEveryTakesStepsOrMinutes) {
+  EXPECT_EQ(parse_checkpoint_every("0").steps, 0);
+  EXPECT_EQ(parse_checkpoint_every("0").minutes, 0);
+  EXPECT_EQ(parse_checkpoint_every("500").steps, 500);
+  EXPECT_EQ(parse_checkpoint_every("500 steps").steps, 500);
+  EXPECT_EQ(parse_checkpoint_every("10 min").minutes, 10);
+  EXPECT_EQ(parse_checkpoint_every("2.5min").minutes, 2.5);
+  EXPECT_EQ(parse_checkpoint_every("2.5min").steps, 0);
+  for (const std::string bad : {"ten", "-5", "1.5", "5 hours", "0 min", ""}) {
+    const auto message = pae::testing::error_of([&] { parse_checkpoint_every(bad); });
+    EXPECT_NE(message.find("train.checkpoint_every '" + bad + "': expected 0 (off)"), std::string::npos) << message;
+  }
+}

@@ -3,11 +3,14 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "pae/nn/blas.h"
 #include "pae/nn/conv.h"
@@ -17,6 +20,7 @@
 #include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/runtime.h"
 #include "test_util.h"
 
 using namespace pae;
@@ -44,6 +48,11 @@ class Toy : public torch::nn::Module, public nn::Trainable {
 
   void train_step(const nn::Batch& batch, nn::StepContext& ctx) override {
     if (crash_at_step >= 0 && ctx.global_step() == crash_at_step) throw std::runtime_error("killed");
+    if (signal_at_step >= 0 && ctx.global_step() == signal_at_step) {
+      ::kill(::getpid(), SIGTERM);  // to the process, as a scheduler sends it: handled on its own thread
+      for (int i = 0; i < 10000 && pae::stop_signal() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
     phases_seen.push_back(ctx.phase());
     const auto a0 = a.detach().clone(), b0 = b.detach().clone();
     if (ctx.global_step() == bad_at_step) {
@@ -94,7 +103,8 @@ class Toy : public torch::nn::Module, public nn::Trainable {
 
   torch::Tensor a, b;
   int64_t warm_;
-  int64_t crash_at_step = -1, steps_taken = 0, foreign_changes = 0, missed_steps = 0, wrong_sgd_steps = 0;
+  int64_t crash_at_step = -1, signal_at_step = -1, steps_taken = 0, foreign_changes = 0, missed_steps = 0,
+          wrong_sgd_steps = 0;
   int64_t bad_at_step = -1;  ///< this step's loss (or, with bad_gradient, its gradient) is NaN
   bool bad_gradient = false;
   torch::Tensor a_before_bad;
@@ -294,6 +304,78 @@ TEST(Engine, ResumeAfterAKillMidPhaseTwoEqualsAnUninterruptedRun) {
   EXPECT_TRUE(pae::testing::same_on(device, late.toy->b, straight.toy->b));
   EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("late/metrics.jsonl")),
             pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+}
+
+TEST(Engine, AStopSignalCheckpointsAtTheNextStepAndResumeContinuesMidEpochExactly) {
+  // SIGTERM (deferred as pae-train defers it) inside steps of epochs 1, 3 (phase 1), 5 (phase 2)
+  // and the last batch of the last epoch, with Polyak averaging on: each stop writes
+  // mid_epoch.pt after the step and throws Stopped (exit 143); the run resumed after each ends
+  // as the uninterrupted run (weights, trainable state, metrics.jsonl).
+  pae::defer_stop_signals();
+  TempDir tmp;
+  const double decay = 0.9;
+  auto straight = run_toy(tmp.file("straight"), 6, false, -1, -1, decay);
+  const auto run = [&](bool resume, int64_t signal_at) {
+    torch::manual_seed(11);
+    ToyRun r{std::make_shared<Toy>(3), std::make_shared<report::MemorySink>()};
+    r.toy->signal_at_step = signal_at;
+    train::Engine engine(toy_options(tmp.file("stopped"), 6, resume, decay),
+                         {r.sink, std::make_shared<report::JsonLinesSink>(tmp.file("stopped/metrics.jsonl"))});
+    engine.fit(*r.toy, toy_data());
+    return r;
+  };
+  const int64_t stops[] = {1, 9, 17, 23};  // batch 2 of epoch 1, 2 of 3, 2 of 5, the last of 6
+  int64_t steps_before = 0;
+  for (const int64_t step : stops) {
+    SCOPED_TRACE(step);
+    int code = 0;
+    std::string message;
+    try {
+      run(step > stops[0], step);
+    } catch (const pae::Stopped& e) {
+      code = e.exit_code();
+      message = e.what();
+    }
+    pae::forget_stop_signal();
+    EXPECT_EQ(code, 143) << message;
+    EXPECT_NE(message.find("SIGTERM at epoch " + std::to_string(step / 4 + 1) + ", batch " +
+                           std::to_string(step % 4 + 1) + " of 4 (step " + std::to_string(step + 1) + ")"),
+              std::string::npos)
+        << message;
+    EXPECT_TRUE(fs::exists(tmp.file("stopped/checkpoints/mid_epoch.pt")));
+    torch::manual_seed(5);
+    Toy mid(3);
+    EXPECT_EQ(train::load_weights(tmp.file("stopped"), "mid_epoch", mid).global_step, step + 1);
+    steps_before = step + 1;
+  }
+  auto resumed = run(true, -1);
+  EXPECT_EQ(resumed.toy->steps_taken, 24) << "steps counted across four stops";
+  EXPECT_EQ(int64_t(resumed.toy->phases_seen.size()), 24 - steps_before) << "resumed after the last stop's step";
+  EXPECT_TRUE(torch::equal(resumed.toy->a, straight.toy->a));
+  EXPECT_TRUE(torch::equal(resumed.toy->b, straight.toy->b));
+  EXPECT_FALSE(fs::exists(tmp.file("stopped/checkpoints/mid_epoch.pt"))) << "an epoch's end removes it";
+  EXPECT_EQ(pae::testing::metrics_without_timing(tmp.file("stopped/metrics.jsonl")),
+            pae::testing::metrics_without_timing(tmp.file("straight/metrics.jsonl")));
+}
+
+TEST(Engine, CheckpointsEveryNStepsLetAKillResumeMidEpoch) {
+  // train.checkpoint_every: 3 (steps): killed at step 18 (batch 3 of epoch 5), the run resumes
+  // from the checkpoint after step 18 (not from epoch 4's end) and ends as the uninterrupted run.
+  TempDir tmp;
+  auto straight = run_toy(tmp.file("straight"), 6, false);
+  auto options = toy_options(tmp.file("killed"), 6, false);
+  options.checkpoint_every_steps = 3;
+  torch::manual_seed(11);
+  Toy killed(3);
+  killed.crash_at_step = 19;
+  EXPECT_THROW(train::Engine(options).fit(killed, toy_data()), std::runtime_error);
+  options.resume = true;
+  torch::manual_seed(11);
+  Toy resumed(3);
+  train::Engine(options).fit(resumed, toy_data());
+  EXPECT_EQ(resumed.phases_seen.size(), 6u) << "steps 18..23 re-run: the checkpoint after step 18 (the 18th) held";
+  EXPECT_TRUE(torch::equal(resumed.a, straight.toy->a));
+  EXPECT_TRUE(torch::equal(resumed.b, straight.toy->b));
 }
 
 TEST(Engine, PolyakAveragedWeightsAreValidatedAndSavedAndSurviveResume) {

@@ -55,7 +55,18 @@ struct TrainOptions {
   /// the others (joining, and each collective) before it stops with an error.
   std::string distributed_backend = "auto";
   double distributed_timeout_s = 300;
+  /// Checkpoints inside an epoch (RUN/checkpoints/mid_epoch.pt, which --resume continues from):
+  /// "0" (off), "N" or "N steps" (every N optimizer steps), "N min" (every N minutes).
+  std::string checkpoint_every = "0";
 };
+
+/// train.checkpoint_every, read: every `steps` steps and/or `minutes` minutes (0: not by that).
+struct CheckpointEvery {
+  int64_t steps = 0;
+  double minutes = 0;
+};
+/// An error naming train.checkpoint_every and the text unless it is one of its forms.
+CheckpointEvery parse_checkpoint_every(const std::string& text);
 
 /// One parameter group's departures from the train section (`groups.<name>.<key>`): only the
 /// keys given replace the train section's for that group's optimizer and schedule.

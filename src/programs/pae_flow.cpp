@@ -19,6 +19,7 @@
 
 int main(int argc, char** argv) {
   pae::ensure_fast_blas_kernels(argc, argv);
+  pae::defer_stop_signals();  // SIGTERM, SIGINT: a checkpoint at the next step, then exit 143 or 130
   pae::init_program();
   CLI::App app{"pae-flow: fit a normalizing flow on auto-encoder latents; sample and interpolate through the PAE"};
   app.require_subcommand(0, 1);

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
   }
   pae::ensure_fast_blas_kernels(argc, argv);
+  pae::defer_stop_signals();  // SIGTERM, SIGINT: a checkpoint at the next step, then exit 143 or 130
   return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output

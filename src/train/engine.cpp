@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <random>
+#include <tuple>
 
 #include "pae/nn/sample_noise.h"
 #include "pae/train/distributed.h"
@@ -29,7 +31,7 @@ at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
 std::string checkpoint_path(const std::string& run_dir, const std::string& which) {
   const bool phase_end = which.rfind("phase_", 0) == 0 && which.size() > 6 &&
                          which.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
-  require(which == "best" || which == "last" || phase_end,
+  require(which == "best" || which == "last" || which == "mid_epoch" || phase_end,
           "checkpoint '" + which + "': expected best, last or phase_<name> (the end of a training phase)");
   return (fs::path(run_dir) / "checkpoints" / (which + ".pt")).string();
 }
@@ -47,6 +49,53 @@ struct Group {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   double lr_scale = 1.0;       ///< halved by each non-finite step under train.nonfinite: reduce_lr
   std::vector<bool> had_grad;  ///< per parameter: a gradient was set at some step
+};
+
+/// How far the epoch in progress has come: what a checkpoint inside an epoch holds beyond the
+/// weights, optimizers and RNG, so that a resumed run finishes the epoch as an uninterrupted one.
+struct PartialEpoch {
+  int64_t batches = 0;                                    ///< batches taken (0: at an epoch's start)
+  int64_t items = 0;                                      ///< samples in them, every rank's
+  int64_t nonfinite = 0;                                  ///< skipped steps among them
+  std::map<std::string, std::pair<double, double>> sums;  ///< term -> (batch-size-weighted total, count)
+
+  void save(torch::serialize::OutputArchive& a) const {
+    a.write("engine.partial_epoch", torch::tensor({batches, items, nonfinite}, torch::kInt64));
+    std::string names;  // the terms, one per line
+    for (const auto& [term, sum] : sums) {
+      names += (names.empty() ? "" : "\n") + term;
+      a.write("engine.partial_epoch.sum." + term, torch::tensor({sum.first, sum.second}, torch::kFloat64));
+    }
+    a.write("engine.partial_epoch.terms",
+            torch::tensor(std::vector<uint8_t>(names.begin(), names.end()), torch::kUInt8));
+  }
+  /// From a checkpoint (one written at an epoch's end holds none: all zero).
+  void load(torch::serialize::InputArchive& a) {
+    *this = {};
+    at::Tensor t;
+    if (!a.try_read("engine.partial_epoch", t)) return;
+    t = t.to(torch::kCPU);
+    require(t.numel() == 3,
+            "checkpoint: engine.partial_epoch holds " + std::to_string(t.numel()) + " values, expected 3");
+    batches = t[0].item<int64_t>();
+    items = t[1].item<int64_t>();
+    nonfinite = t[2].item<int64_t>();
+    at::Tensor names;
+    if (a.try_read("engine.partial_epoch.terms", names)) {
+      const auto list = names.to(torch::kCPU).contiguous();
+      const std::string all(static_cast<const char*>(list.data_ptr()), size_t(list.numel()));
+      for (size_t start = 0; start < all.size();) {
+        const auto end = std::min(all.find('\n', start), all.size());
+        const auto term = all.substr(start, end - start);
+        start = end + 1;
+        at::Tensor v;
+        require(a.try_read("engine.partial_epoch.sum." + term, v) && v.numel() == 2,
+                "checkpoint: engine.partial_epoch.sum." + term + " missing");
+        v = v.to(torch::kCPU);
+        sums[term] = {v[0].item<double>(), v[1].item<double>()};
+      }
+    }
+  }
 };
 
 /// The engine's side of StepContext: steps named groups, sums named terms.
@@ -114,12 +163,39 @@ class EngineContext : public nn::StepContext {
     last_.clear();
     nonfinite_steps_ = 0;
   }
-  /// A batch of `size` samples, this rank's part of `global_size` (every rank's together).
-  void begin_batch(int64_t size, int64_t global_size, int64_t global_step) {
+  /// A batch of `size` samples, this rank's part of `global_size` (every rank's together);
+  /// `checkpoint_wanted`: this rank's vote for a checkpoint after it (see votes()).
+  void begin_batch(int64_t size, int64_t global_size, int64_t global_step, bool checkpoint_wanted) {
     batch_size_ = size;
     share_ = double(size) / double(global_size);
     global_step_ = global_step;
     skipped_batch_ = false;
+    checkpoint_wanted_ = checkpoint_wanted;
+    stop_voted_ = checkpoint_voted_ = false;
+  }
+  /// After a batch with several ranks: whether any rank had a stop signal, and whether any wanted
+  /// a checkpoint, when they last reduced gradients (the same answer on every rank).
+  std::pair<bool, bool> votes() const { return {stop_voted_, checkpoint_voted_}; }
+  /// The epoch's sums so far: this rank's, or with `every_rank` every rank's (a collective).
+  PartialEpoch partial(bool every_rank) const {
+    PartialEpoch p;
+    p.nonfinite = nonfinite_steps_;
+    std::vector<double> totals, counts;
+    for (const auto& [name, sum] : sums_) {
+      totals.push_back(sum.total.item<double>());
+      counts.push_back(double(sum.count));
+    }
+    if (every_rank && ranks_ && !totals.empty()) reduce(totals, counts);
+    size_t i = 0;
+    for (const auto& [name, sum] : sums_) p.sums[name] = {totals[i], counts[i]}, ++i;
+    return p;
+  }
+  /// Continues an epoch from a checkpoint's sums (on one rank: the others start from zero).
+  void restore(const PartialEpoch& p) {
+    nonfinite_steps_ = p.nonfinite;
+    for (const auto& [name, sum] : p.sums)
+      sums_[name] =
+          Sum{torch::full({}, sum.first, torch::TensorOptions(torch::kFloat64).device(device_)), int64_t(sum.second)};
   }
   /// Batch-size-weighted mean of each term over the batches that logged it (one sync each), over
   /// every rank's batches.
@@ -129,14 +205,7 @@ class EngineContext : public nn::StepContext {
       totals.push_back(s.total.item<double>());
       counts.push_back(double(s.count));
     }
-    if (ranks_ && !totals.empty()) {
-      auto t = torch::tensor(totals, torch::kFloat64), c = torch::tensor(counts, torch::kFloat64);
-      ranks_->allreduce_sum({t, c});
-      for (size_t i = 0; i < totals.size(); ++i) {
-        totals[i] = t[int64_t(i)].item<double>();
-        counts[i] = c[int64_t(i)].item<double>();
-      }
-    }
+    if (ranks_ && !totals.empty()) reduce(totals, counts);
     nn::Terms out;
     size_t i = 0;
     for (const auto& [name, s] : sums_) {
@@ -155,6 +224,15 @@ class EngineContext : public nn::StepContext {
 
  private:
   static bool finite(const at::Tensor& t) { return torch::isfinite(t.detach()).all().item<bool>(); }
+  /// Sums over the ranks, in place.
+  void reduce(std::vector<double>& totals, std::vector<double>& counts) const {
+    auto t = torch::tensor(totals, torch::kFloat64), c = torch::tensor(counts, torch::kFloat64);
+    ranks_->allreduce_sum({t, c});
+    for (size_t i = 0; i < totals.size(); ++i) {
+      totals[i] = t[int64_t(i)].item<double>();
+      counts[i] = c[int64_t(i)].item<double>();
+    }
+  }
   /// Every rank's gradients of the group, each weighted by its share of the global batch, summed:
   /// the gradient of the global batch's mean loss, the same on every rank (one all-reduce, with a
   /// flag of the ranks whose loss was not finite). Whether every rank's loss was finite.
@@ -162,12 +240,20 @@ class EngineContext : public nn::StepContext {
     std::vector<at::Tensor> grads;
     for (auto& p : g.params)
       if (p.grad().defined()) grads.push_back(p.mutable_grad().mul_(share_));
-    // The flag in the gradients' dtype and device: one bucket, one collective.
-    auto bad = torch::full({1}, loss_finite ? 0.0 : 1.0,
-                           grads.empty() ? torch::TensorOptions(torch::kFloat64) : grads.front().options());
-    grads.push_back(bad);
+    // The flags in the gradients' dtype and device: one bucket, one collective. Beside the
+    // non-finite flag, each rank's vote to stop (a signal) and to checkpoint (rank 0's clock):
+    // every rank reads the same sums, so every rank stops or checkpoints at the same step.
+    const auto options = grads.empty() ? torch::TensorOptions(torch::kFloat64) : grads.front().options();
+    auto flags =
+        torch::tensor({loss_finite ? 0.0 : 1.0, stop_signal() != 0 ? 1.0 : 0.0, checkpoint_wanted_ ? 1.0 : 0.0},
+                      options.dtype(torch::kFloat64))
+            .to(options);
+    grads.push_back(flags);
     ranks_->allreduce_sum(grads);
-    return bad.item<double>() == 0;
+    const auto sums = flags.to(torch::kCPU, torch::kFloat64);
+    stop_voted_ = stop_voted_ || sums[1].item<double>() > 0;
+    checkpoint_voted_ = checkpoint_voted_ || sums[2].item<double>() > 0;
+    return sums[0].item<double>() == 0;
   }
   /// A step that cannot be taken: skipped and counted (halving the group's learning rate under
   /// reduce_lr), or an error; either way the message names the epoch, step, group and term.
@@ -212,6 +298,7 @@ class EngineContext : public nn::StepContext {
   double share_ = 1;     // this rank's share of the batch
   int64_t nonfinite_steps_ = 0;
   bool skipped_batch_ = false;  // this batch had a skipped step: its terms are not counted
+  bool checkpoint_wanted_ = false, stop_voted_ = false, checkpoint_voted_ = false;  // see votes()
   std::string phase_;
   int64_t phase_index_ = 0, epoch_ = 0, global_step_ = 0, batch_size_ = 0;
   std::map<std::string, Sum> sums_;
@@ -309,6 +396,8 @@ struct Engine::Fit {
   std::vector<std::pair<std::string, double>> lrs;  ///< this epoch's, per group
   int64_t epoch_items = 0;
   double epoch_seconds = 0;
+  PartialEpoch partial;  ///< where a mid-epoch checkpoint left the epoch in progress
+  std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
   FitResult result;
 };
 
@@ -389,17 +478,7 @@ void Engine::set_up(Fit& f) {
   for (auto& g : f.groups) f.optimizers[g.name] = g.optimizer.get();
   check_groups(o, f.trainable);
   f.state.model_signature = f.trainable.signature();
-  if (o.resume) {
-    require(!o.run_dir.empty(), "resume needs a run directory");
-    f.state = load_checkpoint(checkpoint("last"), f.trainable.module(), f.optimizers, f.trainable.signature(),
-                              [&](torch::serialize::InputArchive& a) {
-                                f.trainable.load_state(a);
-                                f.averaging.load(a);
-                              });
-    for (auto& sink : sinks_) sink->on_resume(f.state.epoch);
-    spdlog::info("resumed after epoch {} (phase {}, best {} at epoch {})", f.state.epoch, f.state.phase + 1,
-                 std::isfinite(f.state.best) ? fmt::format("{:.6g}", f.state.best) : "none", f.state.best_epoch);
-  }
+  if (o.resume) resume(f);
   if (o.ranks) start_ranks(f);  // before averaging starts from the weights
   f.averaging.start();
   if (!o.run_dir.empty() && writes()) ensure_dir(fs::path(o.run_dir) / "checkpoints");
@@ -412,6 +491,30 @@ void Engine::set_up(Fit& f) {
   for (auto& g : f.groups)  // learning rates halved by earlier non-finite steps stay halved
     if (f.state.lr_scale.count(g.name)) g.lr_scale = f.state.lr_scale.at(g.name);
   f.ctx = std::make_unique<EngineContext>(f.groups, o.device, o.nonfinite, o.run_dir, o.ranks.get());
+}
+
+void Engine::resume(Fit& f) {
+  require(!options_.run_dir.empty(), "resume needs a run directory");
+  std::string path = checkpoint("mid_epoch");  // newer than last.pt whenever it is there
+  if (!fs::exists(path)) path = checkpoint("last");
+  if (!fs::exists(path)) {
+    spdlog::warn("--resume: {} holds no checkpoint (the run stopped before its first): starting from scratch",
+                 (fs::path(options_.run_dir) / "checkpoints").string());
+    for (auto& sink : sinks_) sink->on_resume(0);
+    return;
+  }
+  f.state = load_checkpoint(path, f.trainable.module(), f.optimizers, f.trainable.signature(),
+                            [&](torch::serialize::InputArchive& a) {
+                              f.trainable.load_state(a);
+                              f.averaging.load(a);
+                              f.partial.load(a);
+                            });
+  for (auto& sink : sinks_) sink->on_resume(f.state.epoch);
+  spdlog::info(
+      "resumed after epoch {}{} (phase {}, best {} at epoch {})", f.state.epoch,
+      f.partial.batches > 0 ? fmt::format(" and {} batches of epoch {}", f.partial.batches, f.state.epoch + 1) : "",
+      f.state.phase + 1, std::isfinite(f.state.best) ? fmt::format("{:.6g}", f.state.best) : "none",
+      f.state.best_epoch);
 }
 
 void Engine::start_ranks(Fit& f) {
@@ -459,15 +562,21 @@ nn::Terms Engine::train_epoch(Fit& f) {
   const int64_t n = f.data.size, batches = (n + o.batch_size - 1) / o.batch_size;
   const auto perm = epoch_permutation(n, o.seed, epoch);
   const int64_t phase_batches = phase.batches > 0 ? std::min(phase.batches, batches) : batches;
-  Progress progress(fmt::format("epoch {}/{}", epoch, f.total_epochs), phase_batches, o.unit);
-  f.epoch_items = 0;
-  for (int64_t b = 0; b < phase_batches; ++b) {
+  // A resumed mid-epoch checkpoint: its batches are done, its sums are the epoch's so far (on
+  // one rank; the checkpoint holds every rank's together).
+  const int64_t done = f.partial.batches;
+  if (options_.ranks && options_.ranks->rank() > 0) f.partial.sums.clear();
+  f.ctx->restore(f.partial);
+  f.epoch_items = f.partial.items;
+  f.partial = {};
+  Progress progress(fmt::format("epoch {}/{}", epoch, f.total_epochs), phase_batches - done, o.unit);
+  for (int64_t b = done; b < phase_batches; ++b) {
     const auto global = perm.slice(0, b * o.batch_size, std::min((b + 1) * o.batch_size, n));
     if (o.drop_singleton_batch && global.size(0) < 2 && b > 0) break;
     const auto [first, last] = rank_rows(global.size(0));
     if (first == last) break;  // a last batch with fewer samples than ranks
     const auto batch = f.data.batch(global.slice(0, first, last));
-    f.ctx->begin_batch(batch.size(), global.size(0), f.state.global_step);
+    f.ctx->begin_batch(batch.size(), global.size(0), f.state.global_step, checkpoint_due(f, f.state.global_step + 1));
     {
       nn::SampleNoiseScope noise(o.seed, f.state.global_step, first, global.size(0));
       f.trainable.train_step(batch, *f.ctx);
@@ -476,6 +585,7 @@ nn::Terms Engine::train_epoch(Fit& f) {
     ++f.state.global_step;
     f.epoch_items += global.size(0);
     if (!o.quiet) progress.update(1, batch.size(), [&] { return f.ctx->status(); });
+    after_batch(f, b + 1, phase_batches);
   }
   if (!o.quiet) progress.finish();
   f.epoch_seconds = progress.elapsed_seconds();
@@ -547,6 +657,49 @@ report::EpochRecord Engine::epoch_record(Fit& f, const nn::Terms& train_terms, c
   return record;
 }
 
+bool Engine::checkpoint_due(const Fit& f, int64_t step) const {
+  const auto& o = options_;
+  if (o.checkpoint_every_steps > 0 && step % o.checkpoint_every_steps == 0) return true;
+  const double minutes =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - f.last_checkpoint).count() / 60;
+  return o.checkpoint_every_minutes > 0 && minutes >= o.checkpoint_every_minutes;
+}
+
+void Engine::after_batch(Fit& f, int64_t batches_done, int64_t batches) {
+  bool stop = stop_signal() != 0, save = checkpoint_due(f, f.state.global_step);
+  if (options_.ranks) std::tie(stop, save) = f.ctx->votes();  // every rank's, the same everywhere
+  if (!stop && (!save || batches_done >= batches)) return;    // the epoch's end checkpoints next anyway
+  write_mid_epoch(f, batches_done);
+  if (!stop) return;
+  const int signal = stop_signal() != 0 ? stop_signal() : SIGTERM;  // with ranks: maybe another rank's
+  const bool written = !options_.run_dir.empty() && writes();
+  throw Stopped(fmt::format("{}{} at epoch {}, batch {} of {} (step {}): {}", signal_name(signal),
+                            stop_signal() != 0 ? "" : " (another rank's)", f.state.epoch + 1, batches_done, batches,
+                            f.state.global_step,
+                            written ? "the state is in " + checkpoint("mid_epoch") + "; --resume continues from there"
+                                    : "stopped (no run directory to checkpoint to)"),
+                stop_exit_code(signal));
+}
+
+void Engine::write_mid_epoch(Fit& f, int64_t batches_done) {
+  f.last_checkpoint = std::chrono::steady_clock::now();
+  if (options_.run_dir.empty()) return;
+  PartialEpoch partial = f.ctx->partial(true);  // with ranks a collective: every rank calls it
+  partial.batches = batches_done;
+  partial.items = f.epoch_items;
+  if (!writes()) return;
+  for (const auto& g : f.groups)
+    if (g.lr_scale != 1.0) f.state.lr_scale[g.name] = g.lr_scale;
+  f.averaging.swap_in();  // the layout of an epoch's end: averaged weights, the raw ones beside
+  save_checkpoint(checkpoint("mid_epoch"), f.trainable.module(), f.optimizers, f.state,
+                  [&](torch::serialize::OutputArchive& a) {
+                    f.trainable.save_state(a);
+                    f.averaging.save(a);
+                    partial.save(a);
+                  });
+  f.averaging.swap_out();
+}
+
 void Engine::write_checkpoints(Fit& f, bool improved) {
   const auto save_extra = [&](torch::serialize::OutputArchive& a) {
     f.trainable.save_state(a);
@@ -555,8 +708,11 @@ void Engine::write_checkpoints(Fit& f, bool improved) {
   const auto save = [&](const std::string& which) {
     save_checkpoint(checkpoint(which), f.trainable.module(), f.optimizers, f.state, save_extra);
   };
-  // best before last: last.pt is the commit point, and an epoch re-run after a kill between
-  // the two writes the same best.pt again.
+  // The mid-epoch checkpoint goes first: a kill before last.pt is written then re-runs the epoch
+  // from the last epoch's end. best before last: last.pt is the commit point, and an epoch re-run
+  // after a kill between the two writes the same best.pt again.
+  std::error_code ignored;
+  fs::remove(checkpoint("mid_epoch"), ignored);
   if (improved) save("best");
   // The model as each phase of a multi-phase trainable leaves it (the NAE's phase-1 AE).
   const auto& phase = f.phases[size_t(f.state.phase)];

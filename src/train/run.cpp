@@ -34,9 +34,9 @@ void check_run_dir(const std::string& dir, bool resume, bool force) {
   bool non_empty = false;  // the lock file of an earlier run does not count
   if (exists)
     for (const auto& e : fs::directory_iterator(p)) non_empty = non_empty || e.path().filename() != ".lock";
-  if (resume)
-    require(fs::is_regular_file(p / "checkpoints" / "last.pt"),
-            "--resume: " + (p / "checkpoints" / "last.pt").string() + " not found; nothing to resume");
+  if (resume)  // a run stopped before its first checkpoint restarts from scratch (the engine says so)
+    require(fs::is_regular_file(p / "config.yml") || fs::is_regular_file(p / "checkpoints" / "last.pt"),
+            "--resume: " + dir + " holds no run (neither config.yml nor checkpoints/last.pt); nothing to resume");
   else
     require(!non_empty || force,
             "run directory " + dir + " already exists; pass --resume to continue it or --force to replace it");
@@ -57,8 +57,9 @@ void remove_previous_run(const fs::path& p) {
 
 void reconcile_resume_config(const std::string& run_dir, const Config& config) {
   const fs::path run(run_dir);
-  const auto last = (run / "checkpoints" / "last.pt").string();
-  std::string before = checkpoint_config(last), source = last;
+  std::string source = checkpoint_path(run_dir, "mid_epoch"), before;  // the newest checkpoint's config
+  if (!fs::exists(source)) source = checkpoint_path(run_dir, "last");
+  if (fs::exists(source)) before = checkpoint_config(source);
   if (before.empty()) {
     before = read_text(run / "config.yml");
     source = (run / "config.yml").string();
@@ -191,6 +192,9 @@ EngineOptions engine_options(const Config& config, const std::string& run_dir, c
   e.patience = t.patience;
   e.nonfinite = t.nonfinite;
   e.ema = t.ema;
+  const auto every = parse_checkpoint_every(t.checkpoint_every);
+  e.checkpoint_every_steps = every.steps;
+  e.checkpoint_every_minutes = every.minutes;
   e.config_yaml = to_yaml(config);
   e.resume = resume;
   e.quiet = quiet;

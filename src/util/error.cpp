@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
 
+#include "pae/util/runtime.h"
+
 namespace pae {
 
 std::string first_line(const std::string& message) {
@@ -12,7 +14,13 @@ std::string first_line(const std::string& message) {
 
 int run_guarded(const std::function<int()>& body) {
   try {
-    return body();
+    const int status = body();
+    if (status == 0 && stop_signal() != 0)
+      spdlog::warn("{} received while finishing: the run's work is complete", signal_name(stop_signal()));
+    return status;
+  } catch (const Stopped& e) {
+    spdlog::warn("{}", e.what());
+    return e.exit_code();
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return kUserErrorExit;

@@ -63,6 +63,12 @@ struct EngineOptions {
   /// checkpoints' models use the averaged weights; the raw weights training continues from are
   /// kept beside them in the checkpoints for resume.
   double ema = 0;
+  /// Checkpoints inside an epoch (checkpoints/mid_epoch.pt: the exact state after a step, which
+  /// --resume continues from as an uninterrupted run would): every this many optimizer steps
+  /// and/or minutes (0: not by that). A stop signal (pae::defer_stop_signals) writes one at the
+  /// next step boundary and ends the fit with pae::Stopped.
+  int64_t checkpoint_every_steps = 0;
+  double checkpoint_every_minutes = 0;
   /// Data-parallel training (null: a single process): each rank trains on its part of every
   /// global batch, gradients are averaged over the ranks at each step, metrics over every rank's
   /// batches; only rank 0 writes checkpoints.
@@ -88,6 +94,8 @@ class Engine {
   struct Fit;  // one fit in progress (engine.cpp)
   /// Optimizers per group, a resumed checkpoint, averaging, phases and the step context.
   void set_up(Fit& f);
+  /// Loads the newest checkpoint (mid_epoch.pt, else last.pt; none: from scratch, saying so).
+  void resume(Fit& f);
   /// Moves to the next phase where one has ended; false when every phase is done.
   bool next_epoch(Fit& f);
   /// One epoch's batches at the epoch's learning rates; its training terms (all finite).
@@ -98,6 +106,13 @@ class Engine {
   bool update_progress(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms);
   report::EpochRecord epoch_record(Fit& f, const nn::Terms& train_terms, const nn::Terms& val_terms);
   void write_checkpoints(Fit& f, bool improved);
+  /// After a batch of an epoch: a mid-epoch checkpoint when one is due or a stop signal came
+  /// (then pae::Stopped is thrown). With several ranks, every rank decides alike.
+  void after_batch(Fit& f, int64_t batches_done, int64_t batches);
+  /// Whether this process wants a mid-epoch checkpoint after optimizer step `step` (1-based).
+  bool checkpoint_due(const Fit& f, int64_t step) const;
+  /// checkpoints/mid_epoch.pt: the state after `batches_done` batches of the epoch in progress.
+  void write_mid_epoch(Fit& f, int64_t batches_done);
   std::string checkpoint(const std::string& which) const;
   /// Rank 0's weights on every rank, and each rank's own random stream.
   void start_ranks(Fit& f);
@@ -121,8 +136,10 @@ void check_groups(const EngineOptions& options, nn::Trainable& trainable);
 /// Seeded permutation of [0, n) for epoch `epoch` (our own generator: the same on every LibTorch).
 at::Tensor epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 
-/// Path of a run's checkpoint `which`: "best", "last" or "phase_<name>" (written when phase
-/// <name> of a multi-phase trainable ends: the NAE's "phase_ae" is its AE before phase 2).
+/// Path of a run's checkpoint `which`: "best", "last", "phase_<name>" (written when phase
+/// <name> of a multi-phase trainable ends: the NAE's "phase_ae" is its AE before phase 2) or
+/// "mid_epoch" (inside the epoch after last.pt's, when one was asked for or a signal stopped the
+/// run; removed when that epoch ends).
 std::string checkpoint_path(const std::string& run_dir, const std::string& which);
 
 /// Loads the weights of run_dir/checkpoints/<which>.pt into `trainable` (no optimizer, no RNG

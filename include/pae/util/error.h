@@ -15,12 +15,24 @@ class Error : public std::runtime_error {
 
 inline constexpr int kUserErrorExit = 2;
 
+/// The process was asked to stop (a signal) and has saved what a resume needs; programs log the
+/// message as a warning and exit with `exit_code`.
+class Stopped : public std::runtime_error {
+ public:
+  Stopped(const std::string& what, int exit_code) : std::runtime_error(what), exit_code_(exit_code) {}
+  int exit_code() const { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
 /// Throws pae::Error(message) unless cond holds.
 inline void require(bool cond, const std::string& message) {
   if (!cond) throw Error(message);
 }
 
-/// Runs a program's body: a pae::Error is logged on one line and gives kUserErrorExit; any
+/// Runs a program's body: a pae::Error is logged on one line and gives kUserErrorExit; Stopped
+/// is logged as a warning and gives its exit code; any
 /// other exception (a LibTorch error included) is logged on one line, without a stack trace,
 /// and gives 1.
 int run_guarded(const std::function<int()>& body);

@@ -54,6 +54,28 @@ double idle_cores(int ms);
 /// file) instead of killing the process.
 void init_program();
 
+/// From here on SIGTERM (what Slurm and Kubernetes send before a kill) and SIGINT (Ctrl-C) set a
+/// flag, stop_signal(), instead of ending the process: the training engine checks it at every
+/// step boundary, writes a checkpoint of the exact state and stops (exit code stop_exit_code()).
+/// A second such signal ends the process at once, with the same code. The signals are handled
+/// on a thread of their own and blocked in the caller and every thread it starts afterwards:
+/// call it first in main(), before LibTorch starts threads. pae-train and pae-flow call it;
+/// programs without a loop that checks the flag do not.
+void defer_stop_signals();
+
+/// The first SIGTERM or SIGINT received since defer_stop_signals() (0: none).
+int stop_signal();
+
+/// Back to no signal received (a test that sent one; the handlers stay).
+void forget_stop_signal();
+
+/// The exit code of a process stopped by `signal`: 128 + signal (143 for SIGTERM, 130 for SIGINT),
+/// as a shell reports a process the signal ended.
+int stop_exit_code(int signal);
+
+/// "SIGTERM", "SIGINT" or "signal N".
+std::string signal_name(int signal);
+
 /// Logs a warning when the BLAS in use is the slow reference one, and the kernel fix
 /// ensure_fast_blas_kernels applied, if any. Returns the info.
 BlasInfo warn_if_slow_blas();
