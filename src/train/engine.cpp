@@ -672,12 +672,13 @@ void Engine::after_batch(Fit& f, int64_t batches_done, int64_t batches) {
   write_mid_epoch(f, batches_done);
   if (!stop) return;
   const int signal = stop_signal() != 0 ? stop_signal() : SIGTERM;  // with ranks: maybe another rank's
-  const bool written = !options_.run_dir.empty() && writes();
+  std::string where = "stopped (no run directory to checkpoint to)";
+  if (!options_.run_dir.empty())
+    where = writes() ? "the state is in " + checkpoint("mid_epoch") + "; --resume continues from there"
+                     : "rank 0 writes the state to " + checkpoint("mid_epoch");
   throw Stopped(fmt::format("{}{} at epoch {}, batch {} of {} (step {}): {}", signal_name(signal),
                             stop_signal() != 0 ? "" : " (another rank's)", f.state.epoch + 1, batches_done, batches,
-                            f.state.global_step,
-                            written ? "the state is in " + checkpoint("mid_epoch") + "; --resume continues from there"
-                                    : "stopped (no run directory to checkpoint to)"),
+                            f.state.global_step, where),
                 stop_exit_code(signal));
 }
 
