@@ -6,6 +6,7 @@
 #   scripts/bad_inputs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 bin=${PAE_BIN:-$(pwd)/build}
 [ -x "$bin/pae-train" ] || scripts/build.sh
 out=${OUT:-docs/bad_inputs.md}
@@ -47,7 +48,7 @@ cp run/checkpoints/best.pt good_best.pt
 rows=()
 failures=0
 n=0
-case_() {  # case_ "what" CMD...: runs CMD, records exit code and the error line
+case_() {  # [want=TEXT] case_ "what" CMD...: runs CMD, records exit code and the error line (which must hold TEXT)
   local what=$1
   shift
   n=$((n + 1))
@@ -63,12 +64,13 @@ case_() {  # case_ "what" CMD...: runs CMD, records exit code and the error line
   line=${line//$work\//}
   line=${line//|/\\|}
   local verdict=ok
-  if [ "$rc" -ne 2 ] || grep -q -E "internal error|terminate called|Exception raised from|frame #" stderr.txt; then
+  if [ "$rc" -ne 2 ] || grep -q -E "internal error|terminate called|Exception raised from|frame #" stderr.txt ||
+    [[ "$line" != *"${want:-}"* ]]; then
     verdict=FAIL
     failures=$((failures + 1))
   fi
   rows+=("| $n | $what | $rc | $line |")
-  [ "$verdict" = ok ] || echo "FAIL ($rc): $what: $line" >&2
+  [ "$verdict" = ok ] || echo "FAIL ($rc): $what: $line${want:+ (expected: $want)}" >&2
 }
 
 T="$bin/pae-train"
@@ -97,6 +99,8 @@ case_ "latent_dim 2e9" "$T" --config ok.yml --run-dir r1 --set model.latent_dim=
 case_ "train.threads 100000" "$T" --config ok.yml --run-dir r1 --set train.threads=100000
 printf 'data: {name: noise}\nmodel: {arch: conv, channels: [8]}\n' > conv.yml
 case_ "kernel larger than any image" "$T" --config conv.yml --run-dir r1 --set model.kernel=200
+want="7 stride-2 convs are more than a 28-pixel image can take" \
+  case_ "seven stride-2 convs on 28x28 images" "$T" --config conv.yml --run-dir r1 --set model.channels=[8,8,8,8,8,8,8]
 case_ "learning rate 0" "$T" --config ok.yml --run-dir r1 --set train.lr=0
 case_ "unknown optimizer" "$T" --config ok.yml --run-dir r1 --set train.optimizer=adamax
 case_ "unknown model type" "$T" --config ok.yml --run-dir r1 --set model.type=gan
@@ -107,6 +111,15 @@ case_ "--set of an unknown key" "$T" --config ok.yml --run-dir r1 --set train.ep
 case_ "unknown train.nonfinite policy" "$T" --config ok.yml --run-dir r1 --set train.nonfinite=ignore
 # Data
 case_ "unknown dataset" "$T" --config ok.yml --run-dir r1 --set data.name=imagenet
+want="data.classes [42] keep none of the 300 images of dataset 'noise' split 'train', whose labels are [0]" \
+  case_ "a class the data does not have" "$T" --config ok.yml --run-dir r1 --set data.classes=[42]
+python3 -c "
+import struct
+h = \"{'descr': '<f4', 'fortran_order': False, 'shape': (20, 1, 8, 8), }\"
+h += ' ' * ((64 - (10 + len(h) + 1) % 64) % 64) + '\n'
+open('bright.npy', 'wb').write(b'\x93NUMPY\x01\x00' + len(h).to_bytes(2, 'little') + h.encode() + struct.pack('<f', 255.0) * 1280)"
+want="bright.npy: float images must lie in [0, 1], found values in [255" \
+  case_ "float images in 0..255 (not [0, 1])" "$T" --config npy.yml --run-dir r1 --set data.path="$work/bright.npy"
 case_ "npy images file missing" "$T" --config npy.yml --run-dir r1 --set data.path="$work/missing_{split}.npy"
 case_ "npy file truncated" "$T" --config npy.yml --run-dir r1 --set data.path="$work/short.npy"
 case_ "npy header with a negative dimension" "$T" --config npy.yml --run-dir r1 --set data.path="$work/negative.npy"
@@ -128,6 +141,12 @@ printf '\x89PNG\r\n\x1a\nnot really' > pics/a/broken.png
 cp pics/a/broken.png pics/b/broken2.png
 case_ "image folder with a corrupt PNG" "$T" --config ok.yml --run-dir r1 --set data.name=image-folder --set data.root="$work/pics" --set data.val_size=0
 case_ "diverging run (lr 1e6, 200+ steps)" "$T" --config ok.yml --run-dir diverged --set train.lr=1e6 --set train.batch_size=10 --set train.epochs=8
+want="training diverged or learned nothing" \
+  case_ "diverging run (lr 1e6, 12 steps)" "$T" --config ok.yml --run-dir diverged_short --set train.lr=1e6
+want="training diverged: no epoch ended with a finite loss" \
+  case_ "train.nonfinite: skip on weights gone non-finite" "$T" --config ok.yml --run-dir skipped --set train.lr=1e38 --set train.nonfinite=skip
+want="ulimit -v 1200000 KiB" case_ "the conv AE on Fashion-MNIST under ulimit -v 1200000" \
+  bash -c 'ulimit -v 1200000; exec "$0" "$@"' "$T" --config "$root/configs/fmnist_ae.yml" --run-dir r1 --set train.epochs=1
 # Flags and run directories
 case_ "--run-dir ''" "$T" --config ok.yml --run-dir ''
 case_ "existing run without --resume or --force" "$T" --config ok.yml --run-dir run
@@ -147,7 +166,7 @@ case_ "NCCL asked for on the CPU" env WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 
 case_ "unknown distributed backend" "$T" --config ok.yml --run-dir r1 --set train.distributed_backend=mpi
 case_ "no rank 0 at MASTER_ADDR:MASTER_PORT (2 s timeout)" env WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 "$T" --config ok.yml --run-dir r1 --set train.distributed_timeout_s=2
 case_ "unknown flag" "$T" --config ok.yml --run-dir r1 --epochs 3
-case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
+want="unknown subcommand 'evaluate': expected one of ood, recon" case_ "unknown pae-eval subcommand" "$E" evaluate --ae-run run
 # Resume
 case_ "--resume with another latent_dim" "$T" --config ok.yml --run-dir run --resume --set model.latent_dim=8
 case_ "--resume with another seed and width" "$T" --config ok.yml --run-dir run --resume --set train.seed=4 --set model.hidden=[64]
@@ -155,6 +174,8 @@ flock run/.lock sleep 3 &
 sleep 0.3
 case_ "a second process on a run in use" "$T" --config ok.yml --run-dir run --resume --set train.epochs=3
 wait
+want="train.epochs 1 is fewer than the 2 epochs the run has completed" \
+  case_ "--resume to fewer epochs than done" "$T" --config ok.yml --run-dir run --resume --set train.epochs=1
 case_ "flow resumed on another AE's latents" "$F" --config flow.yml --ae-run other --run-dir run/flow --resume --set train.epochs=3
 # Checkpoints and evaluation
 case_ "pae-eval on a folder that is not a run" "$E" recon --ae-run nowhere
@@ -177,6 +198,8 @@ case_ "Bernoulli likelihood with noise" "$E" denoise --ae-run run --sigma 0.3 --
 case_ "report exists (no --force)" "$E" recon --ae-run run
 case_ "unknown --checkpoint" "$E" recon --ae-run run --checkpoint phase_x
 case_ "--checkpoint with a flow" "$E" ood --ae-run run --flow run/flow --checkpoint last
+want="--sigma-min 0.5 is larger than --sigma-max 0.1" \
+  case_ "Parzen grid with --sigma-min above --sigma-max" "$E" parzen --ae-run run --sigma-min 0.5 --sigma-max 0.1
 case_ "FID temperature chosen and measured on val" "$E" fid --ae-run run --flow run/flow --sets flow:auto --ref val
 # The benchmark program (when built): its file flags are checked before anything runs.
 B="$bin/pae-bench"

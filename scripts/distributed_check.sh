@@ -78,22 +78,24 @@ same_figures one/flow one/flow2 || fail "pae-flow: 2 ranks and 1 process differ"
 
 # SIGTERM to both ranks mid-run (as torchrun and Slurm send it): both stop at the same step with
 # 143, rank 0 writes mid_epoch.pt, and 2 ranks resumed from it end with the uninterrupted figures.
-sed 's/synthetic_size: 400/synthetic_size: 4000/; s/epochs: 3/epochs: 6/' ae.yml > term.yml
+sed 's/synthetic_size: 400/synthetic_size: 2000/; s/epochs: 3/epochs: 16/' ae.yml > term.yml
 launch -- "$bin/pae-train" --config term.yml --run-dir term_ref > term_ref.log 2>&1 || fail "2-rank term_ref"
 launch -- "$bin/pae-train" --config term.yml --run-dir term > term.log 2>&1 &
 launcher=$!
 for _ in $(seq 300); do [ -f term/checkpoints/last.pt ] && break; sleep 0.05; done
-pkill -TERM -f "pae-train --config term.yml --run-dir term$"
+for pid in $(pgrep -f -- "--config term.yml --run-dir term$"); do  # the workers, not launch.sh
+  [ "$(readlink "/proc/$pid/exe")" = "$(realpath "$bin/pae-train")" ] && kill -TERM "$pid"
+done
 wait "$launcher"
 rc=$?
 [ "$rc" -eq 143 ] || fail "2 ranks after SIGTERM: launch status $rc, expected 143 ($(tail -2 term.log))"
-steps=$(grep -o "SIGTERM at epoch [0-9]*, batch [0-9]* of [0-9]* (step [0-9]*)" term.log | sort -u | wc -l)
+steps=$(grep "SIGTERM" term.log | grep -o "at epoch [0-9]*, batch [0-9]* of [0-9]* (step [0-9]*)" | sort -u | wc -l)
 [ "$steps" -eq 1 ] || fail "the ranks stopped at $steps different steps: $(grep SIGTERM term.log)"
 [ -f term/checkpoints/mid_epoch.pt ] || fail "no mid_epoch.pt after SIGTERM"
 launch -- "$bin/pae-train" --config term.yml --run-dir term --resume > term_resume.log 2>&1 ||
   fail "2-rank resume after SIGTERM: $(tail -3 term_resume.log)"
 same_figures term_ref term || fail "2 ranks stopped by SIGTERM and resumed differ from the uninterrupted 2 ranks"
-echo "SIGTERM to 2 ranks: $(grep -o '^\[0\].*SIGTERM at epoch [0-9]*, batch [0-9]* of [0-9]*' term.log | cut -d' ' -f5-); resumed with 2 ranks"
+echo "SIGTERM to 2 ranks: both stopped $(grep '^\[0\].*SIGTERM' term.log | grep -o 'at epoch [0-9]*, batch [0-9]* of [0-9]*'); resumed with 2 ranks"
 
 # Ranks started with different configs: one clear error on each, exit 2, nothing written.
 launch -- bash -c 'exec "$0" --config ae.yml --run-dir mixed --seed "$RANK"' "$bin/pae-train" > mixed.log 2>&1

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "pae/data/dataset.h"
@@ -237,6 +238,45 @@ TEST(Datasets, IdxFamilySplitsFiltersAndSubsets) {
   EXPECT_FALSE(held.labels.eq(0).any().item<bool>());
 }
 
+/// An IDX file of big-endian floats (type 0x0D), as other tools write MNIST-like sets.
+static void write_float_idx(const std::string& path, const torch::Tensor& t) {
+  auto c = t.to(torch::kFloat).contiguous();
+  std::string bytes = {0, 0, 0x0D, static_cast<char>(c.dim())};
+  for (int64_t i = 0; i < c.dim(); ++i) {
+    const auto d = static_cast<uint32_t>(c.size(i));
+    bytes += {char(d >> 24), char(d >> 16), char(d >> 8), char(d)};
+  }
+  const auto* v = c.data_ptr<float>();
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    bytes += {char(u >> 24), char(u >> 16), char(u >> 8), char(u)};
+  }
+  write_bytes(path, bytes);
+}
+
+TEST(Datasets, FloatImagesAreTakenAsTheyAreAndOtherTypesRefused) {
+  TempDir tmp;
+  write_fake_mnist(tmp.path() / "mnist", 10, 6);
+  const auto images = tmp.path() / "mnist" / "t10k-images-idx3-ubyte";
+  std::filesystem::remove(images.string() + ".gz");
+  DataOptions o;
+  o.name = "mnist";
+  o.root = (tmp.path() / "mnist").string();
+  const auto x = torch::rand({6, 28, 28});
+  write_float_idx(images.string(), x);  // already in [0, 1]: not divided by 255 again
+  EXPECT_TRUE(torch::equal(load_dataset(o, Split::kTest).images, x.unsqueeze(1)));
+  write_float_idx(images.string(), x * 255);
+  auto msg = error_of([&] { load_dataset(o, Split::kTest); });
+  EXPECT_NE(msg.find(images.string() + ": float images must lie in [0, 1]"), std::string::npos) << msg;
+  write_npy(tmp.file("x_test.npy"), torch::randint(0, 2, {6, 8, 8}, torch::kInt));  // 0/1, not 0..255
+  o.name = "npy";
+  o.path = tmp.file("x_{split}.npy");
+  msg = error_of([&] { load_dataset(o, Split::kTest); });
+  EXPECT_NE(msg.find("x_test.npy: images of type Int: expected bytes (0..255) or floats in [0, 1]"), std::string::npos)
+      << msg;
+}
+
 TEST(Datasets, RootsResolveThroughPaeDataDir) {
   TempDir tmp;
   write_fake_mnist(tmp.path() / "mnist", 20, 10);
@@ -284,7 +324,7 @@ TEST(Datasets, NpyDatasetWithSplitPlaceholder) {
   EXPECT_TRUE(torch::equal(d.labels, torch::arange(6)));
   o.path = tmp.file("bad_{split}.npy");
   o.labels_path = "";
-  EXPECT_NE(error_of([&] { load_dataset(o, Split::kTest); }).find("[0,1]"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_dataset(o, Split::kTest); }).find("[0, 1]"), std::string::npos);
 }
 
 TEST(Datasets, AugmentationKeepsRangeAndShape) {

@@ -2,6 +2,7 @@
 // schedules, and the graph-safe threaded Dense layer.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -803,4 +804,33 @@ TEST(ConvTranspose2d, MatchesLibTorchsInValueGradientAndHessianVectorProduct) {
     EXPECT_TRUE(torch::allclose(gf[1].to(torch::kFloat64), gx_ref[1], 1e-4, 1e-4)) << "float32 grad-weight";
   }
   at::set_num_threads(before);
+}
+
+TEST(Engine, ATightAddressSpaceLimitIsRefusedBeforeTrainingAndAFailedAllocationIsOneError) {
+  const size_t used = mapped_bytes();
+  ASSERT_GT(used, 0u);
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_AS, &before), 0);
+  auto limit_to = [&](size_t bytes) {
+    rlimit r = before;
+    r.rlim_cur = bytes;
+    ASSERT_EQ(::setrlimit(RLIMIT_AS, &r), 0);
+  };
+  EXPECT_NO_THROW(check_memory_headroom());  // no limit: nothing to check
+  limit_to(mapped_bytes() + (kTrainingHeadroom >> 1));
+  const auto msg = error_of([] { check_memory_headroom(); });
+  limit_to(mapped_bytes() + (kTrainingHeadroom >> 1));
+  // LibTorch's failed allocation: one line and exit 2, not "internal error" and 1.
+  const int status = run_guarded([] {
+    auto t = torch::empty({int64_t(1) << 28});  // 1 GiB
+    return int(t.numel() == 0);
+  });
+  ::setrlimit(RLIMIT_AS, &before);
+  EXPECT_NE(msg.find("the address-space limit (ulimit -v "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("training needs about 192 MiB more"), std::string::npos) << msg;
+  EXPECT_EQ(status, kUserErrorExit);
+  EXPECT_NE(out_of_memory_message("x").find("raise the limit"), std::string::npos);
+  limit_to(mapped_bytes() + 2 * kTrainingHeadroom);  // room enough
+  EXPECT_NO_THROW(check_memory_headroom());
+  ::setrlimit(RLIMIT_AS, &before);
 }

@@ -2,8 +2,10 @@
 // evaluation sets are checked, and a flow of another AE is refused.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "pae/config.h"
 #include "pae/data/npy.h"
@@ -537,4 +539,33 @@ TEST(Eval, EvaluationsRunOnTheDeviceAskedForOrTheRunsOwn) {
   EXPECT_NE(
       error_of([] { eval::evaluation_device("", "tpu", "RUN"); }).find("RUN/config.yml train.device: device 'tpu'"),
       std::string::npos);
+}
+
+TEST(Eval, AnEvaluationFolderIsHeldWhileWrittenAndItsReportDescribesEveryScoreFile) {
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
+  const auto out = tmp.file("ood");
+  eval::OodOptions oo;
+  oo.ood = {"noise", "constant"};
+  oo.limit = 20;
+  eval::write_ood(pae, oo, out, false);
+  {  // another evaluation into the folder meanwhile: refused, naming the holder
+    const eval::ReportFolder held(out, "recon_test.json", false);
+    const auto msg = error_of([&] { eval::write_ood(pae, oo, out, true); });
+    EXPECT_NE(msg.find(out + " is in use by process " + std::to_string(::getpid())), std::string::npos) << msg;
+  }
+  // Replaced with one set and one score: the files of the first report are gone.
+  oo.ood = {"noise"};
+  oo.scores = {"recon_mse"};
+  eval::write_ood(pae, oo, out, true);
+  const auto json = nlohmann::json::parse(read_text(out + "/ood.json"));
+  std::set<std::string> described, on_disk;
+  for (const auto& row : json["results"]) {
+    described.insert(row["set"].get<std::string>() + "__" + row["score"].get<std::string>() + ".npy");
+    described.insert("npy_test__" + row["score"].get<std::string>() + ".npy");
+  }
+  for (const auto& e : fs::directory_iterator(out + "/scores")) on_disk.insert(e.path().filename().string());
+  EXPECT_EQ(on_disk, described);
+  EXPECT_TRUE(fs::exists(out + "/roc_recon_mse.svg"));
+  EXPECT_FALSE(fs::exists(out + "/roc_neg_log_p_z.svg"));
 }

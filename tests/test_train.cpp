@@ -15,12 +15,15 @@
 
 #include "pae/config.h"
 #include "pae/data/npy.h"
+#include "pae/eval/pae.h"
 #include "pae/models/autoencoder.h"
 #include "pae/report/tensorboard.h"
 #include "pae/train/checkpoint.h"
+#include "pae/train/run.h"
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/run_state.h"
 #include "pae/util/runtime.h"
 #include "test_util.h"
 
@@ -267,7 +270,8 @@ TEST(Train, ResumeRefusesWhatDecidesTheRunAndRecordsWhatMayChange) {
   Config c = tiny_config(tmp, 1);
   const train::RunOptions first{tmp.file("run"), "cpu", false, false, true};
   train::train_autoencoder(c, first);
-  EXPECT_EQ(train::checkpoint_config(tmp.file("run/checkpoints/last.pt")), to_yaml(c));  // stored with the weights
+  EXPECT_EQ(train::read_checkpoint_header(tmp.file("run/checkpoints/last.pt")).config_yaml,
+            to_yaml(c));  // stored with the weights
   train::RunOptions resume = first;
   resume.resume = true;
   // Wider layers and another seed: refused, each key named with both values, nothing trained.
@@ -290,7 +294,14 @@ TEST(Train, ResumeRefusesWhatDecidesTheRunAndRecordsWhatMayChange) {
   const auto history = read_text(tmp.file("run/config_history.jsonl"));
   EXPECT_NE(history.find("train.epochs: 1 -> 2"), std::string::npos) << history;
   EXPECT_NE(history.find("train.lr: 0.001 -> 0.0003"), std::string::npos) << history;
-  EXPECT_EQ(train::checkpoint_config(tmp.file("run/checkpoints/last.pt")), to_yaml(longer));
+  EXPECT_EQ(train::read_checkpoint_header(tmp.file("run/checkpoints/last.pt")).config_yaml, to_yaml(longer));
+  // Fewer epochs than the run has completed: an error naming both, and nothing rewritten.
+  const auto config_before = read_text(tmp.file("run/config.yml"));
+  const auto fewer_msg = error_of([&] { train::train_autoencoder(c, resume); });
+  EXPECT_NE(fewer_msg.find("train.epochs 1 is fewer than the 2 epochs the run has completed"), std::string::npos)
+      << fewer_msg;
+  EXPECT_EQ(read_text(tmp.file("run/config.yml")), config_before);
+  EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
 }
 
 TEST(Train, AFullDiskIsAClearErrorAndThePreviousCheckpointStaysResumable) {
@@ -506,10 +517,14 @@ TEST(Train, ADivergedAutoEncoderIsAnErrorNotASuccess) {
   Config c = tiny_config(tmp, 17);
   c.train.batch_size = 8;  // 10 steps an epoch: 170 in all
   c.train.lr = 1e6;
-  // Smoke-test length (under 200 steps): a warning, and the run is written.
+  // Smoke-test length (under 200 steps): worse than an untrained decoder's grey image too, so an
+  // error as well, naming both figures; its state says why.
   train::RunOptions run{tmp.file("short"), "cpu", false, false, true};
-  EXPECT_NO_THROW(train::train_autoencoder(c, run));
-  EXPECT_TRUE(fs::exists(tmp.file("short/latents/train.npy")));
+  const auto short_msg = error_of([&] { train::train_autoencoder(c, run); });
+  EXPECT_NE(short_msg.find("and than an untrained decoder's grey image"), std::string::npos) << short_msg;
+  EXPECT_NE(short_msg.find("after 170 optimizer steps"), std::string::npos) << short_msg;
+  EXPECT_FALSE(fs::exists(tmp.file("short/latents/train.npy")));
+  EXPECT_EQ(read_run_state(tmp.file("short")).state, "failed");
   // Past 200 steps at lr 1e6: the run stops with the figures, and writes no latents or summary.
   c.train.epochs = 25;
   run.run_dir = tmp.file("long");
@@ -548,4 +563,41 @@ TEST(Runtime, IdleCoresIsReadFromProcStatAndSeesABusyThread) {
   stop = true;
   spin.join();
   EXPECT_LT(busy, cpus - 0.5) << "idle " << busy << " of " << cpus << " cores with a spinning thread";
+}
+
+TEST(Train, RunsRecordHowTheyEndedAndUnfinishedRunsAreWarnedOrRefused) {
+  TempDir tmp;
+  Config c = tiny_config(tmp, 2);
+  train::RunOptions run{tmp.file("run"), "cpu", false, false, true};
+  train::train_autoencoder(c, run);
+  auto state = read_run_state(tmp.file("run"));
+  EXPECT_EQ(state.state, "finished");
+  EXPECT_EQ(state.epoch, 2);
+  EXPECT_NO_THROW(check_run_finished(tmp.file("run"), "best", 2, true));
+  // "running" with nobody holding the lock: the process died without a word.
+  write_run_state(tmp.file("run"), "running");
+  EXPECT_EQ(read_run_state(tmp.file("run")).state, "killed");
+  auto msg = error_of([&] { check_run_finished(tmp.file("run"), "best", 2, true); });
+  EXPECT_NE(msg.find(tmp.file("run") + " is killed"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("its best checkpoint (epoch 2) is from an unfinished run; --resume"), std::string::npos) << msg;
+  EXPECT_NO_THROW(check_run_finished(tmp.file("run"), "best", 2, false));  // a warning
+  msg = error_of([&] { eval::Pae::load(tmp.file("run"), "", "", "cpu", true); });
+  EXPECT_NE(msg.find("is killed"), std::string::npos) << msg;
+  {  // held by a live process: running
+    train::RunDirectory held(tmp.file("run"), true, false, "train.log");
+    EXPECT_EQ(read_run_state(tmp.file("run")).state, "running");
+  }
+  // --resume of a run that never wrote a checkpoint starts it from scratch.
+  fs::remove_all(tmp.file("run/checkpoints"));
+  run.resume = true;
+  EXPECT_EQ(train::train_autoencoder(c, run).epochs_completed, 2);
+  EXPECT_EQ(read_run_state(tmp.file("run")).state, "finished");
+  EXPECT_EQ(count_lines(tmp.file("run/metrics.jsonl")), 2);
+  // An error in training: failed, with the message.
+  c.train.lr = 1e30;
+  run = train::RunOptions{tmp.file("nan"), "cpu", false, false, true};
+  EXPECT_NE(error_of([&] { train::train_autoencoder(c, run); }), "");
+  state = read_run_state(tmp.file("nan"));
+  EXPECT_EQ(state.state, "failed");
+  EXPECT_NE(state.reason.find("not finite"), std::string::npos) << state.reason;
 }

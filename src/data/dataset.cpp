@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "pae/data/npy.h"
@@ -66,6 +68,22 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> carve_train_val(int64_t n,
 
 namespace {
 
+/// Pixels as floats in [0, 1]: bytes are divided by 255, floats taken as they are (and must already
+/// lie in [0, 1]); other types are refused rather than guessed at (0/1 integers are not 0..255).
+torch::Tensor unit_pixels(const torch::Tensor& stored, const std::string& path) {
+  if (stored.scalar_type() == torch::kUInt8) return stored.to(torch::kFloat).div_(255.0);
+  require(torch::isFloatingType(stored.scalar_type()), path + ": images of type " +
+                                                           std::string(c10::toString(stored.scalar_type())) +
+                                                           ": expected bytes (0..255) or floats in [0, 1]");
+  auto x = stored.to(torch::kFloat);
+  if (x.numel() == 0) return x;
+  const double lo = x.min().item<double>(), hi = x.max().item<double>();
+  require(std::isfinite(lo) && std::isfinite(hi) && lo >= 0.0 && hi <= 1.0,
+          path + ": float images must lie in [0, 1], found values in [" + std::to_string(lo) + ", " +
+              std::to_string(hi) + "]");
+  return x;
+}
+
 const char* kHowToObtain =
     "fashion-mnist: `apt install dataset-fashion-mnist`; mnist / cifar10: download the IDX / "
     "binary files into ./data/<name> or set data.root or PAE_DATA_DIR";
@@ -111,7 +129,7 @@ Dataset load_idx_family(const std::string& name, const DataOptions& o, Split spl
           images_path + ": expected an [N,H,W] image file, got rank " + std::to_string(images.dim()));
   require(labels.dim() == 1 && labels.size(0) == images.size(0),
           labels_path + ": expected " + std::to_string(images.size(0)) + " labels to match " + images_path);
-  Dataset pool{images.unsqueeze(1).to(torch::kFloat).div_(255.0), labels.to(torch::kInt64), name, split};
+  Dataset pool{unit_pixels(images, images_path).unsqueeze(1), labels.to(torch::kInt64), name, split};
   return carve(std::move(pool), o, split);
 }
 
@@ -175,14 +193,7 @@ Dataset read_npy_split(const DataOptions& o, Split split) {
   require(x.dim() == 3 || x.dim() == 4,
           path + ": expected images [N,H,W] or [N,C,H,W], got rank " + std::to_string(x.dim()));
   if (x.dim() == 3) x = x.unsqueeze(1);
-  if (x.scalar_type() == torch::kUInt8) {
-    x = x.to(torch::kFloat).div_(255.0);
-  } else {
-    x = x.to(torch::kFloat);
-    const double lo = x.min().item<double>(), hi = x.max().item<double>();
-    require(lo >= 0.0 && hi <= 1.0,
-            path + ": float images must lie in [0,1], found [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
+  x = unit_pixels(x, path);
   torch::Tensor y = torch::zeros({x.size(0)}, torch::kInt64);
   if (!o.labels_path.empty()) {
     const std::string lp = with_split(o.labels_path, split);
@@ -249,6 +260,29 @@ std::vector<std::string> DatasetRegistry::names() const {
   return out;
 }
 
+namespace {
+
+std::string list_text(const std::vector<int64_t>& values) {
+  std::string out;
+  for (const auto v : values) out += (out.empty() ? "" : ", ") + std::to_string(v);
+  return "[" + out + "]";
+}
+
+/// Why class filtering left nothing: the keys and values, and the labels the split has.
+std::string no_class_kept(const DataOptions& o, Split split, const torch::Tensor& labels) {
+  const auto all = labels.to(torch::kInt64).contiguous();
+  const std::set<int64_t> present(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
+  const std::vector<int64_t> has(present.begin(), present.end());
+  std::string filters;
+  if (!o.classes.empty()) filters = "data.classes " + list_text(o.classes);
+  if (!o.holdout_classes.empty())
+    filters += (filters.empty() ? "" : " with ") + std::string("data.holdout_classes ") + list_text(o.holdout_classes);
+  return filters + " keep none of the " + std::to_string(labels.numel()) + " images of dataset '" + o.name +
+         "' split '" + to_string(split) + "', whose labels are " + list_text(has);
+}
+
+}  // namespace
+
 Dataset load_dataset(const DataOptions& options, Split split) {
   require(options.train_from.empty() || options.train_from == "test",
           "data.train_from '" + options.train_from + "': expected test (or nothing)");
@@ -258,6 +292,7 @@ Dataset load_dataset(const DataOptions& options, Split split) {
                   : loader(options, split);
   d.split = split;
   if (!options.classes.empty() || !options.holdout_classes.empty()) {
+    const auto labels_before = d.labels;
     auto keep = torch::ones({d.size()}, torch::kBool);
     if (!options.classes.empty()) keep = torch::isin(d.labels, torch::tensor(options.classes, torch::kInt64));
     if (!options.holdout_classes.empty())
@@ -266,13 +301,13 @@ Dataset load_dataset(const DataOptions& options, Split split) {
     auto idx = keep.nonzero().reshape({-1});
     d.images = d.images.index_select(0, idx);
     d.labels = d.labels.index_select(0, idx);
+    if (d.size() == 0) throw Error(no_class_kept(options, split, labels_before));
   }
   if (options.subset > 0 && options.subset < d.size()) {
     d.images = d.images.slice(0, 0, options.subset).clone();
     d.labels = d.labels.slice(0, 0, options.subset).clone();
   }
-  require(d.size() > 0, "dataset '" + options.name + "' split '" + to_string(split) +
-                            "' is empty after class filtering / subsetting");
+  require(d.size() > 0, "dataset '" + options.name + "' split '" + to_string(split) + "' is empty");
   return d;
 }
 

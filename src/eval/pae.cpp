@@ -13,6 +13,7 @@
 #include "pae/train/trainer.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/run_state.h"
 #include "pae/util/runtime.h"
 
 namespace pae::eval {
@@ -57,9 +58,11 @@ c10::Device evaluation_device(const std::string& device, const std::string& run_
 }
 
 Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std::string& checkpoint,
-              const std::string& device) {
+              const std::string& device, bool strict) {
   Config config;
-  auto ae = train::load_autoencoder(ae_run, &config, checkpoint);
+  int64_t ae_epoch = -1, flow_epoch = -1;
+  auto ae = train::load_autoencoder(ae_run, &config, checkpoint, &ae_epoch);
+  check_run_finished(ae_run, checkpoint.empty() ? config.train.model_checkpoint : checkpoint, ae_epoch, strict);
   const auto where = evaluation_device(device, config.train.device, ae_run);
   ae->to(where);
   require(flow_run.empty() || checkpoint.empty() || checkpoint == config.train.model_checkpoint,
@@ -67,7 +70,8 @@ Pae Pae::load(const std::string& ae_run, const std::string& flow_run, const std:
               ae_run + "'s " + config.train.model_checkpoint + " model; drop --flow or --checkpoint");
   std::shared_ptr<flows::LatentFlow> flow;
   if (!flow_run.empty()) {
-    flow = train::load_latent_flow(flow_run, nullptr, "", where);
+    flow = train::load_latent_flow(flow_run, nullptr, "", where, &flow_epoch);
+    check_run_finished(flow_run, "model", flow_epoch, strict);
     check_flow_matches(flow_run, ae_run, flow->dim(), ae->latent_dim());
   }
   spdlog::info("{}{} on {}", ae_run, flow_run.empty() ? "" : " and " + flow_run, where.str());

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "pae/data/npy.h"
 #include "pae/eval/restore.h"
@@ -31,11 +32,19 @@ json runs_of(const Pae& pae) {
 
 }  // namespace
 
-std::string prepare_report(const std::string& out_dir, const std::string& name, bool force) {
-  ensure_dir(out_dir);
-  const auto path = fs::path(out_dir) / name;
-  require(force || !fs::exists(path), path.string() + " exists: pass --force to replace it, or -o another directory");
-  return path.string();
+namespace {
+
+fs::path created(const std::string& dir) {
+  ensure_dir(dir);
+  return dir;
+}
+
+}  // namespace
+
+ReportFolder::ReportFolder(const std::string& out_dir, const std::string& name, bool force)
+    : lock_(created(out_dir), ".eval.lock", "wait for that evaluation to end, or write elsewhere with -o"),
+      path_((fs::path(out_dir) / name).string()) {
+  require(force || !fs::exists(path_), path_ + " exists: pass --force to replace it, or -o another directory");
 }
 
 // ---------------------------------------------------------------- OoD
@@ -143,9 +152,24 @@ json OodReport::to_json(const Pae& pae) const {
 void OodReport::write(const Pae& pae, const std::string& out_dir) const {
   const fs::path out(out_dir);
   ensure_dir(out / "scores");
+  std::set<std::string> written;  // what this report describes; any other score file or curve is an earlier one's
   for (const auto& [set, by_score] : scores)
-    for (const auto& [name, s] : by_score)
-      data::write_npy((out / "scores" / (file_safe(set) + "__" + name + ".npy")).string(), s.to(torch::kFloat32));
+    for (const auto& [name, s] : by_score) {
+      const auto file = out / "scores" / (file_safe(set) + "__" + name + ".npy");
+      data::write_npy(file.string(), s.to(torch::kFloat32));
+      written.insert(file.filename().string());
+    }
+  for (const auto& [name, s] : scores.at(in)) written.insert("roc_" + name + ".svg");
+  for (const auto& folder : {out, out / "scores"})
+    for (const auto& e : fs::directory_iterator(folder)) {
+      const auto file = e.path().filename().string();
+      const bool earlier =
+          folder == out ? file.rfind("roc_", 0) == 0 && e.path().extension() == ".svg" : e.path().extension() == ".npy";
+      if (e.is_regular_file() && earlier && !written.count(file)) {
+        spdlog::info("removing {}: an earlier OoD report's, not described by this one", e.path().string());
+        fs::remove(e.path());
+      }
+    }
   for (const auto& [name, s] : scores.at(in)) {
     std::vector<metrics::RocSeries> series;
     const auto a = to_doubles(s);
@@ -192,6 +216,9 @@ json ReconReport::to_json(const Pae& pae) const {
 ParzenReport run_parzen(Pae& pae, const ParzenOptions& o) {
   torch::manual_seed(0);
   ParzenReport r;
+  require(o.sigma_min <= o.sigma_max, "--sigma-min " + fmt::format("{:g}", o.sigma_min) +
+                                          " is larger than --sigma-max " + fmt::format("{:g}", o.sigma_max) +
+                                          ": the grid runs from the smaller to the larger");
   r.generator = pae.has_flow() ? "PAE: flow -> decoder" : "decoder on N(0, I) codes";
   r.samples = o.samples;
   const auto centres = (pae.has_flow() ? pae.sample(o.samples) : pae.sample_prior(o.samples)).flatten(1);
@@ -454,7 +481,8 @@ std::string FidReport::markdown() const {
 }
 
 std::string write_ood(Pae& pae, const OodOptions& options, const std::string& dir, bool force) {
-  const auto path = prepare_report(dir, "ood.json", force);
+  const ReportFolder folder(dir, "ood.json", force);
+  const auto& path = folder.path();
   const auto report = run_ood(pae, options);
   report.write(pae, dir);
   spdlog::info(
@@ -465,7 +493,8 @@ std::string write_ood(Pae& pae, const OodOptions& options, const std::string& di
 }
 
 std::string write_recon(Pae& pae, const std::string& split, int64_t limit, const std::string& dir, bool force) {
-  const auto path = prepare_report(dir, "recon_" + split + ".json", force);
+  const ReportFolder folder(dir, "recon_" + split + ".json", force);
+  const auto& path = folder.path();
   const auto r = run_recon(pae, split, limit);
   data::write_npy((fs::path(dir) / ("recon_mse_" + split + ".npy")).string(), r.per_image_mse.to(at::kFloat));
   atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
@@ -475,7 +504,8 @@ std::string write_recon(Pae& pae, const std::string& split, int64_t limit, const
 }
 
 std::string write_fid(Pae& pae, const FidOptions& options, const std::string& dir, bool force) {
-  const auto path = prepare_report(dir, "fid_" + options.extractor + ".json", force);
+  const ReportFolder folder(dir, "fid_" + options.extractor + ".json", force);
+  const auto& path = folder.path();
   const auto r = run_fid(pae, options);
   atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
   atomic_write_text(fs::path(dir) / ("fid_" + options.extractor + ".md"), r.markdown());
@@ -485,7 +515,8 @@ std::string write_fid(Pae& pae, const FidOptions& options, const std::string& di
 }
 
 std::string write_parzen(Pae& pae, const ParzenOptions& options, const std::string& dir, bool force) {
-  const auto path = prepare_report(dir, "parzen.json", force);
+  const ReportFolder folder(dir, "parzen.json", force);
+  const auto& path = folder.path();
   const auto r = run_parzen(pae, options);
   atomic_write_text(path, r.to_json(pae).dump(1) + "\n");
   spdlog::info("wrote {}", path);

@@ -38,9 +38,15 @@ int64_t conv_out(int64_t in, int64_t k) { return (in + 2 * conv_pad(k) - k) / 2 
 std::vector<int64_t> conv_sizes(int64_t in, const ModelOptions& o) {
   std::vector<int64_t> sizes{in};
   for (size_t i = 0; i < o.channels.size(); ++i) {
-    sizes.push_back(conv_out(sizes.back(), o.kernel));
-    require(sizes.back() >= 1, "model.channels: " + std::to_string(o.channels.size()) + " stride-2 convs shrink a " +
-                                   std::to_string(in) + "-pixel image to nothing");
+    const int64_t next = conv_out(sizes.back(), o.kernel);
+    // A stride-2 conv must halve what it is given: a 1-pixel map (or one it would empty) cannot be.
+    require(sizes.back() >= 2 && next >= 1,
+            "model.channels: " + std::to_string(o.channels.size()) + " stride-2 convs are more than a " +
+                std::to_string(in) + "-pixel image can take: " + std::to_string(i) + " leave it " +
+                std::to_string(sizes.back()) + " pixel(s) wide, which conv " + std::to_string(i + 1) +
+                " cannot halve (kernel " + std::to_string(o.kernel) + "); use at most " + std::to_string(i) +
+                " channel entries");
+    sizes.push_back(next);
   }
   return sizes;
 }

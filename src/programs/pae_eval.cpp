@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "command_line.h"
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
 #include "pae/nn/blas.h"
@@ -28,7 +29,7 @@ int main(int argc, char** argv) {
   CLI::App app{"pae-eval: OoD detection, reconstruction error, FID and Parzen likelihood of a trained PAE"};
   app.require_subcommand(1);
   std::string ae_run, flow_dir, out, checkpoint, device;
-  bool force = false;
+  bool force = false, strict = false;
   int64_t limit = 0;
   auto common = [&](CLI::App* sub, bool with_flow) {
     sub->add_option("--ae-run", ae_run, "auto-encoder run directory")->required();
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
     sub->add_option("-d,--device", device, "cpu | cuda | cuda:N | auto (default: the run's train.device, or the CPU)");
     sub->add_option("-o,--out", out, "output directory");
     sub->add_flag("--force", force, "replace an existing report");
+    sub->add_flag("--strict", strict, "refuse a run that did not finish (killed, failed, stopped) instead of warning");
     sub->add_option("--limit", limit, "first N images of each set (0 = all)")->check(CLI::NonNegativeNumber);
   };
   pae::eval::OodOptions oo;
@@ -99,11 +101,8 @@ int main(int argc, char** argv) {
   report->add_option("--flow", hro.flow, "a flow run to show with the first run (flows inside a run are found)");
   report->add_option("-o,--out", report_out, "output HTML file (default RUN/report.html; needed for several runs)");
   report->add_flag("--force", force, "replace an existing report");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
-  }
+  report->add_flag("--strict", hro.strict, "refuse a run that did not finish (killed, failed, stopped)");
+  if (const int status = pae::programs::parse_command_line(app, argc, argv); status >= 0) return status;
   return pae::run_guarded([&]() -> int {
     if (*report) {
       pae::report::write_html_report(hro, report_out, force);
@@ -112,7 +111,7 @@ int main(int argc, char** argv) {
     pae::warn_if_slow_blas();
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output
     pae::configure_threads({});
-    auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint, device);
+    auto pae = pae::eval::Pae::load(ae_run, flow_dir, checkpoint, device, strict);
     // Reports go beside the model they measure: the flow run when there is one; another
     // checkpoint than the run's model gets its own folder (RUN/checkpoint_<name>).
     const bool default_out = out.empty();
@@ -137,7 +136,8 @@ int main(int argc, char** argv) {
     } else if (*inpaint || *denoise) {
       const auto corruption = restore.corruption(bool(*inpaint), pae.image_shape());
       if (default_out) out = (pae::fs::path(out) / pae::eval::restore_folder(corruption)).string();
-      const auto report_path = pae::eval::prepare_report(out, "restore.json", force);
+      const pae::eval::ReportFolder folder(out, "restore.json", force);
+      const auto& report_path = folder.path();
       std::printf("%s\n",
                   pae::eval::run_restore(pae, restore.set, restore.n, corruption, restore.options, out).c_str());
       spdlog::info("wrote {}, panels.png and the arrays as .npy", report_path);

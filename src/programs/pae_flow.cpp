@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "command_line.h"
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/data/npy.h"
@@ -65,11 +66,7 @@ int main(int argc, char** argv) {
   interp->add_option("--steps", i_steps, "images in the strip")->check(CLI::Range(int64_t(2), int64_t(100)));
   interp->add_option("-o,--out", i_out, "output PNG (default: FLOW/interpolation_<a>_<b>.png)");
   interp->add_option("-d,--device", s_device, device_help);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
-  }
+  if (const int status = pae::programs::parse_command_line(app, argc, argv); status >= 0) return status;
   return pae::run_guarded([&]() -> int {
     pae::warn_if_slow_blas();
     pae::nn::blas::sgemm_library();  // a bad PAE_SGEMM is refused here, before any output

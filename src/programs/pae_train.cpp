@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "command_line.h"
 #include "pae/config.h"
 #include "pae/nn/blas.h"
 #include "pae/train/classifier_run.h"
@@ -29,11 +30,7 @@ int main(int argc, char** argv) {
   app.add_flag("--force", run.force, "replace an existing run directory");
   app.add_option("--seed", seed, "override train.seed");
   app.add_option("--set", overrides, "override a config key: --set train.epochs=3 (repeatable)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : pae::kUserErrorExit;
-  }
+  if (const int status = pae::programs::parse_command_line(app, argc, argv); status >= 0) return status;
   pae::ensure_fast_blas_kernels(argc, argv);
   pae::defer_stop_signals();  // SIGTERM, SIGINT: a checkpoint at the next step, then exit 143 or 130
   return pae::run_guarded([&]() -> int {

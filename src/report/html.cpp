@@ -16,6 +16,7 @@
 #include "pae/report/svg.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/run_state.h"
 #include "pae/util/text.h"
 
 namespace pae::report {
@@ -296,11 +297,22 @@ std::string evaluations_html(const fs::path& root) {
                      : out;
 }
 
-std::string run_html(const fs::path& run, const std::string& extra_flow, size_t index) {
+/// How the run's training ended (RUN/state.json): a line, and a warning box (and log line, or
+/// with `strict` an error) when it did not finish.
+std::string state_html(const fs::path& run, bool strict) {
+  const auto state = read_run_state(run.string());
+  if (state.finished())
+    return "<p>Training: " + esc(state.recorded() ? state.describe() : "state not recorded (an older run)") + ".</p>\n";
+  check_run_finished(run.string(), "latest", -1, strict);
+  return "<p class=\"warning\"><b>This run did not finish</b>: " + esc(state.describe()) +
+         ". Its checkpoints, pictures and evaluations are those of an unfinished run.</p>\n";
+}
+
+std::string run_html(const fs::path& run, const std::string& extra_flow, size_t index, bool strict) {
   require(fs::is_directory(run), "report: run directory not found: " + run.string());
   const bool is_run = fs::exists(run / "metrics.jsonl") || fs::exists(run / "config.yml");
   require(is_run, "report: " + run.string() + " is not a run directory (no config.yml or metrics.jsonl)");
-  std::string body;
+  std::string body = state_html(run, strict);
   std::string summary;
   for (const char* name : {"model.json", "summary.json", "classifier.json", "latents.json"})
     if (fs::exists(run / name)) summary += "<h4>" + std::string(name) + "</h4>" + json_html(read_json(run / name));
@@ -327,7 +339,7 @@ std::string run_html(const fs::path& run, const std::string& extra_flow, size_t 
   }
   std::sort(flows.begin(), flows.end());
   for (const auto& f : flows) {
-    std::string fb;
+    std::string fb = state_html(f, strict);
     for (const char* name : {"summary.json", "latents.json"})
       if (fs::exists(f / name)) fb += "<h4>" + std::string(name) + "</h4>" + json_html(read_json(f / name));
     if (fs::exists(f / "config.yml")) fb += "<h4>config.yml</h4><pre>" + esc(read_text(f / "config.yml")) + "</pre>";
@@ -383,7 +395,7 @@ h2{border-bottom:2px solid #444;margin-top:2em}h3{margin-top:1.5em;color:#333}h4
 table{border-collapse:collapse;font-size:13px;margin:.3em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 table.kv th{background:#f4f4f4}table.rows th{background:#eef}pre{background:#f7f7f7;padding:.6em;font-size:12px;overflow:auto;max-height:30em}
 .plot{display:inline-block;margin:4px}figure{display:inline-block;margin:6px}figure img{image-rendering:pixelated;max-width:640px;min-width:200px}
-nav a{margin-right:1em})";
+nav a{margin-right:1em}.warning{background:#fde8e8;border:1px solid #c33;padding:.5em})";
 
 }  // namespace
 
@@ -400,7 +412,7 @@ std::string html_report(const HtmlReportOptions& options) {
     body += "<a href=\"#run-" + std::to_string(i) + "\">" + esc(runs[i].string()) + "</a>";
   body += "</nav>\n";
   if (runs.size() > 1) body += comparison_html(runs);
-  for (size_t i = 0; i < runs.size(); ++i) body += run_html(runs[i], i == 0 ? options.flow : "", i);
+  for (size_t i = 0; i < runs.size(); ++i) body += run_html(runs[i], i == 0 ? options.flow : "", i, options.strict);
   return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>" +
          kStyle + "</style></head>\n<body>\n" + body + "</body></html>\n";
 }

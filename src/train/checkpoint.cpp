@@ -221,7 +221,7 @@ void save_checkpoint(const std::string& path, torch::nn::Module& module, const O
   });
 }
 
-std::string checkpoint_config(const std::string& path) {
+CheckpointHeader read_checkpoint_header(const std::string& path) {
   require(fs::is_regular_file(path), "checkpoint not found: " + path);
   const std::string bytes = read_text(path);
   verify_zip(bytes, path);
@@ -231,8 +231,15 @@ std::string checkpoint_config(const std::string& path) {
   } catch (const std::exception& e) {  // c10::Error, and torch::jit::ErrorReport from a corrupt archive
     throw Error("checkpoint " + path + " cannot be read (truncated or not a pae checkpoint): " + what_of(e));
   }
+  CheckpointHeader header;
   torch::Tensor t;
-  return try_read(archive, "config", t) ? tensor_string(t) : "";
+  if (try_read(archive, "config", t) && t.scalar_type() == torch::kUInt8) header.config_yaml = tensor_string(t);
+  require(try_read(archive, "epoch", t) && t.numel() == 1,
+          "checkpoint " + path + " is not a pae checkpoint (no epoch)");
+  header.epoch = header.epoch_in_phase = t.item<int64_t>();
+  if (try_read(archive, "phase", t)) header.phase = t.item<int64_t>();
+  if (try_read(archive, "epoch_in_phase", t)) header.epoch_in_phase = t.item<int64_t>();
+  return header;
 }
 
 CheckpointState load_checkpoint(const std::string& path, torch::nn::Module& module, const OptimizerMap& optimizers,

@@ -408,10 +408,12 @@ Engine::~Engine() = default;
 
 FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   require(data.size > 0, "training set is empty");
+  check_memory_headroom();  // under `ulimit -v`: refused now, not a crash in the BLAS mid-run
   Fit f(trainable, data, options_.ema);
   set_up(f);
   const auto started = std::chrono::steady_clock::now();
   while (next_epoch(f)) end_epoch(f, train_epoch(f));
+  check_a_best_model(f);
   if (options_.ranks) {
     options_.ranks->barrier();  // rank 0's checkpoints are written before any rank reads them
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -421,6 +423,23 @@ FitResult Engine::fit(nn::Trainable& trainable, const TrainData& data) {
   }
   f.result.state = f.state;
   return f.result;
+}
+
+void Engine::check_a_best_model(const Fit& f) const {
+  if (std::isfinite(f.state.best) || f.state.epoch_in_phase == 0) return;  // 0: an empty last phase
+  const auto& phase = f.phases[size_t(std::min<int64_t>(f.state.phase, int64_t(f.phases.size()) - 1))];
+  std::string last = "none";
+  for (const auto& [key, value] : f.result.last.values)
+    if (key == "val_" + f.monitor.name || (last == "none" && key == "train_" + f.monitor.name))
+      last = fmt::format("{}", value);
+  throw Error(fmt::format(
+      "training diverged: no epoch{} ended with a finite {} (the last: {}), so there is no best model to keep{}; "
+      "lower the learning rate and run again (another --run-dir, or --force)",
+      f.phases.size() > 1 ? " of phase " + phase.name : "", f.monitor.name, last,
+      options_.nonfinite == "stop"
+          ? ""
+          : " (train.nonfinite: " + options_.nonfinite +
+                " skips non-finite steps but cannot mend weights that are already non-finite)"));
 }
 
 void Engine::average_buffers(Fit& f) {

@@ -11,6 +11,7 @@
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 #include "pae/util/json.h"
+#include "pae/util/run_state.h"
 #include "pae/util/runtime.h"
 
 namespace pae::train {
@@ -19,6 +20,7 @@ LatentSources latents_of_run(const std::string& ae_run) {
   const fs::path dir = fs::path(ae_run) / "latents";
   require(fs::is_regular_file(dir / "train.npy"), "--ae-run " + ae_run + ": " + (dir / "train.npy").string() +
                                                       " not found (train the AE with pae-train first)");
+  check_run_finished(ae_run, "latents' model", -1, false);  // a warning: latents of a run resumed and not finished
   LatentSources s;
   s.train = (dir / "train.npy").string();
   if (fs::is_regular_file(dir / "val.npy")) s.val = (dir / "val.npy").string();
@@ -151,7 +153,8 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& src, c
 }
 
 std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out,
-                                                    const std::string& which, c10::Device device) {
+                                                    const std::string& which, c10::Device device,
+                                                    int64_t* model_epoch) {
   const fs::path dir(flow_dir);
   // Evaluation: a flow fitted under a key that has since changed meaning still loads.
   Config config = load_config((dir / "config.yml").string(), {}, RetiredKeys::ignore);
@@ -165,7 +168,8 @@ std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir,
   require(d > 0, meta_path + ": \"dim\" must be positive");
   auto flow = std::make_shared<flows::LatentFlow>(d, config.flow);
   flow->to(flow_dtype(config.train));
-  load_weights(flow_dir, which.empty() ? config.train.model_checkpoint : which, *flow);
+  const auto loaded = load_weights(flow_dir, which.empty() ? config.train.model_checkpoint : which, *flow);
+  if (model_epoch) *model_epoch = loaded.epoch;
   flow->to(device);
   flow->eval();
   if (config_out) *config_out = config;

@@ -17,6 +17,7 @@
 #include "pae/train/checkpoint.h"
 #include "pae/util/error.h"
 #include "pae/util/json.h"
+#include "pae/util/run_state.h"
 #include "pae/util/runtime.h"
 
 namespace pae::train {
@@ -44,9 +45,10 @@ void check_run_dir(const std::string& dir, bool resume, bool force) {
 
 /// --force: removes what a previous run wrote; anything else the user put there stays.
 void remove_previous_run(const fs::path& p) {
-  for (const char* name : {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints",
-                           "latents", "latents.json", "log_prob", "recon.png", "samples.png", "summary.json",
-                           "classifier.pt", "classifier.json", "negatives", "residual_sigma", "tensorboard"}) {
+  for (const char* name :
+       {"config.yml", "model.json", "train.log", "flow.log", "metrics.jsonl", "checkpoints", "latents", "latents.json",
+        "log_prob", "recon.png", "samples.png", "summary.json", "classifier.pt", "classifier.json", "negatives",
+        "residual_sigma", "tensorboard", "state.json"}) {
     std::error_code ec;
     fs::remove_all(p / name, ec);
     require(!ec, "--force: cannot remove " + (p / name).string() + ": " + ec.message());
@@ -59,7 +61,16 @@ void reconcile_resume_config(const std::string& run_dir, const Config& config) {
   const fs::path run(run_dir);
   std::string source = checkpoint_path(run_dir, "mid_epoch"), before;  // the newest checkpoint's config
   if (!fs::exists(source)) source = checkpoint_path(run_dir, "last");
-  if (fs::exists(source)) before = checkpoint_config(source);
+  if (fs::exists(source)) {
+    const auto header = read_checkpoint_header(source);
+    before = header.config_yaml;
+    // The first phase (the only one but for the NAE's) lasts train.epochs.
+    if (header.phase == 0 && config.train.epochs < header.epoch_in_phase)
+      throw Error("--resume " + run_dir + ": train.epochs " + std::to_string(config.train.epochs) +
+                  " is fewer than the " + std::to_string(header.epoch_in_phase) + " epochs the run has completed (" +
+                  source + "); resume with train.epochs of at least " + std::to_string(header.epoch_in_phase) +
+                  ", or start a new run");
+  }
   if (before.empty()) {
     before = read_text(run / "config.yml");
     source = (run / "config.yml").string();
@@ -99,22 +110,7 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
   check_run_dir(dir, resume, force);
   const fs::path p(dir);
   ensure_dir(p);
-  const auto lock_path = (p / ".lock").string();
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  require(lock_fd_ >= 0, "cannot create the lock file " + lock_path + ": " + std::strerror(errno));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    char buf[32] = {0};
-    const auto got = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    std::string pid(buf, got > 0 ? size_t(got) : 0);
-    while (!pid.empty() && std::isspace(static_cast<unsigned char>(pid.back()))) pid.pop_back();
-    throw Error("run directory " + dir + " is in use by process " + (pid.empty() ? "?" : pid) + " (lock " + lock_path +
-                "); wait for it to end or choose another --run-dir");
-  }
-  const auto pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0)
-    spdlog::warn("could not write the pid into {}", lock_path);
+  lock_ = std::make_unique<FolderLock>(p, ".lock", "wait for it to end or choose another --run-dir");
   try {
     // Temporaries of writes a kill interrupted: this process is now the only writer.
     for (const char* sub : {".", "checkpoints", "latents", "negatives", "log_prob", "tensorboard"}) {
@@ -134,11 +130,7 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
     spdlog::default_logger()->flush_on(spdlog::level::info);  // a killed run keeps its log
     sink_ = sink;
   } catch (const spdlog::spdlog_ex& e) {
-    ::close(lock_fd_);
     throw Error("cannot open log file " + (p / log_name).string() + ": " + e.what());
-  } catch (...) {
-    ::close(lock_fd_);
-    throw;
   }
 }
 
@@ -148,7 +140,6 @@ RunDirectory::~RunDirectory() {
     sinks.erase(std::remove(sinks.begin(), sinks.end(), std::static_pointer_cast<spdlog::sinks::sink>(sink_)),
                 sinks.end());
   }
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 OptimizerOptions optimizer_options(const TrainOptions& t) {
@@ -229,6 +220,7 @@ TrainingRun::TrainingRun(const Config& config, const RunOptions& options, const 
   if (options.ranks) options.ranks->require_same(to_yaml(config), "resolved configs (config file, --set, --seed)");
   if (writes_run_files(options.ranks.get())) {
     held_ = std::make_unique<RunDirectory>(options.run_dir, options.resume, options.force, log_name);
+    write_run_state(options.run_dir, "running");
     if (options.resume)
       reconcile_resume_config(options.run_dir, config);
     else
@@ -245,9 +237,33 @@ std::vector<std::shared_ptr<report::MetricsSink>> TrainingRun::sinks(
 
 FitResult TrainingRun::fit(nn::Trainable& trainable, const TrainData& data,
                            std::vector<std::shared_ptr<report::MetricsSink>> sinks) {
-  const auto result = Engine(engine_, std::move(sinks)).fit(trainable, data);
+  FitResult result;
+  try {
+    result = Engine(engine_, std::move(sinks)).fit(trainable, data);
+  } catch (const Stopped& e) {
+    if (writes()) write_run_state(options_.run_dir, "stopped", e.what());
+    state_recorded_ = true;
+    throw;
+  } catch (const std::exception& e) {
+    if (writes()) write_run_state(options_.run_dir, "failed", first_line(e.what()));
+    state_recorded_ = true;
+    throw;
+  }
+  epochs_done_ = result.state.epoch;
   model_epoch_ = load_weights(options_.run_dir, model_checkpoint_, trainable).epoch;
   return result;
+}
+
+TrainingRun::~TrainingRun() {
+  if (!held_ || state_recorded_) return;
+  try {  // the run's outputs are written (or an error after training is on its way out)
+    if (std::uncaught_exceptions() > 0)
+      write_run_state(options_.run_dir, "failed", "an error after training: see the log", epochs_done_);
+    else
+      write_run_state(options_.run_dir, "finished", "", epochs_done_);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: cannot record the run's state: {}", options_.run_dir, e.what());
+  }
 }
 
 }  // namespace pae::train

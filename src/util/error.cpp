@@ -3,6 +3,9 @@
 #include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+#include <new>
+
 #include "pae/util/runtime.h"
 
 namespace pae {
@@ -10,6 +13,16 @@ namespace pae {
 std::string first_line(const std::string& message) {
   const auto end = message.find('\n');
   return end == std::string::npos ? message : message.substr(0, end);
+}
+
+std::string out_of_memory_message(const std::string& what) {
+  std::string text = "out of memory";
+  const auto detail = what.find_first_not_of(": ");
+  if (detail != std::string::npos) text += ": " + what.substr(detail);
+  if (const size_t limit = address_space_limit(); limit > 0)
+    text += fmt::format(" (the address-space limit is ulimit -v {} KiB; the process mapped {} MiB)", limit / 1024,
+                        mapped_bytes() >> 20);
+  return text + "; raise the limit, or use a smaller train.batch_size, train.eval_batch_size or data.subset";
 }
 
 int run_guarded(const std::function<int()>& body) {
@@ -24,8 +37,17 @@ int run_guarded(const std::function<int()>& body) {
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return kUserErrorExit;
+  } catch (const std::bad_alloc&) {
+    spdlog::error("{}", out_of_memory_message("an allocation failed"));
+    return kUserErrorExit;
   } catch (const c10::Error& e) {
-    spdlog::error("internal error: {}", first_line(e.what_without_backtrace()));
+    const std::string what = first_line(e.what_without_backtrace());
+    for (const char* sign : {"can't allocate memory", "out of memory"})
+      if (const auto at = what.find(sign); at != std::string::npos) {
+        spdlog::error("{}", out_of_memory_message(what.substr(at + std::strlen(sign))));
+        return kUserErrorExit;
+      }
+    spdlog::error("internal error: {}", what);
     return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", first_line(e.what()));

@@ -1,8 +1,11 @@
 #include "pae/util/fs.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -150,6 +153,34 @@ void require_memory(uint64_t bytes, const std::string& what) {
 uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what) {
   require(a == 0 || b <= (uint64_t(1) << 62) / a, what + ": sizes overflow (a corrupt header?)");
   return a * b;
+}
+
+FolderLock::FolderLock(const fs::path& dir, const std::string& file_name, const std::string& advice) {
+  const auto path = (dir / file_name).string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  require(fd_ >= 0, "cannot create the lock file " + path + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const auto got = ::pread(fd_, buf, sizeof buf - 1, 0);
+    ::close(fd_);
+    std::string pid(buf, got > 0 ? size_t(got) : 0);
+    while (!pid.empty() && std::isspace(static_cast<unsigned char>(pid.back()))) pid.pop_back();
+    throw Error(dir.string() + " is in use by process " + (pid.empty() ? "?" : pid) + " (lock " + path + "); " +
+                advice);
+  }
+  const auto pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0)
+    spdlog::warn("could not write the pid into {}", path);
+}
+
+FolderLock::~FolderLock() { ::close(fd_); }  // releases the flock
+
+bool FolderLock::held(const fs::path& dir, const std::string& file_name) {
+  const int fd = ::open((dir / file_name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
+  ::close(fd);
+  return held;
 }
 
 }  // namespace pae

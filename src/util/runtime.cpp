@@ -1,10 +1,13 @@
 #include "pae/util/runtime.h"
 
 #include <dlfcn.h>
+#include <execinfo.h>
 #include <malloc.h>
 #include <sched.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -14,6 +17,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <thread>
 
@@ -114,6 +118,14 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   }
   if (!again) return;
   setenv("PAE_REEXECUTED", "1", 1);
+  // By the executable's own path, so that the process keeps its name (ps, top, pgrep, kill
+  // scripts); /proc/self/exe itself would rename it "exe".
+  char self[PATH_MAX];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length > 0) {
+    self[length] = '\0';
+    execv(self, argv);
+  }
   execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
   unsetenv("OPENBLAS_CORETYPE");
   unsetenv("OMP_WAIT_POLICY");
@@ -164,8 +176,45 @@ std::string signal_name(int signal) {
   return "signal " + std::to_string(signal);
 }
 
+size_t address_space_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+  return size_t(limit.rlim_cur);
+}
+
+size_t mapped_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  size_t kib = 0;
+  while (status >> key) {
+    if (key == "VmSize:" && status >> kib) return kib * 1024;
+    status.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
+void check_memory_headroom() {
+  const size_t limit = address_space_limit();
+  if (limit == 0) return;
+  void* room = mmap(nullptr, kTrainingHeadroom, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (room == MAP_FAILED) {
+    const size_t used = mapped_bytes(), free = limit > used ? limit - used : 0;
+    throw Error(fmt::format(
+        "the address-space limit (ulimit -v {} KiB) leaves {} MiB once the data and the model are loaded (the "
+        "process maps {} MiB); training needs about {} MiB more (the BLAS's work buffer, batch activations): raise "
+        "the limit, or use a smaller data.subset or train.batch_size",
+        limit / 1024, free >> 20, used >> 20, kTrainingHeadroom >> 20));
+  }
+  munmap(room, kTrainingHeadroom);
+  torch::mm(torch::ones({8, 8}), torch::ones({8, 8}));  // OpenBLAS takes its 128 MiB buffer now
+}
+
 void init_program() {
   std::signal(SIGXFSZ, SIG_IGN);
+  // glibc loads libgcc_s for the first backtrace (LibTorch takes one for every c10::Error): done
+  // now, as under a tight memory limit the load fails later and aborts the process.
+  void* frames[2];
+  backtrace(frames, 2);
   spdlog::set_default_logger(
       std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
 }

@@ -32,8 +32,10 @@ class Pae {
   /// `checkpoint` (best | last | phase_<name>) loads another of RUN's checkpoints instead; a
   /// flow is then refused unless it is the run's model (the flow was fitted on its latents).
   /// Both models go to `device` (cpu | cuda | cuda:N | auto; see evaluation_device).
+  /// A run that did not finish (RUN/state.json: killed, failed, stopped, running) is a warning
+  /// naming its state and the epoch of the checkpoint used; with `strict` an error.
   static Pae load(const std::string& ae_run, const std::string& flow_run = "", const std::string& checkpoint = "",
-                  const std::string& device = "");
+                  const std::string& device = "", bool strict = false);
   /// A bundle of models already in memory (tests, library users).
   Pae(std::shared_ptr<models::AutoEncoder> ae, std::shared_ptr<flows::LatentFlow> flow, Config config);
 

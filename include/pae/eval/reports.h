@@ -15,12 +15,23 @@
 #include "pae/eval/pae.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/parzen.h"
+#include "pae/util/fs.h"
 
 namespace pae::eval {
 
-/// The path of report `name` in `out_dir` (created): refuses to replace an existing report
-/// unless `force`.
-std::string prepare_report(const std::string& out_dir, const std::string& name, bool force);
+/// An evaluation's output folder (created) while report `name` is made in it: held (OUT/.eval.lock)
+/// so that a second evaluation into the folder is refused, and an existing report is replaced
+/// only with `force`.
+class ReportFolder {
+ public:
+  ReportFolder(const std::string& out_dir, const std::string& name, bool force);
+  /// OUT/name.
+  const std::string& path() const { return path_; }
+
+ private:
+  FolderLock lock_;
+  std::string path_;
+};
 
 // ---------------------------------------------------------------- OoD detection
 

@@ -12,6 +12,7 @@ namespace pae::report {
 struct HtmlReportOptions {
   std::vector<std::string> runs;  ///< auto-encoder (or flow, or classifier) run directories
   std::string flow;               ///< an extra flow run to include with the first run (optional)
+  bool strict = false;            ///< refuse a run that did not finish (else a warning, and the page says so)
 };
 
 /// The page's HTML. Errors name the run or file that cannot be read.

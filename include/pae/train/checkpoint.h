@@ -35,9 +35,17 @@ struct CheckpointState {
   std::map<std::string, double> lr_scale;  ///< per group, where train.nonfinite: reduce_lr halved it
 };
 
-/// The resolved config a checkpoint was written under ("" for checkpoints from before configs
-/// were stored); errors name the file.
-std::string checkpoint_config(const std::string& path);
+/// What a checkpoint says about its run without loading a model: the resolved config it was
+/// written under ("" for checkpoints from before configs were stored) and how far it got.
+struct CheckpointHeader {
+  std::string config_yaml;
+  int64_t epoch = 0;           ///< epochs completed, over all phases
+  int64_t phase = 0;           ///< index of the phase in progress
+  int64_t epoch_in_phase = 0;  ///< epochs completed in that phase
+};
+
+/// Reads a checkpoint's header; errors name the file.
+CheckpointHeader read_checkpoint_header(const std::string& path);
 
 /// Optimizers by parameter-group name (may be empty: weights only).
 using OptimizerMap = std::map<std::string, torch::optim::Optimizer*>;

@@ -120,6 +120,8 @@ class Engine {
   /// process; none when there are fewer samples than ranks).
   std::pair<int64_t, int64_t> rank_rows(int64_t m) const;
   /// Floating-point buffers (batch norm's running statistics) averaged over the ranks.
+  /// An Error when the fit ends with no epoch whose monitored value was finite (no best model).
+  void check_a_best_model(const Fit& f) const;
   void average_buffers(Fit& f);
   /// The validation terms (rank 0's on every rank).
   nn::Terms validation(Fit& f);

@@ -41,6 +41,7 @@ FlowFitSummary fit_latent_flow(const Config& config, const LatentSources& latent
 /// empty = the run's train.model_checkpoint) onto `device`; errors name the files.
 std::shared_ptr<flows::LatentFlow> load_latent_flow(const std::string& flow_dir, Config* config_out = nullptr,
                                                     const std::string& which = "",
-                                                    c10::Device device = c10::Device(c10::kCPU));
+                                                    c10::Device device = c10::Device(c10::kCPU),
+                                                    int64_t* model_epoch = nullptr);
 
 }  // namespace pae::train

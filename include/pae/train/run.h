@@ -58,8 +58,8 @@ class RunDirectory {
   RunDirectory& operator=(const RunDirectory&) = delete;
 
  private:
-  int lock_fd_ = -1;
-  std::shared_ptr<void> sink_;  // the spdlog file sink (type kept out of this header)
+  std::unique_ptr<FolderLock> lock_;  // RUN/.lock
+  std::shared_ptr<void> sink_;        // the spdlog file sink (type kept out of this header)
 };
 
 /// The optimizer and schedule of every parameter group, from the train section.
@@ -87,6 +87,12 @@ class TrainingRun {
   /// ranks, the ranks' resolved configs must be the same, and only rank 0 does the writing.
   TrainingRun(const Config& config, const RunOptions& options, const std::string& log_name, nn::Trainable& probe,
               EngineOptions engine);
+  /// Records how the run ended in RUN/state.json (pae/util/run_state.h): "finished" when it goes
+  /// out of scope normally (the family's outputs written), "failed" on the way out of an error,
+  /// "stopped"/"failed" with the message when the fit itself ends by a signal or an error.
+  ~TrainingRun();
+  TrainingRun(const TrainingRun&) = delete;
+  TrainingRun& operator=(const TrainingRun&) = delete;
   /// Whether this process writes the run's files (rank 0, or a single process); the others
   /// return from their run once the fit is done.
   bool writes() const { return held_ != nullptr; }
@@ -106,6 +112,8 @@ class TrainingRun {
   EngineOptions engine_;
   std::unique_ptr<RunDirectory> held_;  // rank 0 (or a single process) only
   int64_t model_epoch_ = 0;
+  int64_t epochs_done_ = -1;
+  bool state_recorded_ = false;
 };
 
 }  // namespace pae::train

@@ -40,6 +40,6 @@ namespace pae::train {
 /// `which` = best | last, empty = the run's train.model_checkpoint), in evaluation mode.
 /// Errors name the files.
 std::shared_ptr<models::AutoEncoder> load_autoencoder(const std::string& run_dir, Config* config_out = nullptr,
-                                                      const std::string& which = "");
+                                                      const std::string& which = "", int64_t* model_epoch = nullptr);
 
 }  // namespace pae::train

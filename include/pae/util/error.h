@@ -32,10 +32,15 @@ inline void require(bool cond, const std::string& message) {
 }
 
 /// Runs a program's body: a pae::Error is logged on one line and gives kUserErrorExit; Stopped
-/// is logged as a warning and gives its exit code; any
+/// is logged as a warning and gives its exit code; a failed allocation (std::bad_alloc, LibTorch's
+/// "can't allocate memory" or "out of memory") is out_of_memory_message and kUserErrorExit; any
 /// other exception (a LibTorch error included) is logged on one line, without a stack trace,
 /// and gives 1.
 int run_guarded(const std::function<int()>& body);
+
+/// "out of memory: <what>", with the address-space limit and the process's size when a limit is
+/// set, and what to change (run_guarded's message for std::bad_alloc and LibTorch's failed allocations).
+std::string out_of_memory_message(const std::string& what);
 
 /// First line of a (possibly multi-line, LibTorch-style) exception message.
 std::string first_line(const std::string& message);

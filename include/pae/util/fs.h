@@ -45,4 +45,21 @@ void require_memory(uint64_t bytes, const std::string& what);
 /// a * b, or an error naming `what` when the product overflows 2^62.
 uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what);
 
+/// An exclusive hold on a folder, through flock(2) on a lock file in it (which records the
+/// holder's pid), released when this object goes or the process dies. A second holder is refused
+/// with an Error naming the folder, the holding process and `advice`.
+class FolderLock {
+ public:
+  FolderLock(const fs::path& dir, const std::string& file_name, const std::string& advice);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+  /// Whether some process holds `dir`/`file_name` now.
+  static bool held(const fs::path& dir, const std::string& file_name);
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace pae

@@ -76,6 +76,18 @@ int stop_exit_code(int signal);
 /// "SIGTERM", "SIGINT" or "signal N".
 std::string signal_name(int signal);
 
+/// Under an address-space limit (`ulimit -v`, as batch systems set one) a failed allocation
+/// inside the BLAS or OpenMP does not throw: the process hangs or crashes. Called once the data
+/// and model are loaded, this refuses to start (an Error naming the limit and what is left) when
+/// less than kTrainingHeadroom bytes of address space are free, then has the BLAS take its work
+/// buffer now rather than mid-run. Does nothing without a limit.
+void check_memory_headroom();
+inline constexpr size_t kTrainingHeadroom = size_t(192) << 20;
+
+/// The address-space limit in bytes (0: none) and the bytes this process maps now.
+size_t address_space_limit();
+size_t mapped_bytes();
+
 /// Logs a warning when the BLAS in use is the slow reference one, and the kernel fix
 /// ensure_fast_blas_kernels applied, if any. Returns the info.
 BlasInfo warn_if_slow_blas();
