@@ -12,7 +12,6 @@
 
 namespace pae {
 
-
 std::string RunState::describe() const {
   std::string out = state.empty() ? "not recorded" : state;
   if (epoch >= 0) out += " after epoch " + std::to_string(epoch);
@@ -20,8 +19,7 @@ std::string RunState::describe() const {
   return out;
 }
 
-void write_run_state(const std::string& run_dir, const std::string& state, const std::string& reason,
-                     int64_t epoch) {
+void write_run_state(const std::string& run_dir, const std::string& state, const std::string& reason, int64_t epoch) {
   JsonObject o;
   o.add("state", state).add("reason", reason).add("epoch", epoch).add("pid", int64_t(::getpid()));
   atomic_write_text(fs::path(run_dir) / "state.json", o.str() + "\n");

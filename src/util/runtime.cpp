@@ -108,13 +108,18 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
     }
   }
   const int cores = available_cores();
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr && cores > 1) {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr && cores > 1) {
     const double idle = idle_cores(100);
     if (idle >= 0 && idle < double(cores) - 0.5) {
       setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
       setenv("PAE_BUSY_IDLE_CORES", std::to_string(idle).c_str(), 1);
-      again = true;
+    } else {
+      // Quiet now, perhaps not later: spin a while (libgomp's default spins 100x longer, and
+      // under load that arrives mid-run the threads burn their slices waiting on a preempted
+      // partner), then sleep.
+      setenv("GOMP_SPINCOUNT", kSpinCount, 1);
     }
+    again = true;
   }
   if (!again) return;
   setenv("PAE_REEXECUTED", "1", 1);
@@ -129,6 +134,7 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
   unsetenv("OPENBLAS_CORETYPE");
   unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
 }
 
 namespace {

@@ -37,11 +37,15 @@ ThreadSettings configure_threads(ThreadSettings requested);
 /// Does nothing when OPENBLAS_CORETYPE is already set.
 ///
 /// The same re-execution also makes a program fair on a shared machine: OpenMP threads spin
-/// while they wait, so with another busy process on the cores a 2-thread run fell to ~30% of
-/// its quiet speed. When less than all of this process's cores are idle at start (measured over
-/// 0.1 s from /proc/stat), it sets OMP_WAIT_POLICY=PASSIVE (read only at load time): ~57% under
-/// load. On a quiet machine it spins (passive waiting halves the quiet speed). Neither changes
-/// a number the run computes. A user's own OMP_WAIT_POLICY is left alone.
+/// while they wait for each other, and with another busy process on the cores a 2-thread run
+/// spends its time slices waiting on a preempted partner (libgomp's default spin: 8% of the quiet
+/// speed once a competitor arrived mid-run). When less than all of this process's cores are idle
+/// at start (0.1 s of /proc/stat) it sets OMP_WAIT_POLICY=PASSIVE; otherwise a bounded spin,
+/// GOMP_SPINCOUNT=kSpinCount: ~48% of the quiet speed under load arriving mid-run, ~5% slower
+/// quiet (README, Shared machines). Both are read only at load time. Neither changes a number the
+/// run computes (the thread count stays). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left
+/// alone.
+inline constexpr const char* kSpinCount = "3000";
 void ensure_fast_blas_kernels(int argc, char** argv);
 
 /// CPU time of the whole machine that was idle during the next `ms` milliseconds, in cores
