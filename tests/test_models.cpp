@@ -97,4 +97,9 @@ TEST(Models, UnknownTypeListsRegisteredNames) {
   // The registered names as whole entries of the list ("ae" is also inside "nae2").
   EXPECT_EQ(pae::testing::listed_names(msg), AutoEncoderRegistry::instance().names()) << msg;
   EXPECT_EQ(pae::testing::listed_names(msg), (std::vector<std::string>{"aae", "ae", "nae", "vae"})) << msg;
+  // A second family under a taken name is refused, and the first stays.
+  auto& registry = AutoEncoderRegistry::instance();
+  msg = pae::testing::error_of([&] { registry.add("vae", registry.get("ae")); });
+  EXPECT_NE(msg.find("model.type 'vae' is registered twice"), std::string::npos) << msg;
+  EXPECT_EQ(build_autoencoder(small("vae", "mlp"), {1, 8, 8})->signature().rfind("vae/", 0), 0u);
 }

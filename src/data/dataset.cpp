@@ -242,24 +242,6 @@ DatasetRegistry& DatasetRegistry::instance() {
   return *registry;
 }
 
-void DatasetRegistry::add(const std::string& name, DatasetLoader loader) { loaders_[name] = std::move(loader); }
-
-const DatasetLoader& DatasetRegistry::get(const std::string& name) const {
-  auto it = loaders_.find(name);
-  if (it == loaders_.end()) {
-    std::string valid;
-    for (const auto& kv : loaders_) valid += (valid.empty() ? "" : ", ") + kv.first;
-    throw Error("unknown dataset '" + name + "'; valid names: " + valid);
-  }
-  return it->second;
-}
-
-std::vector<std::string> DatasetRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& kv : loaders_) out.push_back(kv.first);
-  return out;
-}
-
 namespace {
 
 std::string list_text(const std::vector<int64_t>& values) {

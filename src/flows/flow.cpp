@@ -506,27 +506,6 @@ TransformRegistry& TransformRegistry::instance() {
   return *registry;
 }
 
-void TransformRegistry::add(const std::string& name, TransformFactory factory) {
-  factories_[name] = std::move(factory);
-}
-
-std::shared_ptr<Transform> TransformRegistry::create(const std::string& name, int64_t dim, const FlowOptions& o,
-                                                     int64_t layer) const {
-  auto it = factories_.find(name);
-  if (it == factories_.end()) {
-    std::string valid;
-    for (const auto& kv : factories_) valid += (valid.empty() ? "" : ", ") + kv.first;
-    throw Error("unknown flow transform '" + name + "'; valid names: " + valid);
-  }
-  return it->second(dim, o, layer);
-}
-
-std::vector<std::string> TransformRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& kv : factories_) out.push_back(kv.first);
-  return out;
-}
-
 std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& o) {
   require(dim >= 1, "flow dimension must be positive, got " + std::to_string(dim));
   require(o.type == "nsf" || o.type == "realnvp", "flow.type '" + o.type + "': expected nsf or realnvp");

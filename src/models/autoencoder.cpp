@@ -170,26 +170,6 @@ AutoEncoderRegistry& AutoEncoderRegistry::instance() {
   return *registry;
 }
 
-void AutoEncoderRegistry::add(const std::string& name, AutoEncoderFactory factory) {
-  factories_[name] = std::move(factory);
-}
-
-std::shared_ptr<AutoEncoder> AutoEncoderRegistry::create(const ModelOptions& options, const ImageShape& shape) const {
-  auto it = factories_.find(options.type);
-  if (it == factories_.end()) {
-    std::string valid;
-    for (const auto& kv : factories_) valid += (valid.empty() ? "" : ", ") + kv.first;
-    throw Error("model.type '" + options.type + "': unknown model; valid names: " + valid);
-  }
-  return it->second(options, shape);
-}
-
-std::vector<std::string> AutoEncoderRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& kv : factories_) out.push_back(kv.first);
-  return out;
-}
-
 std::shared_ptr<AutoEncoder> build_autoencoder(const ModelOptions& options, const ImageShape& shape) {
   require(shape.channels > 0 && shape.height > 0 && shape.width > 0,
           "cannot build a model for image shape " + shape.str());

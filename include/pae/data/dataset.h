@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "pae/util/registry.h"
+
 namespace pae::data {
 
 enum class Split { kTrain, kVal, kTest };
@@ -58,15 +60,12 @@ Dataset load_dataset(const DataOptions& options, Split split);
 using DatasetLoader = std::function<Dataset(const DataOptions&, Split)>;
 
 /// The explicit dataset registry (lower-case names; built-ins registered in one function).
-class DatasetRegistry {
+class DatasetRegistry : public Registry<DatasetLoader> {
  public:
   static DatasetRegistry& instance();
-  void add(const std::string& name, DatasetLoader loader);
-  const DatasetLoader& get(const std::string& name) const;  ///< error lists the valid names
-  std::vector<std::string> names() const;
 
  private:
-  std::map<std::string, DatasetLoader> loaders_;
+  DatasetRegistry() : Registry("dataset") {}
 };
 
 /// Candidate roots for `name` in search order (config root first when given).

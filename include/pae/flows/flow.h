@@ -15,6 +15,7 @@
 
 #include "pae/flows/options.h"
 #include "pae/flows/spline.h"
+#include "pae/util/registry.h"
 
 namespace pae::flows {
 
@@ -71,16 +72,16 @@ std::shared_ptr<Flow> build_flow(int64_t dim, const FlowOptions& options);
 using TransformFactory = std::function<std::shared_ptr<Transform>(int64_t dim, const FlowOptions&, int64_t layer)>;
 
 /// Explicit registry of every transform (lower-case names); tests sweep it.
-class TransformRegistry {
+class TransformRegistry : public Registry<TransformFactory> {
  public:
   static TransformRegistry& instance();
-  void add(const std::string& name, TransformFactory factory);
   std::shared_ptr<Transform> create(const std::string& name, int64_t dim, const FlowOptions& options,
-                                    int64_t layer) const;
-  std::vector<std::string> names() const;
+                                    int64_t layer) const {
+    return get(name)(dim, options, layer);
+  }
 
  private:
-  std::map<std::string, TransformFactory> factories_;
+  TransformRegistry() : Registry("flow transform") {}
 };
 
 }  // namespace pae::flows

@@ -17,6 +17,7 @@
 #include "pae/models/nets.h"
 #include "pae/models/options.h"
 #include "pae/nn/trainable.h"
+#include "pae/util/registry.h"
 
 namespace pae::models {
 
@@ -89,16 +90,16 @@ torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, co
 
 using AutoEncoderFactory = std::function<std::shared_ptr<AutoEncoder>(const ModelOptions&, const ImageShape&)>;
 
-/// Explicit registry of auto-encoder families (lower-case names).
-class AutoEncoderRegistry {
+/// The auto-encoder families by model.type.
+class AutoEncoderRegistry : public Registry<AutoEncoderFactory> {
  public:
   static AutoEncoderRegistry& instance();
-  void add(const std::string& name, AutoEncoderFactory factory);
-  std::shared_ptr<AutoEncoder> create(const ModelOptions& options, const ImageShape& shape) const;
-  std::vector<std::string> names() const;
+  std::shared_ptr<AutoEncoder> create(const ModelOptions& options, const ImageShape& shape) const {
+    return get(options.type)(options, shape);
+  }
 
  private:
-  std::map<std::string, AutoEncoderFactory> factories_;
+  AutoEncoderRegistry() : Registry("model.type") {}
 };
 
 /// Builds the model named by options.type for images of `shape`.

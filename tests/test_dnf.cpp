@@ -1,0 +1,113 @@
+// The denoising normalizing flow: its density is the change of variables of the whole map,
+// samples lie on its manifold, the loss is the one the paper and the authors' code train.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "pae/flows/dnf.h"
+#include "pae/util/error.h"
+#include "test_util.h"
+
+using namespace pae;
+using namespace pae::flows;
+using pae::testing::error_of;
+
+namespace {
+
+/// A small DNF in double precision with every parameter away from the identity start.
+std::shared_ptr<DenoisingFlow> tiny_dnf(int64_t D, int64_t d, double sigma) {
+  torch::manual_seed(3);
+  DnfOptions o;
+  o.data_dim = D;
+  o.manifold_dim = d;
+  o.sigma = sigma;
+  o.outer.layers = 3;
+  o.outer.hidden = 8;
+  o.outer.bins = 4;
+  o.inner = o.outer;
+  o.inner.layers = 2;
+  auto dnf = std::make_shared<DenoisingFlow>(o);
+  dnf->to(torch::kFloat64);
+  torch::NoGradGuard no_grad;
+  for (auto& p : dnf->parameters()) p.copy_(torch::randn_like(p) * 0.3);
+  return dnf;
+}
+
+}  // namespace
+
+TEST(Dnf, LogProbIsTheChangeOfVariablesOfTheWholeMapByBruteForce) {
+  const double sigma = 0.1;
+  auto dnf = tiny_dnf(3, 1, sigma);
+  const auto x = torch::randn({5, 3}, torch::kFloat64);
+  const auto log_p = dnf->log_prob(x);
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    // The whole map x -> (u, v) of one point, its 3x3 Jacobian by autograd row by row.
+    auto xi = x.slice(0, i, i + 1).clone().requires_grad_(true);
+    const auto c = dnf->code(xi);
+    const auto out = torch::cat({c.u, c.off}, 1).squeeze(0);
+    std::vector<torch::Tensor> rows;
+    for (int64_t k = 0; k < 3; ++k)
+      rows.push_back(torch::autograd::grad({out[k]}, {xi}, {}, /*retain_graph=*/true)[0].squeeze(0));
+    const double log_det = std::log(std::abs(torch::stack(rows).det().item<double>()));
+    const double u = out[0].item<double>(), v1 = out[1].item<double>(), v2 = out[2].item<double>();
+    const double log2pi = std::log(2 * M_PI);
+    const double expected = -0.5 * (u * u + log2pi) - 0.5 * (v1 * v1 + v2 * v2) / (sigma * sigma) -
+                            2 * (std::log(sigma) + 0.5 * log2pi) + log_det;
+    EXPECT_NEAR(log_p[i].item<double>(), expected, 1e-9 * std::max(1.0, std::abs(expected))) << "point " << i;
+    // On the manifold: the inflated density times (2 pi sigma^2)^((D-d)/2).
+    EXPECT_NEAR(dnf->log_prob_on_manifold(x.slice(0, i, i + 1)).item<double>(),
+                expected + 0.5 * 2 * std::log(2 * M_PI * sigma * sigma), 1e-9 * std::max(1.0, std::abs(expected)));
+  }
+}
+
+TEST(Dnf, SamplesLieOnTheManifoldAndEncodeBackToTheirCode) {
+  auto dnf = tiny_dnf(3, 1, 0.1);
+  torch::NoGradGuard no_grad;
+  const auto u = torch::randn({64, 1}, torch::kFloat64);
+  const auto x = dnf->decode(u);
+  const auto c = dnf->code(x);
+  EXPECT_LT(c.off.abs().max().item<double>(), 1e-9);  // v = 0
+  EXPECT_LT((c.u - u).abs().max().item<double>(), 1e-9);
+  EXPECT_FALSE(dnf->off_manifold(x).any().item<bool>());
+  // Projecting a point of the manifold leaves it where it is; a point pushed off it is flagged.
+  EXPECT_LT((dnf->project(x) - x).abs().max().item<double>(), 1e-9);
+  const auto h = dnf->outer().forward(x).first.clone();
+  h.narrow(1, 1, 2).fill_(0.5);
+  EXPECT_TRUE(dnf->off_manifold(dnf->outer().inverse(h).first).all().item<bool>());
+  EXPECT_EQ(dnf->sample(7).sizes(), (std::vector<int64_t>{7, 3}));
+}
+
+TEST(Dnf, TheLossIsTheInflatedNllPlusTheWeightedDenoisingError) {
+  auto dnf = tiny_dnf(2, 1, 0.2);
+  auto o = dnf->options();
+  const auto x = torch::randn({16, 2}, torch::kFloat64), eps = torch::randn({16, 2}, torch::kFloat64);
+  const auto l = dnf->loss(x, eps);
+  const auto inflated = x + 0.2 * eps;
+  EXPECT_NEAR(l.nll.item<double>(), -dnf->log_prob(inflated).mean().item<double>(), 1e-10);
+  // The clean data are the target of the denoised inflated data.
+  EXPECT_NEAR(l.recon.item<double>(), (dnf->project(inflated) - x).pow(2).mean().item<double>(), 1e-10);
+  EXPECT_NEAR(l.off_manifold.item<double>(), dnf->code(inflated).off.pow(2).mean().item<double>(), 1e-12);
+  EXPECT_NEAR(l.total.item<double>(), l.nll.item<double>() + o.recon_weight * l.recon.item<double>(), 1e-10);
+  // Every parameter, outer and inner, gets a gradient from the one loss (but the input weights of
+  // the 1-D inner flow's conditioners, whose input is the constant 0: nothing to condition on).
+  l.total.backward();
+  int64_t without = 0;
+  for (const auto& p : dnf->named_parameters())
+    if (p.key().rfind("inner.", 0) != 0 || p.key().find("conditioner.input.weight") == std::string::npos)
+      if (!p.value().grad().defined() || p.value().grad().abs().sum().item<double>() == 0) {
+        ADD_FAILURE() << p.key() << " has no gradient";
+        ++without;
+      }
+  EXPECT_EQ(without, 0);
+}
+
+TEST(Dnf, DimensionsAndNoiseAreChecked) {
+  DnfOptions o;
+  o.data_dim = 2;
+  o.manifold_dim = 2;
+  EXPECT_NE(error_of([&] { DenoisingFlow f(o); }).find("must lie in [1, 2)"), std::string::npos);
+  o.manifold_dim = 1;
+  o.sigma = 0;
+  EXPECT_NE(error_of([&] { DenoisingFlow f(o); }).find("noise std must be positive"), std::string::npos);
+}
