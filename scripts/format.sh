@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Applies .clang-format to every tracked C++ file; --check only reports (and fails on) files
+# Applies .clang-format to every C++ file git tracks or would add; --check only reports (and fails on) files
 # that are not formatted. .ci/run runs the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v clang-format >/dev/null || scripts/setup.sh
-mapfile -t files < <(git ls-files '*.cpp' '*.h')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.cpp' '*.h')
 if [ "${1:-}" = "--check" ]; then
   if ! clang-format --dry-run --Werror "${files[@]}" 2>/tmp/pae-format.$$; then
     grep -o '^[^:]*:[0-9]*' /tmp/pae-format.$$ | sort -u | head -20 >&2

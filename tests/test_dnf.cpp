@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 
 #include "pae/flows/dnf.h"
+#include "pae/nn/sample_noise.h"
 #include "pae/util/error.h"
 #include "test_util.h"
 
@@ -110,4 +112,55 @@ TEST(Dnf, DimensionsAndNoiseAreChecked) {
   o.manifold_dim = 1;
   o.sigma = 0;
   EXPECT_NE(error_of([&] { DenoisingFlow f(o); }).find("noise std must be positive"), std::string::npos);
+}
+
+namespace {
+
+/// Records what a train_step asks for, steps nothing.
+class RecordingContext : public nn::StepContext {
+ public:
+  void step(const std::string& group, const at::Tensor& loss, const nn::TensorTerms&) override {
+    groups.push_back(group);
+    losses.push_back(loss.item<double>());
+  }
+  void log(const std::string& term, const at::Tensor& value) override { logged[term] = value.item<double>(); }
+  const std::string& phase() const override { return phase_; }
+  int64_t phase_index() const override { return 0; }
+  int64_t epoch() const override { return 1; }
+  int64_t global_step() const override { return 0; }
+  c10::Device device() const override { return c10::Device(c10::kCPU); }
+  std::vector<std::string> groups;
+  std::vector<double> losses;
+  std::map<std::string, double> logged;
+
+ private:
+  std::string phase_ = "train";
+};
+
+}  // namespace
+
+TEST(Dnf, TrainingBatchesAreInflatedWithTheStepsNoiseAndValidationSeesCleanData) {
+  auto dnf = tiny_dnf(2, 1, 0.1);
+  const auto x = torch::randn({12, 2}, torch::kFloat64);
+  RecordingContext ctx;
+  {
+    nn::SampleNoiseScope scope(7, 3, 0, 0);
+    dnf->train_step({x, {}}, ctx);
+  }
+  torch::Tensor eps;
+  {
+    nn::SampleNoiseScope scope(7, 3, 0, 0);  // the step's noise, drawn again
+    eps = nn::sample_randn_like(x);
+  }
+  const auto expected = dnf->loss(x, eps);
+  ASSERT_EQ(ctx.groups, (std::vector<std::string>{"dnf"}));
+  EXPECT_NEAR(ctx.losses[0], expected.total.item<double>(), 1e-10);
+  EXPECT_NEAR(ctx.logged.at("nll"), expected.nll.item<double>(), 1e-10);
+  // Validation: the loss of the clean data, whatever the batch size.
+  const auto clean = dnf->loss(x, torch::zeros_like(x));
+  const auto terms = dnf->validate({x, {}}, 5);
+  EXPECT_NEAR(terms.at("nll"), clean.nll.item<double>(), 1e-10);
+  EXPECT_NEAR(terms.at("recon"), clean.recon.item<double>(), 1e-10);
+  EXPECT_GT(std::abs(terms.at("nll") - ctx.logged.at("nll")), 1e-3);  // the inflation changed it
+  EXPECT_EQ(dnf->signature(), "dnf/D2/d1/nsfx3/nsfx2");
 }

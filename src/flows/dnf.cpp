@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "pae/nn/sample_noise.h"
 #include "pae/util/error.h"
 
 namespace pae::flows {
@@ -91,6 +92,45 @@ DnfLoss DenoisingFlow::loss(const torch::Tensor& x, const torch::Tensor& eps) {
   l.off_manifold = c.off.pow(2).mean();
   l.total = l.nll + options_.recon_weight * l.recon + options_.off_manifold_weight * l.off_manifold;
   return l;
+}
+
+std::vector<std::pair<std::string, std::vector<at::Tensor>>> DenoisingFlow::parameter_groups() {
+  return {{"dnf", parameters()}};
+}
+
+void DenoisingFlow::train_step(const nn::Batch& batch, nn::StepContext& ctx) {
+  const auto l = loss(batch.x, nn::sample_randn_like(batch.x));  // a fresh inflation every batch
+  ctx.step("dnf", l.total, {{"nll", l.nll}, {"recon", l.recon}, {"off_manifold", l.off_manifold}});
+  ctx.log("loss", l.total);
+  ctx.log("nll", l.nll);
+  ctx.log("recon", l.recon);
+  ctx.log("off_manifold", l.off_manifold);
+}
+
+nn::Terms DenoisingFlow::validate(const nn::Batch& data, int64_t batch_size) {
+  const bool was_training = is_training();
+  eval();
+  torch::NoGradGuard no_grad;
+  const auto device = parameters().front().device();
+  nn::Terms sums;
+  const int64_t n = data.x.size(0), step = batch_size > 0 ? batch_size : n;
+  for (int64_t at = 0; at < n; at += step) {
+    const auto x = data.x.slice(0, at, std::min(n, at + step)).to(device);
+    const auto l = loss(x, torch::zeros_like(x));  // clean data: no inflation
+    const double w = double(x.size(0)) / double(n);
+    sums["loss"] += w * l.total.item<double>();
+    sums["nll"] += w * l.nll.item<double>();
+    sums["recon"] += w * l.recon.item<double>();
+    sums["off_manifold"] += w * l.off_manifold.item<double>();
+  }
+  train(was_training);
+  return sums;
+}
+
+std::string DenoisingFlow::signature() const {
+  const auto& o = options_;
+  return "dnf/D" + std::to_string(o.data_dim) + "/d" + std::to_string(o.manifold_dim) + "/" + o.outer.type + "x" +
+         std::to_string(o.outer.layers) + "/" + o.inner.type + "x" + std::to_string(o.inner.layers);
 }
 
 }  // namespace pae::flows

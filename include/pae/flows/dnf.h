@@ -16,13 +16,14 @@
 
 #include "pae/flows/flow.h"
 #include "pae/flows/options.h"
+#include "pae/nn/trainable.h"
 
 namespace pae::flows {
 
 struct DnfOptions {
-  int64_t data_dim = 2;      ///< D
-  int64_t manifold_dim = 1;  ///< d, 1 <= d < D
-  double sigma = 0.1;        ///< inflation noise std (the authors' thin spiral: sigma^2 = 0.01)
+  int64_t data_dim = 2;              ///< D
+  int64_t manifold_dim = 1;          ///< d, 1 <= d < D
+  double sigma = 0.1;                ///< inflation noise std (the authors' thin spiral: sigma^2 = 0.01)
   double recon_weight = 1.0;         ///< lambda, on the element-mean squared error of the denoised data
   double off_manifold_weight = 0.0;  ///< on mean(v^2)
   FlowOptions outer, inner;          ///< f (dimension D) and g (dimension d)
@@ -30,23 +31,34 @@ struct DnfOptions {
 
 /// What the outer and inner flows make of a batch x:[B, D].
 struct DnfCode {
-  torch::Tensor chart;  ///< h_m: [B, d]
-  torch::Tensor off;    ///< v: [B, D - d]
-  torch::Tensor u;      ///< g(h_m): [B, d]
+  torch::Tensor chart;    ///< h_m: [B, d]
+  torch::Tensor off;      ///< v: [B, D - d]
+  torch::Tensor u;        ///< g(h_m): [B, d]
   torch::Tensor log_det;  ///< log|det df/dx| + log|det dg/dh_m|: [B]
 };
 
 /// The DNF's loss terms on one batch (means over the batch).
 struct DnfLoss {
-  torch::Tensor total;  ///< nll + recon_weight * recon + off_manifold_weight * off_manifold
-  torch::Tensor nll;    ///< -log p(x~) in nats
-  torch::Tensor recon;  ///< mean over elements of (f^-1([h_m(x~), 0]) - x)^2
+  torch::Tensor total;         ///< nll + recon_weight * recon + off_manifold_weight * off_manifold
+  torch::Tensor nll;           ///< -log p(x~) in nats
+  torch::Tensor recon;         ///< mean over elements of (f^-1([h_m(x~), 0]) - x)^2
   torch::Tensor off_manifold;  ///< mean of v(x~)^2
 };
 
-class DenoisingFlow : public torch::nn::Module {
+/// The DNF, trainable by the engine: one parameter group ("dnf": f and g together), one phase.
+/// A training batch is inflated with noise drawn per sample (nn::sample_randn_like: the same on
+/// any number of ranks); validation measures the same loss on the clean data.
+class DenoisingFlow : public torch::nn::Module, public nn::Trainable {
  public:
   explicit DenoisingFlow(const DnfOptions& options);
+
+  // nn::Trainable
+  torch::nn::Module& module() override { return *this; }
+  std::vector<std::pair<std::string, std::vector<at::Tensor>>> parameter_groups() override;
+  void train_step(const nn::Batch& batch, nn::StepContext& ctx) override;
+  nn::Terms validate(const nn::Batch& data, int64_t batch_size) override;
+  std::string signature() const override;
+  at::Tensor sample(int64_t n) override { return sample(n, 1.0); }
 
   DnfCode code(const torch::Tensor& x);
   /// log p(x~):[B], the inflated density.
@@ -62,7 +74,7 @@ class DenoisingFlow : public torch::nn::Module {
   /// The point of the manifold for x: f^-1([h_m(x), 0]).
   torch::Tensor project(const torch::Tensor& x);
   /// n samples: u ~ N(0, temperature^2 I_d), decoded.
-  torch::Tensor sample(int64_t n, double temperature = 1.0);
+  torch::Tensor sample(int64_t n, double temperature);
   /// The training loss on clean data x with the inflation noise eps ~ N(0, I) given (x~ = x + sigma eps).
   DnfLoss loss(const torch::Tensor& x, const torch::Tensor& eps);
 
