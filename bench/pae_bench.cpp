@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "density.h"
+#include "dnf_spiral.h"
 #include "pae/config.h"
 #include "pae/data/dataset.h"
 #include "pae/flows/flow.h"
@@ -384,8 +385,8 @@ int main(int argc, char** argv) {
   std::string what = "vae", compare;
   int threads = 0, blas_threads = 0;
   BenchOptions bo;
-  app.add_option("what", what, "gemm | vae | ae | nsf | realnvp | toy | density")
-      ->check(CLI::IsMember({"gemm", "vae", "ae", "nsf", "realnvp", "toy", "density"}));
+  app.add_option("what", what, "gemm | vae | ae | nsf | realnvp | toy | density | dnf-spiral")
+      ->check(CLI::IsMember({"gemm", "vae", "ae", "nsf", "realnvp", "toy", "density", "dnf-spiral"}));
   app.add_option("--config", bo.config_path, "config (default configs/fmnist_<what>.yml)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0 = all cores)");
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads (0 = 1)");
@@ -403,7 +404,7 @@ int main(int argc, char** argv) {
   app.add_option("--dims", dims, "density: comma-separated dimensions (default 2,8,32)");
   app.add_option("--sets", sets, "density: comma-separated set names (default all)");
   app.add_option("--set", dbo.overrides, "density: override a key of the flow config");
-  app.add_option("--work", dbo.work, "density: where the sets and fits go");
+  app.add_option("--work", dbo.work, "density, dnf-spiral: where the sets, fits and plots go");
   app.add_option("--n-train", dbo.n_train, "density: training points")->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   pae::ensure_fast_blas_kernels(argc, argv);
@@ -415,6 +416,9 @@ int main(int argc, char** argv) {
       pae::require(bool(std::ofstream(bo.profile)), "--profile " + bo.profile + ": cannot write the file");
     const auto before = compare.empty() ? nlohmann::json() : previous_figures(compare, what);
     if (what == "toy") return bench_toy(bo.epochs);
+    if (what == "dnf-spiral")
+      return bench_dnf_spiral(app.count("--epochs") > 0 ? bo.epochs : 100,
+                              app.count("--work") > 0 ? dbo.work : "runs/bench_dnf_spiral");
     if (what == "density") {
       if (!bo.config_path.empty()) dbo.config = bo.config_path;
       if (!dims.empty()) dbo.dims.clear();

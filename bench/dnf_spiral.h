@@ -1,0 +1,10 @@
+// pae-bench dnf-spiral: the DNF on the thin spiral with the authors' settings, against the truth.
+#pragma once
+#include <cstdint>
+#include <string>
+
+/// Trains the DNF for `epochs` on 9,000 points of the thin spiral, then prints a JSON line (the
+/// learned density of the position along the spiral against the true one: KS statistic, KL
+/// divergence and the mass on the grid; the samples' mean distance to the curve; seconds) and
+/// writes OUT/dnf_spiral.svg (both densities) and OUT/dnf_spiral.json.
+int bench_dnf_spiral(int64_t epochs, const std::string& out_dir);
