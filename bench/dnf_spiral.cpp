@@ -6,8 +6,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <vector>
 
 #include "pae/flows/dnf.h"
+#include "pae/flows/latent_flow.h"
 #include "pae/flows/thin_spiral.h"
 #include "pae/report/svg.h"
 #include "pae/train/engine.h"
@@ -38,13 +41,48 @@ std::vector<double> to_vector(const torch::Tensor& t) {
   return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
 
-}  // namespace
+/// A model's learned density of the position along the spiral and its samples, against the truth.
+struct OnTheCurve {
+  std::string model;
+  torch::Tensor density;  ///< [n] on the grid, normalised along it
+  double ks = 0, kl = 0, mass = 0, sample_distance = 0, seconds = 0;
+};
 
-int bench_dnf_spiral(int64_t epochs, const std::string& out_dir) {
-  torch::manual_seed(0);
-  auto dnf = std::make_shared<pae::flows::DenoisingFlow>(authors_options());
-  const auto train = ThinSpiral::sample(9000, 1).to(torch::kFloat32);
-  const auto val = ThinSpiral::sample(1000, 2).to(torch::kFloat32);
+/// The grid of positions z that holds all but 1e-6 of the true mass.
+torch::Tensor position_grid(int64_t n) {
+  const double z_max = 3 * M_PI * std::sqrt(-ThinSpiral::kScale * std::log(1e-6));
+  return torch::linspace(z_max / double(n), z_max, n, torch::kFloat64);
+}
+
+/// `log_density` of points [n, 2] (float32) is a density per unit length of the curve at its
+/// points: times the length per unit z, |dx/dz| = sqrt(1 + z^2) / 3, it is a density of z,
+/// compared with the truth as a distribution on the grid (normalised: the mass it had is kept).
+OnTheCurve measure(const std::string& model, const std::function<torch::Tensor(const torch::Tensor&)>& log_density,
+                   const torch::Tensor& samples, double seconds) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = 20001;
+  const auto z = position_grid(n);
+  const double dz = (z[-1] - z[0]).item<double>() / double(n - 1);
+  const auto truth = ThinSpiral::log_density_of_position(z).exp();
+  const auto raw =
+      log_density(ThinSpiral::point(z).to(torch::kFloat32)).to(torch::kFloat64).exp() * (1 + z.pow(2)).sqrt() / 3;
+  OnTheCurve r;
+  r.model = model;
+  r.seconds = seconds;
+  r.mass = raw.sum().item<double>() * dz;
+  r.density = raw / r.mass;
+  r.ks = (truth.cumsum(0) - r.density.cumsum(0)).abs().max().item<double>() * dz;
+  r.kl = (truth * (truth.clamp_min(1e-300).log() - r.density.clamp_min(1e-300).log())).sum().item<double>() * dz;
+  const auto curve = ThinSpiral::point(torch::linspace(0, z[-1].item<double>(), 40001, torch::kFloat64));
+  const auto points = samples.to(torch::kFloat64);
+  for (int64_t at = 0; at < points.size(0); at += 1000)
+    r.sample_distance += std::get<0>(torch::cdist(points.slice(0, at, at + 1000), curve).min(1)).sum().item<double>();
+  r.sample_distance /= double(points.size(0));
+  return r;
+}
+
+/// The engine's options for both models: the authors' optimizer and batch.
+pae::train::EngineOptions authors_training(int64_t epochs) {
   pae::train::EngineOptions e;
   e.epochs = epochs;
   e.batch_size = 100;
@@ -56,55 +94,66 @@ int bench_dnf_spiral(int64_t epochs, const std::string& out_dir) {
   opt.weight_decay = 1e-4;
   opt.grad_clip = 5;
   opt.schedule = "cosine";  // the authors restart it every 50 epochs; ours runs once over all
+  return e;
+}
+
+double fit(pae::nn::Trainable& model, const torch::Tensor& train, const torch::Tensor& val, int64_t epochs) {
   pae::train::TrainData data;
   data.size = train.size(0);
   data.batch = [&](const torch::Tensor& idx) { return pae::nn::Batch{train.index_select(0, idx), {}}; };
   data.validation = {val, {}};
   const auto t0 = std::chrono::steady_clock::now();
-  pae::train::Engine(e).fit(*dnf, data);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  pae::train::Engine(authors_training(epochs)).fit(model, data);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
-  torch::NoGradGuard no_grad;
+}  // namespace
+
+int bench_dnf_spiral(int64_t epochs, const std::string& out_dir) {
+  const auto train = ThinSpiral::sample(9000, 1).to(torch::kFloat32);
+  const auto val = ThinSpiral::sample(1000, 2).to(torch::kFloat32);
+  std::vector<OnTheCurve> results;
+
+  torch::manual_seed(0);
+  auto dnf = std::make_shared<pae::flows::DenoisingFlow>(authors_options());
+  double seconds = fit(*dnf, train, val, epochs);
   dnf->eval();
-  // The density of the position z along the curve: the learned one is the DNF's density on the
-  // manifold (per unit length of it) at the curve's points, times the length per unit z,
-  // |dx/dz| = sqrt(1 + z^2) / 3.
-  const double z_max = 3 * M_PI * std::sqrt(-ThinSpiral::kScale * std::log(1e-6));  // all but 1e-6 of the mass
-  const int64_t n = 20001;
-  const auto z = torch::linspace(z_max / n, z_max, n, torch::kFloat64);
-  const double dz = z_max / n;
-  const auto truth = ThinSpiral::log_density_of_position(z).exp();
-  const auto on_curve = dnf->log_prob_on_manifold(ThinSpiral::point(z).to(torch::kFloat32)).to(torch::kFloat64);
-  const auto learned_raw = on_curve.exp() * (1 + z.pow(2)).sqrt() / 3;
-  const double mass = learned_raw.sum().item<double>() * dz;
-  const auto learned = learned_raw / mass;  // compared as distributions on the grid
-  const double ks = (truth.cumsum(0) - learned.cumsum(0)).abs().max().item<double>() * dz;
-  const double kl =
-      (truth * (truth.clamp_min(1e-300).log() - learned.clamp_min(1e-300).log())).sum().item<double>() * dz;
-  const auto samples = dnf->sample(10000, 1.0).to(torch::kFloat64);
-  const auto curve = ThinSpiral::point(torch::linspace(0, z_max, 40001, torch::kFloat64));
-  double distance = 0;
-  for (int64_t at = 0; at < samples.size(0); at += 1000)
-    distance += std::get<0>(torch::cdist(samples.slice(0, at, at + 1000), curve).min(1)).sum().item<double>();
-  distance /= double(samples.size(0));
-  const auto val_terms = dnf->validate({val, {}}, 1000);
+  results.push_back(measure(
+      "dnf", [&](const torch::Tensor& x) { return dnf->log_prob_on_manifold(x); }, dnf->sample(10000, 1.0), seconds));
 
-  pae::JsonObject out;
-  out.add("model", std::string("dnf")).add("set", std::string("thin-spiral")).add("epochs", epochs);
-  out.add("ks", ks).add("kl", kl).add("mass_on_curve", mass).add("sample_distance", distance);
-  out.add("val_nll", val_terms.at("nll")).add("val_recon", val_terms.at("recon")).add("seconds", seconds);
-  std::printf("%s\n", out.str().c_str());
+  // A standard NSF of the 2-D points (the outer flow's architecture, no manifold): its density at
+  // the curve's points, normalised along the curve.
+  torch::manual_seed(0);
+  auto nsf = std::make_shared<pae::flows::LatentFlow>(2, authors_options().outer);
+  nsf->fit_standardisation(train);
+  nsf->set_dropout_schedule(epochs);
+  seconds = fit(*nsf, train, val, epochs);
+  nsf->eval();
+  results.push_back(measure(
+      "nsf", [&](const torch::Tensor& x) { return nsf->log_prob(x); }, nsf->sample(10000, 1.0), seconds));
+
   pae::ensure_dir(out_dir);
+  std::string lines;
+  const auto z = position_grid(20001);
+  const auto zs = to_vector(z.slice(0, 0, z.size(0), 20));
+  std::vector<pae::report::Series> series{
+      {"true", zs, to_vector(ThinSpiral::log_density_of_position(z).exp().slice(0, 0, z.size(0), 20))}};
+  for (const auto& r : results) {
+    pae::JsonObject out;
+    out.add("model", r.model).add("set", std::string("thin-spiral")).add("epochs", epochs);
+    out.add("ks", r.ks).add("kl", r.kl).add("mass_on_curve", r.mass).add("sample_distance", r.sample_distance);
+    out.add("seconds", r.seconds);
+    std::printf("%s\n", out.str().c_str());
+    lines += out.str() + "\n";
+    series.push_back(
+        {r.model + " (KS " + pae::report::tick_label(r.ks) + ")", zs, to_vector(r.density.slice(0, 0, z.size(0), 20))});
+  }
   pae::report::PlotOptions plot;
-  plot.title = "thin spiral: density of the position along the curve (KS " + pae::report::tick_label(ks) + ")";
+  plot.title = "thin spiral: density of the position along the curve";
   plot.x_label = "z";
   plot.y_label = "p(z)";
-  const auto zs = to_vector(z.slice(0, 0, n, 20));
-  pae::atomic_write_text(pae::fs::path(out_dir) / "dnf_spiral.svg",
-                         pae::report::line_plot({{"true", zs, to_vector(truth.slice(0, 0, n, 20))},
-                                                 {"DNF", zs, to_vector(learned.slice(0, 0, n, 20))}},
-                                                plot));
-  pae::atomic_write_text(pae::fs::path(out_dir) / "dnf_spiral.json", out.str() + "\n");
-  spdlog::info("wrote {}/dnf_spiral.svg and dnf_spiral.json", out_dir);
+  pae::atomic_write_text(pae::fs::path(out_dir) / "dnf_spiral.svg", pae::report::line_plot(series, plot));
+  pae::atomic_write_text(pae::fs::path(out_dir) / "dnf_spiral.jsonl", lines);
+  spdlog::info("wrote {}/dnf_spiral.svg and dnf_spiral.jsonl", out_dir);
   return 0;
 }
