@@ -548,23 +548,6 @@ TEST(Train, ADivergedAutoEncoderIsAnErrorNotASuccess) {
   EXPECT_TRUE(fs::exists(tmp.file("kept/summary.json")));
 }
 
-TEST(Runtime, IdleCoresIsReadFromProcStatAndSeesABusyThread) {
-  const double cpus = double(::sysconf(_SC_NPROCESSORS_ONLN));
-  const double quiet = idle_cores(200);
-  ASSERT_GE(quiet, 0.0) << "/proc/stat could not be read";
-  EXPECT_LE(quiet, cpus + 0.05);
-  // A thread that spins takes about one core of idle time away.
-  std::atomic<bool> stop{false};
-  std::thread spin([&] {
-    volatile uint64_t x = 0;
-    while (!stop.load(std::memory_order_relaxed)) x = x + 1;
-  });
-  const double busy = idle_cores(200);
-  stop = true;
-  spin.join();
-  EXPECT_LT(busy, cpus - 0.5) << "idle " << busy << " of " << cpus << " cores with a spinning thread";
-}
-
 TEST(Train, RunsRecordHowTheyEndedAndUnfinishedRunsAreWarnedOrRefused) {
   TempDir tmp;
   Config c = tiny_config(tmp, 2);

@@ -67,31 +67,7 @@ const char* faster_blas_core(const BlasInfo& info) {
   return __builtin_cpu_supports("avx512f") ? "SkylakeX" : __builtin_cpu_supports("avx2") ? "Haswell" : nullptr;
 }
 
-/// (idle, total) jiffies of all CPUs from /proc/stat's first line.
-bool cpu_jiffies(double& idle, double& total) {
-  std::ifstream in("/proc/stat");
-  std::string cpu;
-  in >> cpu;
-  if (!in || cpu != "cpu") return false;
-  double v[8] = {0};
-  for (double& x : v) in >> x;
-  if (!in) return false;
-  idle = v[3] + v[4];  // idle + iowait
-  total = 0;
-  for (double x : v) total += x;
-  return true;
-}
-
 }  // namespace
-
-double idle_cores(int ms) {
-  double i0, t0, i1, t1;
-  if (!cpu_jiffies(i0, t0)) return -1;
-  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-  if (!cpu_jiffies(i1, t1) || t1 <= t0) return -1;
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  return (i1 - i0) / (t1 - t0) * double(cpus > 0 ? cpus : 1);
-}
 
 void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   if (std::getenv("PAE_REEXECUTED") != nullptr) {  // once
@@ -107,18 +83,11 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
       again = true;
     }
   }
-  const int cores = available_cores();
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr && cores > 1) {
-    const double idle = idle_cores(100);
-    if (idle >= 0 && idle < double(cores) - 0.5) {
-      setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-      setenv("PAE_BUSY_IDLE_CORES", std::to_string(idle).c_str(), 1);
-    } else {
-      // Quiet now, perhaps not later: spin a while (libgomp's default spins 100x longer, and
-      // under load that arrives mid-run the threads burn their slices waiting on a preempted
-      // partner), then sleep.
-      setenv("GOMP_SPINCOUNT", kSpinCount, 1);
-    }
+  // OpenMP threads spin a while when they wait for each other (libgomp's default spins 100x
+  // longer: once another busy process shares the cores, the threads burn their slices waiting on
+  // a preempted partner), then sleep.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr && available_cores() > 1) {
+    setenv("GOMP_SPINCOUNT", kSpinCount, 1);
     again = true;
   }
   if (!again) return;
@@ -133,7 +102,6 @@ void ensure_fast_blas_kernels(int /*argc*/, char** argv) {
   }
   execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
   unsetenv("OPENBLAS_CORETYPE");
-  unsetenv("OMP_WAIT_POLICY");
   unsetenv("GOMP_SPINCOUNT");
 }
 
@@ -227,13 +195,6 @@ void init_program() {
 
 BlasInfo warn_if_slow_blas() {
   BlasInfo info = blas_info();
-  if (const char* idle = std::getenv("PAE_BUSY_IDLE_CORES")) {
-    spdlog::info(
-        "the machine is busy ({:.1f} of {} cores idle at start): OpenMP threads wait passively "
-        "(OMP_WAIT_POLICY=PASSIVE) instead of spinning; set OMP_WAIT_POLICY yourself to choose",
-        std::atof(idle), available_cores());
-    unsetenv("PAE_BUSY_IDLE_CORES");
-  }
   if (const char* old = std::getenv("PAE_BLAS_FALLBACK_CORE")) {
     spdlog::info(
         "OpenBLAS had picked its '{}' kernels for this CPU; restarted with OPENBLAS_CORETYPE={} "

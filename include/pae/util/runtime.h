@@ -39,18 +39,12 @@ ThreadSettings configure_threads(ThreadSettings requested);
 /// The same re-execution also makes a program fair on a shared machine: OpenMP threads spin
 /// while they wait for each other, and with another busy process on the cores a 2-thread run
 /// spends its time slices waiting on a preempted partner (libgomp's default spin: 9% of the quiet
-/// speed once a competitor arrived mid-run). When less than all of this process's cores are idle
-/// at start (0.1 s of /proc/stat) it sets OMP_WAIT_POLICY=PASSIVE; otherwise a bounded spin,
-/// GOMP_SPINCOUNT=kSpinCount: 44% of the quiet speed under load arriving mid-run, ~7% slower
-/// quiet (README, Shared machines; bench/under_load.sh). Both are read only at load time. Neither changes a number the
-/// run computes (the thread count stays). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left
-/// alone.
+/// speed once a competitor arrived mid-run). It sets a bounded spin, GOMP_SPINCOUNT=kSpinCount
+/// (read only at load time): 44% of the quiet speed under load arriving mid-run, ~7% slower
+/// quiet (README, Shared machines; bench/under_load.sh). It does not change a number the run
+/// computes (the thread count stays). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
 inline constexpr const char* kSpinCount = "3000";
 void ensure_fast_blas_kernels(int argc, char** argv);
-
-/// CPU time of the whole machine that was idle during the next `ms` milliseconds, in cores
-/// (from /proc/stat; -1 when it cannot be read).
-double idle_cores(int ms);
 
 /// What every program does first in main(): the log (progress, warnings, errors) goes to
 /// standard error, leaving standard output to results (tables, summaries) that scripts read; and
