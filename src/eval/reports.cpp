@@ -42,7 +42,8 @@ fs::path created(const std::string& dir) {
 }  // namespace
 
 ReportFolder::ReportFolder(const std::string& out_dir, const std::string& name, bool force)
-    : lock_(created(out_dir), ".eval.lock", "wait for that evaluation to end, or write elsewhere with -o"),
+    : lock_(created(out_dir), ".eval.lock", "evaluation folder",
+            "wait for that evaluation to end, or write elsewhere with -o"),
       path_((fs::path(out_dir) / name).string()) {
   require(force || !fs::exists(path_), path_ + " exists: pass --force to replace it, or -o another directory");
 }

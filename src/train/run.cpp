@@ -110,7 +110,7 @@ RunDirectory::RunDirectory(const std::string& dir, bool resume, bool force, cons
   check_run_dir(dir, resume, force);
   const fs::path p(dir);
   ensure_dir(p);
-  lock_ = std::make_unique<FolderLock>(p, ".lock", "wait for it to end or choose another --run-dir");
+  lock_ = std::make_unique<FolderLock>(p, ".lock", "run directory", "wait for it to end or choose another --run-dir");
   try {
     // Temporaries of writes a kill interrupted: this process is now the only writer.
     for (const char* sub : {".", "checkpoints", "latents", "negatives", "log_prob", "tensorboard"}) {

@@ -155,7 +155,8 @@ uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what) {
   return a * b;
 }
 
-FolderLock::FolderLock(const fs::path& dir, const std::string& file_name, const std::string& advice) {
+FolderLock::FolderLock(const fs::path& dir, const std::string& file_name, const std::string& what,
+                       const std::string& advice) {
   const auto path = (dir / file_name).string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   require(fd_ >= 0, "cannot create the lock file " + path + ": " + std::strerror(errno));
@@ -165,8 +166,8 @@ FolderLock::FolderLock(const fs::path& dir, const std::string& file_name, const 
     ::close(fd_);
     std::string pid(buf, got > 0 ? size_t(got) : 0);
     while (!pid.empty() && std::isspace(static_cast<unsigned char>(pid.back()))) pid.pop_back();
-    throw Error(dir.string() + " is in use by process " + (pid.empty() ? "?" : pid) + " (lock " + path + "); " +
-                advice);
+    throw Error(what + " " + dir.string() + " is in use by process " + (pid.empty() ? "?" : pid) + " (lock " + path +
+                "); " + advice);
   }
   const auto pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0)

@@ -47,10 +47,10 @@ uint64_t checked_product(uint64_t a, uint64_t b, const std::string& what);
 
 /// An exclusive hold on a folder, through flock(2) on a lock file in it (which records the
 /// holder's pid), released when this object goes or the process dies. A second holder is refused
-/// with an Error naming the folder, the holding process and `advice`.
+/// with an Error naming the folder (as `what`, e.g. "run directory"), the holding process and `advice`.
 class FolderLock {
  public:
-  FolderLock(const fs::path& dir, const std::string& file_name, const std::string& advice);
+  FolderLock(const fs::path& dir, const std::string& file_name, const std::string& what, const std::string& advice);
   ~FolderLock();
   FolderLock(const FolderLock&) = delete;
   FolderLock& operator=(const FolderLock&) = delete;
