@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
@@ -32,141 +34,6 @@ std::string describe(const YAML::Node& n) {
   return "nothing";
 }
 
-/// Every (section, key, field) of a Config, visited in one place so that parsing and emitting
-/// cannot drift apart.
-template <class Visitor>
-void visit_fields(Config& c, Visitor& v) {
-  auto& d = c.data;
-  v.section("data");
-  v("name", d.name);
-  v("root", d.root);
-  v("path", d.path);
-  v("labels_path", d.labels_path);
-  v("val_size", d.val_size);
-  v("train_from", d.train_from);
-  v("split_seed", d.split_seed);
-  v("subset", d.subset);
-  v("classes", d.classes);
-  v("holdout_classes", d.holdout_classes);
-  v("channels", d.channels);
-  v("image_size", d.image_size);
-  v("invert", d.invert);
-  v("synthetic_size", d.synthetic_size);
-  v("dequantize", d.dequantize);
-  v("hflip", d.hflip);
-  v("shift", d.shift);
-  auto& m = c.model;
-  v.section("model");
-  v("type", m.type);
-  v("arch", m.arch);
-  v("latent_dim", m.latent_dim);
-  v("hidden", m.hidden);
-  v("channels", m.channels);
-  v("kernel", m.kernel);
-  v("batch_norm", m.batch_norm);
-  v("activation", m.activation);
-  v("recon_loss", m.recon_loss);
-  v("beta", m.beta);
-  v("sigma", m.sigma);
-  v("dropout", m.dropout);
-  v("prior", m.prior);
-  v("prior_std", m.prior_std);
-  v("prior_components", m.prior_components);
-  v("prior_layout", m.prior_layout);
-  v("prior_radius", m.prior_radius);
-  v("conditional", m.conditional);
-  v("disc_hidden", m.disc_hidden);
-  v("nae_epochs", m.nae_epochs);
-  v("nae_batches", m.nae_batches);
-  v("gamma", m.gamma);
-  v("temperature", m.temperature);
-  v("encoder_l2", m.encoder_l2);
-  v("buffer_size", m.buffer_size);
-  v("replay_ratio", m.replay_ratio);
-  v("z_steps", m.z_steps);
-  v("z_step_size", m.z_step_size);
-  v("z_noise", m.z_noise);
-  v("x_steps", m.x_steps);
-  v("x_step_size", m.x_step_size);
-  v("x_noise", m.x_noise);
-  v("x_grad_clip", m.x_grad_clip);
-  v("x_grad_clip_per", m.x_grad_clip_per);
-  v("chain_groups", m.chain_groups);
-  auto& t = c.train;
-  v.section("train");
-  v("epochs", t.epochs);
-  v("batch_size", t.batch_size);
-  v("optimizer", t.optimizer);
-  v("lr", t.lr);
-  v("momentum", t.momentum);
-  v("lr_schedule", t.lr_schedule);
-  v("warmup_epochs", t.warmup_epochs);
-  v("model_checkpoint", t.model_checkpoint);
-  v("weight_decay", t.weight_decay);
-  v("grad_clip", t.grad_clip);
-  v("ema", t.ema);
-  v("seed", t.seed);
-  v("threads", t.threads);
-  v("blas_threads", t.blas_threads);
-  v("device", t.device);
-  v("eval_batch_size", t.eval_batch_size);
-  v("num_samples", t.num_samples);
-  v("save_latents", t.save_latents);
-  v("latent_noise_std", t.latent_noise_std);
-  v("patience", t.patience);
-  v("nonfinite", t.nonfinite);
-  v("divergence_check", t.divergence_check);
-  v("lr_decay_epoch", t.lr_decay_epoch);
-  v("lr_decay", t.lr_decay);
-  v("dtype", t.dtype);
-  v("distributed_backend", t.distributed_backend);
-  v("distributed_timeout_s", t.distributed_timeout_s);
-  v("checkpoint_every", t.checkpoint_every);
-  auto& f = c.flow;
-  v.section("flow");
-  v("type", f.type);
-  v("layers", f.layers);
-  v("hidden", f.hidden);
-  v("hidden_layers", f.hidden_layers);
-  v("conditioner", f.conditioner);
-  v("bins", f.bins);
-  v("tail_bound", f.tail_bound);
-  v("min_bin_width", f.min_bin_width);
-  v("min_bin_height", f.min_bin_height);
-  v("min_derivative", f.min_derivative);
-  v("permutation", f.permutation);
-  v("actnorm", f.actnorm);
-  v("batch_norm", f.batch_norm);
-  v("dropout", f.dropout);
-  v("dropout_anneal", f.dropout_anneal);
-  v("tails", f.tails);
-  v("seed", f.seed);
-}
-
-/// Which families use a `model` key: a key given that the chosen model does not use is an
-/// error, and the resolved config leaves it out. Empty: the key applies to every family.
-/// "" as the reason means it applies.
-std::string unused_model_key(const ModelOptions& m, const std::string& key) {
-  if (key == "type") return "";
-  if (m.type == "classifier") return "the classifier has a fixed architecture";
-  if ((key == "beta" || key == "sigma") && m.type != "vae") return "it applies to model.type vae";
-  if (key == "sigma" && m.recon_loss != "gaussian") return "it applies to recon_loss gaussian";
-  const bool aae_key = key.rfind("prior", 0) == 0 || key == "conditional" || key == "disc_hidden";
-  if (aae_key && m.type != "aae") return "it applies to model.type aae";
-  static const std::vector<std::string> nae_keys = {"nae_epochs",  "nae_batches", "gamma",           "temperature",
-                                                    "encoder_l2",  "buffer_size", "replay_ratio",    "z_steps",
-                                                    "z_step_size", "z_noise",     "x_steps",         "x_step_size",
-                                                    "x_noise",     "x_grad_clip", "x_grad_clip_per", "chain_groups"};
-  if (std::find(nae_keys.begin(), nae_keys.end(), key) != nae_keys.end() && m.type != "nae")
-    return "it applies to model.type nae";
-  if ((key == "prior_components" || key == "prior_layout" || key == "prior_radius") && m.prior != "mixture")
-    return "it applies to prior mixture";
-  if ((key == "hidden" || key == "dropout") && m.arch != "mlp") return "it applies to arch mlp";
-  if ((key == "channels" || key == "kernel" || key == "batch_norm") && m.arch != "conv")
-    return "it applies to arch conv";
-  return "";
-}
-
 /// Every key of a `groups.<name>` entry.
 template <class G, class Visitor>
 void visit_group(G& g, Visitor& v) {
@@ -180,128 +47,6 @@ void visit_group(G& g, Visitor& v) {
   v("lr_decay", g.lr_decay);
   v("grad_clip", g.grad_clip);
 }
-
-/// Whether model key `key` holds its default value.
-bool is_default_model_value(const ModelOptions& m, const std::string& key) {
-  const ModelOptions d;
-  if (key == "arch") return m.arch == d.arch;
-  if (key == "latent_dim") return m.latent_dim == d.latent_dim;
-  if (key == "hidden") return m.hidden == d.hidden;
-  if (key == "channels") return m.channels == d.channels;
-  if (key == "kernel") return m.kernel == d.kernel;
-  if (key == "batch_norm") return m.batch_norm == d.batch_norm;
-  if (key == "activation") return m.activation == d.activation;
-  if (key == "recon_loss") return m.recon_loss == d.recon_loss;
-  if (key == "beta") return m.beta == d.beta;
-  if (key == "sigma") return m.sigma == d.sigma;
-  if (key == "dropout") return m.dropout == d.dropout;
-  if (key == "prior") return m.prior == d.prior;
-  if (key == "prior_std") return m.prior_std == d.prior_std;
-  if (key == "prior_components") return m.prior_components == d.prior_components;
-  if (key == "prior_layout") return m.prior_layout == d.prior_layout;
-  if (key == "prior_radius") return m.prior_radius == d.prior_radius;
-  if (key == "conditional") return m.conditional == d.conditional;
-  if (key == "disc_hidden") return m.disc_hidden == d.disc_hidden;
-  if (key == "nae_epochs") return m.nae_epochs == d.nae_epochs;
-  if (key == "nae_batches") return m.nae_batches == d.nae_batches;
-  if (key == "gamma") return m.gamma == d.gamma;
-  if (key == "temperature") return m.temperature == d.temperature;
-  if (key == "encoder_l2") return m.encoder_l2 == d.encoder_l2;
-  if (key == "buffer_size") return m.buffer_size == d.buffer_size;
-  if (key == "replay_ratio") return m.replay_ratio == d.replay_ratio;
-  if (key == "z_steps") return m.z_steps == d.z_steps;
-  if (key == "z_step_size") return m.z_step_size == d.z_step_size;
-  if (key == "z_noise") return m.z_noise == d.z_noise;
-  if (key == "x_steps") return m.x_steps == d.x_steps;
-  if (key == "x_step_size") return m.x_step_size == d.x_step_size;
-  if (key == "x_noise") return m.x_noise == d.x_noise;
-  if (key == "x_grad_clip") return m.x_grad_clip == d.x_grad_clip;
-  if (key == "x_grad_clip_per") return m.x_grad_clip_per == d.x_grad_clip_per;
-  if (key == "chain_groups") return m.chain_groups == d.chain_groups;
-  return false;
-}
-
-/// Lists the keys of each section (for unknown-key errors).
-struct KeyLister {
-  std::map<std::string, std::vector<std::string>> keys;
-  std::string current;
-  void section(const std::string& s) { current = s; }
-  template <class T>
-  void operator()(const std::string& key, T&) {
-    keys[current].push_back(key);
-  }
-};
-
-/// Reads present keys from the YAML tree into the typed fields.
-struct Parser {
-  const YAML::Node& root;
-  Config& config;
-  std::string current;
-  YAML::Node node;
-
-  void section(const std::string& s) {
-    current = s;
-    node = root[s] ? root[s] : YAML::Node();
-  }
-  template <class T>
-  void operator()(const std::string& key, T& field) {
-    if (!node.IsDefined() || node.IsNull() || !node[key]) return;
-    const YAML::Node value = node[key];
-    const std::string full = current + "." + key;
-    try {
-      field = convert<T>(value);
-    } catch (const YAML::Exception&) {
-      throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&field) + ", got " +
-                  describe(value));
-    }
-  }
-  template <class T>
-  static T convert(const YAML::Node& n) {
-    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-      if (n.IsScalar()) return {n.as<int64_t>()};  // a single class: `classes: 3`
-      if (!n.IsSequence()) throw YAML::BadConversion(n.Mark());
-      return n.as<std::vector<int64_t>>();
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
-      return n.as<std::string>();
-    } else if constexpr (std::is_same_v<T, uint64_t>) {
-      if (!n.IsScalar() || n.Scalar().find('-') != std::string::npos) throw YAML::BadConversion(n.Mark());
-      return n.as<uint64_t>();
-    } else {
-      if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
-      return n.as<T>();
-    }
-  }
-};
-
-/// Writes every field, defaults included.
-struct Emitter {
-  YAML::Emitter& out;
-  const ModelOptions& model;
-  bool open = false;
-  std::string current;
-  void section(const std::string& s) {
-    if (open) out << YAML::EndMap;
-    out << YAML::Key << s << YAML::Value << YAML::BeginMap;
-    open = true;
-    current = s;
-  }
-  template <class T>
-  void operator()(const std::string& key, T& field) {
-    if (current == "model" && !unused_model_key(model, key).empty()) return;
-    out << YAML::Key << key << YAML::Value;
-    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
-      out << YAML::Flow << field;
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      out << YAML::DoubleQuoted << field;
-    } else {
-      out << field;
-    }
-  }
-  void close() {
-    if (open) out << YAML::EndMap;
-  }
-};
 
 }  // namespace
 
@@ -353,6 +98,306 @@ void check_unique_keys(const YAML::Node& node, const std::string& source, const 
   }
 }
 
+/// A YAML value as a field of type T; YAML::BadConversion when it is not one.
+template <class T>
+T convert_yaml(const YAML::Node& n) {
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (n.IsScalar()) return {n.as<int64_t>()};  // a single class: `classes: 3`
+    if (!n.IsSequence()) throw YAML::BadConversion(n.Mark());
+    return n.as<std::vector<int64_t>>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    return n.as<std::string>();
+  } else if constexpr (std::is_same_v<T, uint64_t>) {
+    if (!n.IsScalar() || n.Scalar().find('-') != std::string::npos) throw YAML::BadConversion(n.Mark());
+    return n.as<uint64_t>();
+  } else {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    return n.as<T>();
+  }
+}
+
+/// convert_yaml, or an error naming `where`, the key and the type expected.
+template <class T>
+T read_value(const YAML::Node& n, const std::string& where, const std::string& key) {
+  try {
+    return convert_yaml<T>(n);
+  } catch (const YAML::Exception&) {
+    throw Error(where + ": key '" + key + "': expected " + type_name(static_cast<T*>(nullptr)) + ", got " +
+                describe(n));
+  }
+}
+
+std::string value_text(const std::string& v) { return "'" + v + "'"; }
+std::string value_text(bool v) { return v ? "true" : "false"; }
+std::string value_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+template <class T, class = std::enable_if_t<std::is_integral_v<T>>>
+std::string value_text(T v) {
+  return std::to_string(v);
+}
+
+/// A spec's expected text for a value of type T ("{a n}": "an integer" or "a number").
+template <class T>
+std::string expected_text(const Spec& spec) {
+  constexpr bool integer = std::is_integral_v<T>;
+  std::string text = spec.expected;
+  for (auto [token, with] : {std::pair<std::string, std::string>{"{a n}", integer ? "an integer" : "a number"},
+                             std::pair<std::string, std::string>{"{n}", integer ? "integer" : "number"}})
+    for (auto at = text.find(token); at != std::string::npos; at = text.find(token))
+      text.replace(at, token.size(), with);
+  return text;
+}
+
+/// An error naming `where` and `key` unless `value` is one that `spec` accepts.
+template <class T>
+void check_value(const Spec& spec, const T& value, const std::string& where, const std::string& key) {
+  const auto fail = [&](const std::string& expected, const std::string& got) {
+    throw Error(where + ": key '" + key + "': expected " + expected + ", got " + got);
+  };
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (spec.nonempty && value.empty()) fail("at least one value", "[]");
+    for (const auto element : value)
+      if (spec.number_ok && !spec.number_ok(double(element))) fail(expected_text<int64_t>(spec), value_text(element));
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (spec.text_ok && !spec.text_ok(value)) fail(expected_text<T>(spec), value_text(value));
+  } else if constexpr (!std::is_same_v<T, bool>) {
+    if (spec.number_ok && !spec.number_ok(double(value))) fail(expected_text<T>(spec), value_text(value));
+  }
+}
+
+/// Gives every field type of OptionVisitor to one member template `Impl::field`.
+template <class Impl>
+class FieldVisitor : public OptionVisitor {
+ public:
+  void operator()(const std::string& k, std::string& f, const Spec& s) override { self().field(k, f, s); }
+  void operator()(const std::string& k, int64_t& f, const Spec& s) override { self().field(k, f, s); }
+  void operator()(const std::string& k, uint64_t& f, const Spec& s) override { self().field(k, f, s); }
+  void operator()(const std::string& k, double& f, const Spec& s) override { self().field(k, f, s); }
+  void operator()(const std::string& k, bool& f, const Spec& s) override { self().field(k, f, s); }
+  void operator()(const std::string& k, std::vector<int64_t>& f, const Spec& s) override { self().field(k, f, s); }
+
+ private:
+  Impl& self() { return static_cast<Impl&>(*this); }
+};
+
+using SectionVisit = std::function<void(OptionVisitor&)>;
+
+/// The config's sections of keys, in order, each visited by its options struct (`groups` is
+/// read apart: its entries are named by the user).
+std::vector<std::pair<std::string, SectionVisit>> sections_of(Config& c) {
+  return {{"data", [&c](OptionVisitor& v) { c.data.visit(v); }},
+          {"model", [&c](OptionVisitor& v) { c.model.visit(v); }},
+          {"train", [&c](OptionVisitor& v) { c.train.visit(v); }},
+          {"flow", [&c](OptionVisitor& v) { c.flow.visit(v); }}};
+}
+
+/// Whether `value` equals the default of key `key` in one options struct visited.
+class DefaultMatcher : public FieldVisitor<DefaultMatcher> {
+ public:
+  DefaultMatcher(std::string key, YAML::Node value) : key_(std::move(key)), value_(std::move(value)) {}
+  template <class T>
+  void field(const std::string& key, T& field, const Spec&) {
+    if (key != key_) return;
+    found = true;
+    try {
+      equal = equal || convert_yaml<T>(value_) == field;
+    } catch (const YAML::Exception&) {
+    }
+  }
+  bool found = false, equal = false;
+
+ private:
+  std::string key_;
+  YAML::Node value_;
+};
+
+/// The model families whose keys include `key`, and whether `value` is its default in one of them.
+struct ModelKeyOwners {
+  std::vector<std::string> types;
+  bool is_default = false;
+};
+ModelKeyOwners model_key_owners(const std::string& key, const YAML::Node& value) {
+  ModelKeyOwners owners;
+  for (const auto& type : models::AutoEncoderRegistry::instance().names()) {
+    ModelOptions probe;
+    probe.type = type;
+    DefaultMatcher matcher(key, value);
+    probe.visit(matcher);
+    if (!matcher.found) continue;
+    owners.types.push_back(type);
+    owners.is_default = owners.is_default || matcher.equal;
+  }
+  return owners;
+}
+
+std::string joined(const std::vector<std::string>& names, const std::string& last_separator = " or ") {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? last_separator : ", ") + names[i];
+  return out;
+}
+
+/// Reads one section's keys from its YAML mapping into the typed fields, checking each value.
+class SectionReader : public FieldVisitor<SectionReader> {
+ public:
+  SectionReader(Config& config, std::string section, YAML::Node node)
+      : config_(config), section_(std::move(section)), node_(std::move(node)) {}
+
+  template <class T>
+  void field(const std::string& key, T& field, const Spec& spec) {
+    if (spec.unused.empty()) valid_.push_back(key);
+    if (!node_.IsMap() || !node_[key]) return;
+    read_.insert(key);
+    const std::string full = section_ + "." + key;
+    const T value = read_value<T>(node_[key], config_.where(full), full);
+    if (!spec.unused.empty()) {
+      // Its default changes nothing (the resolved configs of earlier versions list every key).
+      if (value == field) return;
+      throw Error(config_.where(full) + ": key '" + full + "' is not used by " + chosen() + ": " + spec.unused +
+                  "; remove it");
+    }
+    check_value(spec, value, config_.where(full), full);
+    field = value;
+  }
+
+  /// An error for a key the section's struct did not visit: unknown, retired, or another model
+  /// family's (its default value allowed, as above).
+  void check_unread_keys(RetiredKeys retired) {
+    if (!node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (read_.count(key)) continue;
+      const std::string full = section_ + "." + key;
+      if (const auto why = retired_key(full, kv.second)) {
+        if (why->empty() || retired == RetiredKeys::ignore) continue;  // means the same as before, or unused
+        throw Error(config_.where(full) + ": " + *why);
+      }
+      if (section_ == "model") {
+        const auto owners = model_key_owners(key, kv.second);
+        if (owners.is_default) continue;
+        if (!owners.types.empty())
+          throw Error(config_.where(full) + ": key '" + full + "' is not used by " + chosen() + ": " +
+                      (config_.model.type == "classifier" ? "the classifier has a fixed architecture"
+                                                          : "it applies to model.type " + joined(owners.types)) +
+                      "; remove it");
+      }
+      throw Error(config_.where(full) + ": unknown key '" + full + "'; valid keys in '" + section_ +
+                  "': " + joined(valid_, ", "));
+    }
+  }
+
+ private:
+  std::string chosen() const {
+    if (section_ != "model") return "this config";
+    return "model.type '" + config_.model.type + "' (arch '" + config_.model.arch + "')";
+  }
+
+  Config& config_;
+  std::string section_;
+  YAML::Node node_;
+  std::vector<std::string> valid_;
+  std::set<std::string> read_;
+};
+
+/// Writes the keys that apply, defaults included.
+class SectionWriter : public FieldVisitor<SectionWriter> {
+ public:
+  explicit SectionWriter(YAML::Emitter& out) : out_(out) {}
+  template <class T>
+  void field(const std::string& key, T& field, const Spec& spec) {
+    if (!spec.unused.empty()) return;
+    out_ << YAML::Key << key << YAML::Value;
+    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      out_ << YAML::Flow << field;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      out_ << YAML::DoubleQuoted << field;
+    } else {
+      out_ << field;
+    }
+  }
+
+ private:
+  YAML::Emitter& out_;
+};
+
+/// Checks every key that applies, defaults included (a default can be wrong beside another
+/// key's value: min_bin_width and many bins).
+class SectionChecker : public FieldVisitor<SectionChecker> {
+ public:
+  SectionChecker(const Config& config, std::string section) : config_(config), section_(std::move(section)) {}
+  template <class T>
+  void field(const std::string& key, T& field, const Spec& spec) {
+    const std::string full = section_ + "." + key;
+    if (spec.unused.empty()) check_value(spec, field, config_.where(full), full);
+  }
+
+ private:
+  const Config& config_;
+  std::string section_;
+};
+
+/// Calls `check` with the spec of each key visited that `checks` names.
+class SpecFinder : public FieldVisitor<SpecFinder> {
+ public:
+  explicit SpecFinder(std::map<std::string, std::function<void(const Spec&)>> checks) : checks_(std::move(checks)) {}
+  template <class T>
+  void field(const std::string& key, T&, const Spec& spec) {
+    if (const auto it = checks_.find(key); it != checks_.end()) it->second(spec);
+  }
+
+ private:
+  std::map<std::string, std::function<void(const Spec&)>> checks_;
+};
+
+/// Each key a group gives is checked as the train key of the same name (it means that key, for
+/// the group's parameters).
+void check_group(const Config& c, const std::string& name, const GroupOptions& g) {
+  std::map<std::string, std::function<void(const Spec&)>> checks;
+  auto collect = [&](const std::string& key, const auto& value) {
+    if (!value) return;
+    const std::string full = "groups." + name + "." + key;
+    checks[key] = [&c, full, v = *value](const Spec& spec) { check_value(spec, v, c.where(full), full); };
+  };
+  visit_group(g, collect);
+  TrainOptions train = c.train;
+  SpecFinder finder(std::move(checks));
+  train.visit(finder);
+}
+
+/// Collects the keys ("section.key") a resumed run may change, of every model family.
+class ResumableKeys : public FieldVisitor<ResumableKeys> {
+ public:
+  ResumableKeys(std::set<std::string>& keys, std::string section) : keys_(keys), section_(std::move(section)) {}
+  template <class T>
+  void field(const std::string& key, T&, const Spec& spec) {
+    if (spec.may_change_on_resume) keys_.insert(section_ + "." + key);
+  }
+
+ private:
+  std::set<std::string>& keys_;
+  std::string section_;
+};
+
+const std::set<std::string>& resumable_keys() {
+  static const std::set<std::string> keys = [] {
+    std::set<std::string> out;
+    for (const auto& type : models::AutoEncoderRegistry::instance().names()) {
+      Config c;
+      c.model.type = type;
+      for (const auto& [name, visit] : sections_of(c)) {
+        ResumableKeys lister(out, name);
+        visit(lister);
+      }
+    }
+    return out;
+  }();
+  return keys;
+}
+
 void parse_groups(const YAML::Node& root, Config& config) {
   const auto node = root["groups"];
   if (!node || node.IsNull()) return;
@@ -382,7 +427,7 @@ void parse_groups(const YAML::Node& root, Config& config) {
         using T = typename std::decay_t<decltype(field)>::value_type;
         T v{};
         try {
-          v = Parser::convert<T>(kv.second);
+          v = convert_yaml<T>(kv.second);
         } catch (const YAML::Exception&) {
           throw Error(config.where(full) + ": key '" + full + "': expected " + type_name(&v) + ", got " +
                       describe(kv.second));
@@ -392,6 +437,48 @@ void parse_groups(const YAML::Node& root, Config& config) {
       visit_group(g, reader);
     }
     config.groups[name] = g;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+/// Command-line overrides, "section.key=value" with the value parsed as YAML, merged into the
+/// document before it is read (a key they name that does not exist is then an unknown key).
+void apply_overrides(const std::vector<std::string>& overrides, YAML::Node& root, Config& config) {
+  for (const auto& ov : overrides) {
+    const auto eq = ov.find('=');
+    const auto dot = ov.find('.');
+    require(eq != std::string::npos && dot != std::string::npos && dot < eq,
+            "--set '" + ov + "': expected section.key=value, e.g. train.epochs=3");
+    const std::string s = ov.substr(0, dot), k = ov.substr(dot + 1, eq - dot - 1);
+    YAML::Node value;
+    try {
+      value = YAML::Load(ov.substr(eq + 1));
+    } catch (const YAML::Exception&) {
+      throw Error("--set '" + ov + "': value is not valid YAML");
+    }
+    if (s == "groups") {  // groups.<name>.<key>=value
+      const auto dot2 = k.find('.');
+      require(dot2 != std::string::npos && dot2 > 0, "--set '" + ov + "': expected groups.<group>.<key>=value");
+      if (!root["groups"] || root["groups"].IsNull()) root["groups"] = YAML::Node(YAML::NodeType::Map);
+      auto group = root["groups"][k.substr(0, dot2)];
+      if (!group || group.IsNull()) group = YAML::Node(YAML::NodeType::Map);
+      group[k.substr(dot2 + 1)] = value;
+      root["groups"][k.substr(0, dot2)] = group;
+      config.locations["groups." + k] = "--set groups." + k;
+      continue;
+    }
+    if (const auto why = retired_key(s + "." + k, YAML::Node()))  // a null value: always the message
+      throw Error("--set '" + ov + "': " + *why);
+    const auto sections = sections_of(config);
+    require(std::any_of(sections.begin(), sections.end(), [&](const auto& known) { return known.first == s; }),
+            "--set '" + ov + "': unknown section '" + s + "'; valid sections: data, model, train, flow, groups");
+    if (!root[s] || root[s].IsNull()) root[s] = YAML::Node(YAML::NodeType::Map);
+    root[s][k] = value;
+    config.locations[s + "." + k] = "--set " + s + "." + k;
+    config.sections.insert(s);
   }
 }
 
@@ -430,75 +517,25 @@ Config parse_config_unguarded(const std::string& yaml_text, const std::string& s
   check_unique_keys(root, source);
   for (const auto& sec : root) config.sections.insert(sec.first.as<std::string>());
 
-  KeyLister lister;
-  visit_fields(config, lister);
-  // Unknown sections and keys, with their lines.
+  const auto sections = sections_of(config);
   for (const auto& sec : root) {
     const std::string s = sec.first.as<std::string>();
     const std::string line = source + ":" + std::to_string(sec.first.Mark().line + 1);
     if (s == "groups") continue;  // parsed below
-    if (!lister.keys.count(s))
-      throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow, groups");
+    const bool known =
+        std::any_of(sections.begin(), sections.end(), [&](const auto& known) { return known.first == s; });
+    if (!known) throw Error(line + ": unknown section '" + s + "'; valid sections: data, model, train, flow, groups");
     if (sec.second.IsNull()) continue;
     require(sec.second.IsMap(), line + ": section '" + s + "' must be a mapping of keys");
-    const auto& valid = lister.keys[s];
-    for (const auto& kv : sec.second) {
-      const std::string k = kv.first.as<std::string>();
-      const std::string at = source + ":" + std::to_string(kv.first.Mark().line + 1);
-      if (std::find(valid.begin(), valid.end(), k) == valid.end()) {
-        if (const auto why = retired_key(s + "." + k, kv.second)) {
-          if (why->empty() || retired == RetiredKeys::ignore) continue;  // means the same as before, or unused
-          throw Error(at + ": " + *why);
-        }
-        std::string list;
-        for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
-        throw Error(at + ": unknown key '" + s + "." + k + "'; valid keys in '" + s + "': " + list);
-      }
-      config.locations[s + "." + k] = at;
-    }
+    for (const auto& kv : sec.second)
+      config.locations[s + "." + kv.first.as<std::string>()] = source + ":" + std::to_string(kv.first.Mark().line + 1);
   }
-  // Command-line overrides: "section.key=value", value parsed as YAML.
-  for (const auto& ov : overrides) {
-    const auto eq = ov.find('=');
-    const auto dot = ov.find('.');
-    require(eq != std::string::npos && dot != std::string::npos && dot < eq,
-            "--set '" + ov + "': expected section.key=value, e.g. train.epochs=3");
-    const std::string s = ov.substr(0, dot), k = ov.substr(dot + 1, eq - dot - 1);
-    if (s == "groups") {  // groups.<name>.<key>=value
-      const auto dot2 = k.find('.');
-      require(dot2 != std::string::npos && dot2 > 0, "--set '" + ov + "': expected groups.<group>.<key>=value");
-      YAML::Node value;
-      try {
-        value = YAML::Load(ov.substr(eq + 1));
-      } catch (const YAML::Exception&) {
-        throw Error("--set '" + ov + "': value is not valid YAML");
-      }
-      if (!root["groups"] || root["groups"].IsNull()) root["groups"] = YAML::Node(YAML::NodeType::Map);
-      auto group = root["groups"][k.substr(0, dot2)];
-      if (!group || group.IsNull()) group = YAML::Node(YAML::NodeType::Map);
-      group[k.substr(dot2 + 1)] = value;
-      root["groups"][k.substr(0, dot2)] = group;
-      config.locations["groups." + k] = "--set groups." + k;
-      continue;
-    }
-    const auto& valid = lister.keys[s];
-    if (const auto why = retired_key(s + "." + k, YAML::Node()))  // a null value: always the message
-      throw Error("--set '" + ov + "': " + *why);
-    require(lister.keys.count(s) && std::find(valid.begin(), valid.end(), k) != valid.end(),
-            "--set '" + ov + "': unknown key '" + s + "." + k + "'");
-    YAML::Node value;
-    try {
-      value = YAML::Load(ov.substr(eq + 1));
-    } catch (const YAML::Exception&) {
-      throw Error("--set '" + ov + "': value is not valid YAML");
-    }
-    if (!root[s] || root[s].IsNull()) root[s] = YAML::Node(YAML::NodeType::Map);
-    root[s][k] = value;
-    config.locations[s + "." + k] = "--set " + s + "." + k;
-    config.sections.insert(s);
+  apply_overrides(overrides, root, config);
+  for (const auto& [name, visit] : sections) {
+    SectionReader reader(config, name, root[name] ? root[name] : YAML::Node());
+    visit(reader);
+    reader.check_unread_keys(retired);
   }
-  Parser parser{root, config, "", YAML::Node()};
-  visit_fields(config, parser);
   parse_groups(root, config);
   validate(config);
   return config;
@@ -570,41 +607,12 @@ CheckpointEvery parse_checkpoint_every(const std::string& text) {
 }
 
 bool may_change_on_resume(const std::string& key) {
-  static const std::set<std::string> train_keys = {"epochs",
-                                                   "lr",
-                                                   "lr_schedule",
-                                                   "lr_decay_epoch",
-                                                   "lr_decay",
-                                                   "warmup_epochs",
-                                                   "patience",
-                                                   "threads",
-                                                   "blas_threads",
-                                                   "device",
-                                                   "eval_batch_size",
-                                                   "num_samples",
-                                                   "save_latents",
-                                                   "nonfinite",
-                                                   "divergence_check",
-                                                   "grad_clip",
-                                                   "model_checkpoint",
-                                                   "weight_decay",
-                                                   "momentum",
-                                                   "distributed_backend",
-                                                   "distributed_timeout_s",
-                                                   "checkpoint_every"};
-  static const std::set<std::string> group_keys = {
-      "lr", "lr_schedule", "lr_decay_epoch", "lr_decay", "warmup_epochs", "grad_clip", "weight_decay", "momentum"};
-  static const std::set<std::string> model_keys = {"nae_epochs", "nae_batches"};  // phase lengths
-  const auto dot = key.find('.');
-  const std::string section = key.substr(0, dot), rest = dot == std::string::npos ? "" : key.substr(dot + 1);
-  if (section == "train") return train_keys.count(rest) > 0;
-  if (section == "data") return rest == "root";  // where the same files are (another machine)
-  if (section == "model") return model_keys.count(rest) > 0;
-  if (section == "groups") {
-    const auto dot2 = rest.find('.');
-    return dot2 != std::string::npos && group_keys.count(rest.substr(dot2 + 1)) > 0;
+  // A group's key means the train key of the same name, for the group's parameters.
+  if (key.rfind("groups.", 0) == 0) {
+    const auto dot = key.find('.', 7);
+    return dot != std::string::npos && resumable_keys().count("train." + key.substr(dot + 1)) > 0;
   }
-  return false;
+  return resumable_keys().count(key) > 0;
 }
 
 void require_sections(const Config& config, const std::vector<std::string>& needed, const std::string& program,
@@ -629,11 +637,15 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 }
 
 std::string to_yaml(const Config& config) {
+  Config copy = config;  // visiting fills in a family's defaults
   YAML::Emitter out;
   out << YAML::BeginMap;
-  Emitter emitter{out, config.model};
-  visit_fields(const_cast<Config&>(config), emitter);
-  emitter.close();
+  for (const auto& [name, visit] : sections_of(copy)) {
+    out << YAML::Key << name << YAML::Value << YAML::BeginMap;
+    SectionWriter writer(out);
+    visit(writer);
+    out << YAML::EndMap;
+  }
   if (!config.groups.empty()) {
     out << YAML::Key << "groups" << YAML::Value << YAML::BeginMap;
     for (const auto& [name, g] : config.groups) {
@@ -656,151 +668,61 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
-void validate(const Config& c) {
-  auto check = [&](bool ok, const std::string& key, const std::string& expected, const std::string& got) {
-    if (!ok) throw Error(c.where(key) + ": key '" + key + "': expected " + expected + ", got " + got);
-  };
-  auto in = [](const std::string& v, std::initializer_list<const char*> options) {
-    for (const char* o : options)
-      if (v == o) return true;
-    return false;
-  };
-  for (const auto& [name, g] : c.groups) {
-    const std::string k = "groups." + name + ".";
-    if (g.optimizer)
-      check(in(*g.optimizer, {"adam", "adamw", "sgd"}), k + "optimizer", "adam, adamw or sgd",
-            "'" + *g.optimizer + "'");
-    if (g.lr) check(*g.lr > 0, k + "lr", "a positive number", std::to_string(*g.lr));
-    if (g.momentum)
-      check(*g.momentum >= 0 && *g.momentum < 1, k + "momentum", "a number in [0, 1)", std::to_string(*g.momentum));
-    if (g.weight_decay)
-      check(*g.weight_decay >= 0, k + "weight_decay", "a number >= 0", std::to_string(*g.weight_decay));
-    if (g.lr_schedule)
-      check(in(*g.lr_schedule, {"constant", "cosine", "step"}), k + "lr_schedule", "constant, cosine or step",
-            "'" + *g.lr_schedule + "'");
-    if (g.warmup_epochs)
-      check(*g.warmup_epochs >= 0, k + "warmup_epochs", "an integer >= 0", std::to_string(*g.warmup_epochs));
-    if (g.lr_decay_epoch)
-      check(*g.lr_decay_epoch >= 0, k + "lr_decay_epoch", "an integer >= 0", std::to_string(*g.lr_decay_epoch));
-    if (g.lr_decay) check(*g.lr_decay > 0, k + "lr_decay", "a positive number", std::to_string(*g.lr_decay));
-    if (g.grad_clip) check(*g.grad_clip >= 0, k + "grad_clip", "a number >= 0 (0 = off)", std::to_string(*g.grad_clip));
+void validate(const Config& config) {
+  Config copy = config;
+  for (const auto& [name, visit] : sections_of(copy)) {
+    SectionChecker checker(config, name);
+    visit(checker);
   }
-  const auto& d = c.data;
-  const auto& m = c.model;
-  const auto& t = c.train;
-  check(d.val_size >= 0, "data.val_size", "an integer >= 0", std::to_string(d.val_size));
-  check(d.train_from.empty() || d.train_from == "test", "data.train_from", "test (or nothing)",
-        "'" + d.train_from + "'");
-  check(d.subset >= 0, "data.subset", "an integer >= 0 (0 = all)", std::to_string(d.subset));
-  check(d.channels == 0 || d.channels == 1 || d.channels == 3, "data.channels", "0, 1 or 3",
-        std::to_string(d.channels));
-  check(d.image_size >= 0, "data.image_size", "an integer >= 0", std::to_string(d.image_size));
-  check(d.shift >= 0, "data.shift", "an integer >= 0", std::to_string(d.shift));
-  check(d.synthetic_size > 0, "data.synthetic_size", "a positive integer", std::to_string(d.synthetic_size));
-  check(in(m.arch, {"mlp", "conv"}), "model.arch", "mlp or conv", "'" + m.arch + "'");
-  for (const auto& [key, where] : c.locations) {
-    if (key.rfind("model.", 0) != 0) continue;
-    const auto why = unused_model_key(m, key.substr(6));
-    // A default value changes nothing (resolved configs of earlier versions list every key).
-    if (!why.empty() && !is_default_model_value(m, key.substr(6)))
-      throw Error(where + ": key '" + key + "' is not used by model.type '" + m.type + "' (arch '" + m.arch +
-                  "'): " + why + "; remove it");
-  }
-  // Upper limits: sizes beyond them end in an allocation failure far from the key that caused it.
-  constexpr int64_t kMaxWidth = 1 << 16;
-  check(m.latent_dim > 0 && m.latent_dim <= kMaxWidth, "model.latent_dim", "an integer in [1, 65536]",
-        std::to_string(m.latent_dim));
-  for (auto h : m.hidden) check(h > 0 && h <= kMaxWidth, "model.hidden", "widths in [1, 65536]", std::to_string(h));
-  for (auto ch : m.channels)
-    check(ch > 0 && ch <= kMaxWidth, "model.channels", "widths in [1, 65536]", std::to_string(ch));
-  check(!m.channels.empty() || m.arch != "conv", "model.channels", "at least one conv width", "[]");
-  check(m.kernel >= 2 && m.kernel <= 15, "model.kernel", "a kernel size in [2, 15]", std::to_string(m.kernel));
-  check(in(m.activation, {"relu", "leaky_relu", "elu", "silu"}), "model.activation", "relu, leaky_relu, elu or silu",
-        "'" + m.activation + "'");
-  check(in(m.recon_loss, {"mse", "bce", "bernoulli", "gaussian"}), "model.recon_loss",
-        "mse, bce, bernoulli or gaussian", "'" + m.recon_loss + "'");
-  check(m.beta >= 0, "model.beta", "a number >= 0", std::to_string(m.beta));
-  check(m.sigma > 0, "model.sigma", "a positive number", std::to_string(m.sigma));
-  check(m.dropout >= 0 && m.dropout < 1, "model.dropout", "a number in [0, 1)", std::to_string(m.dropout));
-  check(in(m.prior, {"gaussian", "mixture"}), "model.prior", "gaussian or mixture", "'" + m.prior + "'");
-  check(m.prior_std > 0, "model.prior_std", "a positive number", std::to_string(m.prior_std));
-  check(m.prior_components >= 1, "model.prior_components", "a positive integer", std::to_string(m.prior_components));
-  check(in(m.prior_layout, {"circle", "random"}), "model.prior_layout", "circle or random", "'" + m.prior_layout + "'");
-  check(m.prior_radius >= 0, "model.prior_radius", "a number >= 0", std::to_string(m.prior_radius));
-  for (auto h : m.disc_hidden) check(h > 0, "model.disc_hidden", "positive widths", std::to_string(h));
-  check(m.nae_epochs >= 0, "model.nae_epochs", "an integer >= 0", std::to_string(m.nae_epochs));
-  check(m.nae_batches >= 0, "model.nae_batches", "an integer >= 0 (0: a full pass)", std::to_string(m.nae_batches));
-  check(m.gamma >= 0, "model.gamma", "a number >= 0", std::to_string(m.gamma));
-  check(m.temperature > 0, "model.temperature", "a positive number", std::to_string(m.temperature));
-  check(m.encoder_l2 >= 0, "model.encoder_l2", "a number >= 0", std::to_string(m.encoder_l2));
-  check(m.buffer_size >= 1, "model.buffer_size", "a positive integer", std::to_string(m.buffer_size));
-  check(m.replay_ratio >= 0 && m.replay_ratio <= 1, "model.replay_ratio", "a number in [0, 1]",
-        std::to_string(m.replay_ratio));
-  check(m.z_steps >= 0 && m.x_steps >= 0, m.z_steps < 0 ? "model.z_steps" : "model.x_steps", "an integer >= 0",
-        "a negative number");
-  check(m.z_step_size >= 0 && m.x_step_size >= 0, m.z_step_size < 0 ? "model.z_step_size" : "model.x_step_size",
-        "a number >= 0", "a negative number");
-  check(m.z_noise >= 0 && m.x_noise >= 0, m.z_noise < 0 ? "model.z_noise" : "model.x_noise", "a number >= 0",
-        "a negative number");
-  check(m.x_grad_clip >= 0, "model.x_grad_clip", "a number >= 0 (0 = off)", std::to_string(m.x_grad_clip));
-  check(in(m.x_grad_clip_per, {"sample", "row"}), "model.x_grad_clip_per", "sample or row",
-        "'" + m.x_grad_clip_per + "'");
-  check(m.chain_groups >= 1, "model.chain_groups", "a positive integer", std::to_string(m.chain_groups));
-  check(t.epochs >= 1, "train.epochs", "a positive integer", std::to_string(t.epochs));
-  check(t.batch_size >= 1, "train.batch_size", "a positive integer", std::to_string(t.batch_size));
-  check(t.lr > 0, "train.lr", "a positive number", std::to_string(t.lr));
-  check(in(t.lr_schedule, {"constant", "cosine", "step"}), "train.lr_schedule", "constant, cosine or step",
-        "'" + t.lr_schedule + "'");
-  check(in(t.optimizer, {"adam", "adamw", "sgd"}), "train.optimizer", "adam, adamw or sgd", "'" + t.optimizer + "'");
-  check(t.momentum >= 0 && t.momentum < 1, "train.momentum", "a number in [0, 1)", std::to_string(t.momentum));
-  check(t.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", std::to_string(t.warmup_epochs));
-  check(in(t.model_checkpoint, {"best", "last"}), "train.model_checkpoint", "best or last",
-        "'" + t.model_checkpoint + "'");
-  check(t.latent_noise_std >= 0, "train.latent_noise_std", "a number >= 0 (in units of each latent's std)",
-        std::to_string(t.latent_noise_std));
-  check(t.ema >= 0 && t.ema < 1, "train.ema", "a decay in [0, 1) (0 = off)", std::to_string(t.ema));
-  check(t.patience >= 0, "train.patience", "an integer >= 0 (0 = off)", std::to_string(t.patience));
-  check(in(t.nonfinite, {"stop", "skip", "reduce_lr"}), "train.nonfinite", "stop, skip or reduce_lr",
-        "'" + t.nonfinite + "'");
-  check(t.lr_decay_epoch >= 0, "train.lr_decay_epoch", "an integer >= 0", std::to_string(t.lr_decay_epoch));
-  check(t.lr_decay > 0, "train.lr_decay", "a positive number", std::to_string(t.lr_decay));
-  check(in(t.dtype, {"float32", "float64"}), "train.dtype", "float32 or float64", "'" + t.dtype + "'");
-  check(in(t.distributed_backend, {"auto", "gloo", "nccl"}), "train.distributed_backend", "auto, gloo or nccl",
-        "'" + t.distributed_backend + "'");
-  check(t.distributed_timeout_s > 0, "train.distributed_timeout_s", "a positive number of seconds",
-        std::to_string(t.distributed_timeout_s));
-  parse_checkpoint_every(t.checkpoint_every);
-  const auto& f = c.flow;
-  check(in(f.type, {"nsf", "realnvp"}), "flow.type", "nsf or realnvp", "'" + f.type + "'");
-  check(f.layers >= 1, "flow.layers", "a positive integer", std::to_string(f.layers));
-  check(f.hidden >= 1 && f.hidden <= kMaxWidth, "flow.hidden", "an integer in [1, 65536]", std::to_string(f.hidden));
-  check(f.hidden_layers >= 1, "flow.hidden_layers", "a positive integer", std::to_string(f.hidden_layers));
-  check(in(f.conditioner, {"mlp", "resnet"}), "flow.conditioner", "mlp or resnet", "'" + f.conditioner + "'");
-  check(f.bins >= 2, "flow.bins", "an integer >= 2", std::to_string(f.bins));
-  check(in(f.tails, {"linear", "asinh"}), "flow.tails", "linear or asinh", "'" + f.tails + "'");
-  check(f.dropout >= 0 && f.dropout < 1, "flow.dropout", "a number in [0, 1)", std::to_string(f.dropout));
-  check(f.dropout_anneal > 0 && f.dropout_anneal <= 1, "flow.dropout_anneal", "a fraction of the epochs in (0, 1]",
-        std::to_string(f.dropout_anneal));
-  check(f.tail_bound > 0, "flow.tail_bound", "a positive number", std::to_string(f.tail_bound));
-  check(f.min_bin_width > 0 && f.min_bin_width * double(f.bins) < 1, "flow.min_bin_width", "0 < width < 1/bins",
-        std::to_string(f.min_bin_width));
-  check(f.min_bin_height > 0 && f.min_bin_height * double(f.bins) < 1, "flow.min_bin_height", "0 < height < 1/bins",
-        std::to_string(f.min_bin_height));
-  check(f.min_derivative > 0 && f.min_derivative < 1, "flow.min_derivative", "a number in (0, 1)",
-        std::to_string(f.min_derivative));
-  check(in(f.permutation, {"reverse", "random", "lu"}), "flow.permutation", "reverse, random or lu",
-        "'" + f.permutation + "'");
-  check(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", std::to_string(t.weight_decay));
-  check(t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 = off)", std::to_string(t.grad_clip));
+  for (const auto& [name, g] : config.groups) check_group(config, name, g);
+}
+
+void TrainOptions::visit(OptionVisitor& v) {
   // More threads than 4 per core only spin (100,000 hung the machine).
-  const int64_t max_threads = 4 * int64_t(std::max(1u, std::thread::hardware_concurrency()));
-  check(t.threads >= 0 && t.threads <= max_threads, "train.threads",
-        "an integer in [0, " + std::to_string(max_threads) + "] (0 = all cores; 4 per core at most)",
-        std::to_string(t.threads));
-  check(t.blas_threads >= 0 && t.blas_threads <= max_threads, "train.blas_threads",
-        "an integer in [0, " + std::to_string(max_threads) + "] (0 = 1)", std::to_string(t.blas_threads));
-  check(t.eval_batch_size >= 1, "train.eval_batch_size", "a positive integer", std::to_string(t.eval_batch_size));
-  check(t.num_samples >= 1, "train.num_samples", "a positive integer", std::to_string(t.num_samples));
+  const double max_threads = 4.0 * std::max(1u, std::thread::hardware_concurrency());
+  const auto threads_up_to = [&](const std::string& zero) {
+    return number_where([max_threads](double n) { return n >= 0 && n <= max_threads; },
+                        "an integer in [0, " + std::to_string(int64_t(max_threads)) + "] (" + zero + ")");
+  };
+  const auto checkpoint_form = [](const std::string& text) {
+    try {
+      parse_checkpoint_every(text);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  v("epochs", epochs, positive().resumable());
+  v("batch_size", batch_size, positive());
+  v("optimizer", optimizer, one_of({"adam", "adamw", "sgd"}));
+  v("lr", lr, positive().resumable());
+  v("momentum", momentum, in_half_open(0, 1).resumable());
+  v("lr_schedule", lr_schedule, one_of({"constant", "cosine", "step"}).resumable());
+  v("warmup_epochs", warmup_epochs, at_least(0).resumable());
+  v("model_checkpoint", model_checkpoint, one_of({"best", "last"}).resumable());
+  v("weight_decay", weight_decay, at_least(0).resumable());
+  v("grad_clip", grad_clip, number_where([](double c) { return c >= 0; }, "a number >= 0 (0 = off)").resumable());
+  v("ema", ema, number_where([](double d) { return d >= 0 && d < 1; }, "a decay in [0, 1) (0 = off)"));
+  v("seed", seed, any_value());
+  v("threads", threads, threads_up_to("0 = all cores; 4 per core at most").resumable());
+  v("blas_threads", blas_threads, threads_up_to("0 = 1").resumable());
+  v("device", device, any_value().resumable());
+  v("eval_batch_size", eval_batch_size, positive().resumable());
+  v("num_samples", num_samples, positive().resumable());
+  v("save_latents", save_latents, any_value().resumable());
+  v("latent_noise_std", latent_noise_std,
+    number_where([](double s) { return s >= 0; }, "a number >= 0 (in units of each latent's std)"));
+  v("patience", patience, number_where([](double p) { return p >= 0; }, "an integer >= 0 (0 = off)").resumable());
+  v("nonfinite", nonfinite, one_of({"stop", "skip", "reduce_lr"}).resumable());
+  v("divergence_check", divergence_check, any_value().resumable());
+  v("lr_decay_epoch", lr_decay_epoch, at_least(0).resumable());
+  v("lr_decay", lr_decay, positive().resumable());
+  v("dtype", dtype, one_of({"float32", "float64"}));
+  v("distributed_backend", distributed_backend, one_of({"auto", "gloo", "nccl"}).resumable());
+  v("distributed_timeout_s", distributed_timeout_s,
+    number_where([](double s) { return s > 0; }, "a positive number of seconds").resumable());
+  v("checkpoint_every", checkpoint_every,
+    text_where(checkpoint_form, "0 (off), a number of steps (500, '500 steps') or of minutes ('10 min')").resumable());
 }
 
 }  // namespace pae

@@ -23,7 +23,7 @@ ModelOptions toy_options(const std::string& type) {
   o.hidden = {32};
   o.latent_dim = 2;
   o.recon_loss = "mse";
-  o.disc_hidden = {32, 32};
+  o.family<models::AaeOptions>().disc_hidden = {32, 32};
   return o;
 }
 
@@ -97,7 +97,7 @@ TEST(Aae, TrainingMovesTheAggregatePosteriorTowardThePrior) {
   auto train = [&](const std::string& type) {
     torch::manual_seed(2);
     auto options = toy_options(type);
-    if (type == "aae") options.prior_std = kPriorStd;
+    if (type == "aae") options.family<models::AaeOptions>().prior_std = kPriorStd;
     auto model = models::build_autoencoder(options, {1, 1, 6});
     auto codes_distance = [&] {
       torch::NoGradGuard g;
@@ -145,11 +145,11 @@ TEST(Aae, TrainingMovesTheAggregatePosteriorTowardThePrior) {
 
 TEST(Aae, MixturePriorAndConditionalDiscriminator) {
   auto o = toy_options("aae");
-  o.prior = "mixture";
-  o.prior_components = 4;
-  o.prior_radius = 3;
-  o.prior_std = 0.1;
-  o.conditional = true;
+  o.family<models::AaeOptions>().prior = "mixture";
+  o.family<models::AaeOptions>().prior_components = 4;
+  o.family<models::AaeOptions>().prior_radius = 3;
+  o.family<models::AaeOptions>().prior_std = 0.1;
+  o.family<models::AaeOptions>().conditional = true;
   models::AdversarialAE aae(o, {1, 1, 6});
   // Circle layout: centres at radius 3 in dims 0 and 1, a quarter turn apart.
   EXPECT_TRUE(torch::allclose(aae.centres().norm(2, 1), torch::full({4}, 3.0)));
@@ -162,8 +162,8 @@ TEST(Aae, MixturePriorAndConditionalDiscriminator) {
   const auto msg = pae::testing::error_of([&] { aae.discriminate(z.slice(0, 0, 2), torch::tensor({0, 7})); });
   EXPECT_NE(msg.find("prior_components"), std::string::npos) << msg;
   EXPECT_NE(pae::testing::error_of([&] { aae.discriminate(z.slice(0, 0, 2)); }).find("labels"), std::string::npos);
-  o.conditional = true;
-  o.prior = "gaussian";
+  o.family<models::AaeOptions>().conditional = true;
+  o.family<models::AaeOptions>().prior = "gaussian";
   EXPECT_NE(pae::testing::error_of([&] {
               models::AdversarialAE bad(o, {1, 1, 6});
             }).find("mixture"),
@@ -173,7 +173,7 @@ TEST(Aae, MixturePriorAndConditionalDiscriminator) {
 TEST(Aae, PaeBundleSamplesTheAaesPriorWithoutAFlow) {
   // Without a flow, samples come from the family's prior: for this AAE, N(0, 5^2 I).
   auto o = toy_options("aae");
-  o.prior_std = 5;
+  o.family<models::AaeOptions>().prior_std = 5;
   auto aae = std::make_shared<models::AdversarialAE>(o, models::ImageShape{1, 1, 6});
   eval::Pae pae(aae, nullptr, Config{});
   torch::manual_seed(4);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "pae/flows/latent_flow.h"
+#include "pae/models/aae.h"
 #include "pae/models/autoencoder.h"
 #include "pae/report/sinks.h"
 #include "pae/train/distributed.h"
@@ -130,8 +131,8 @@ TEST(Distributed, TwoRanksTakeTheStepsOfOneProcessWithTheCombinedBatch) {
         m.hidden = {24};
         m.latent_dim = 3;
         m.recon_loss = "bce";
-        m.prior = "mixture";
-        m.prior_components = 4;
+        m.family<models::AaeOptions>().prior = "mixture";
+        m.family<models::AaeOptions>().prior_components = 4;
         models.push_back(models::build_autoencoder(m, {1, 6, 6}));
       } else {
         flows::FlowOptions f;

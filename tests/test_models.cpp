@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "pae/models/autoencoder.h"
+#include "pae/models/nae.h"
 #include "pae/train/engine.h"
 #include "pae/util/error.h"
 #include "test_util.h"
@@ -20,7 +21,8 @@ ModelOptions small(const std::string& type, const std::string& arch) {
   o.hidden = {32};
   o.channels = {8, 16};
   o.recon_loss = type == "vae" ? "bernoulli" : "mse";
-  o.nae_epochs = 0;  // the NAE's phase 1 is the training step these tests look at
+  if (type == "nae")
+    o.family<NaeOptions>().nae_epochs = 0;  // the NAE's phase 1 is the training step these tests look at
   return o;
 }
 }  // namespace

@@ -17,10 +17,10 @@ ModelOptions nae_options() {
   o.arch = "mlp";
   o.hidden = {32};
   o.latent_dim = 4;
-  o.buffer_size = 16;
-  o.z_steps = 3;
-  o.x_steps = 4;
-  o.x_step_size = 1;
+  o.family<models::NaeOptions>().buffer_size = 16;
+  o.family<models::NaeOptions>().z_steps = 3;
+  o.family<models::NaeOptions>().x_steps = 4;
+  o.family<models::NaeOptions>().x_step_size = 1;
   return o;
 }
 
@@ -53,7 +53,7 @@ TEST(Nae, NegativesDoNotDependOnTheThreadCount) {
   // Three chain groups on one thread, then on two threads (groups 0 and 2 on one, 1 on the
   // other): the same negatives, buffer and statistics, bit for bit.
   auto o = nae_options();
-  o.chain_groups = 3;
+  o.family<models::NaeOptions>().chain_groups = 3;
   auto draw = [&](int threads) {
     const int saved = at::get_num_threads();
     at::set_num_threads(threads);
@@ -73,7 +73,7 @@ TEST(Nae, NegativesDoNotDependOnTheThreadCount) {
   EXPECT_EQ(z1, z2);
   EXPECT_EQ(c1, c2);
   // Groups have their own streams: one group gives other chains than three.
-  o.chain_groups = 1;
+  o.family<models::NaeOptions>().chain_groups = 1;
   const auto [n3, b3, z3, c3] = draw(2);
   EXPECT_FALSE(torch::equal(n1, n3));
 }
@@ -124,7 +124,7 @@ TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
   data.validation = {data_x.slice(0, 0, 8), {}};
   auto run = [&](const std::string& dir, bool resume, int64_t kill_at) {
     auto o = nae_options();
-    o.nae_epochs = 3;
+    o.family<models::NaeOptions>().nae_epochs = 3;
     torch::manual_seed(3);
     auto nae = std::make_shared<models::NormalizedAE>(o, models::ImageShape{1, 4, 4});
     nae->to(device);
@@ -157,7 +157,7 @@ TEST(Nae, ResumeInThePhaseTwoMiddleEqualsAnUninterruptedRun) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(pae::testing::same_on(device, a[i], b[i])) << "parameter " << i;
   // phase_ae.pt holds the network as phase 1 left it (epoch 2): other weights than the end's.
   auto o = nae_options();
-  o.nae_epochs = 3;
+  o.family<models::NaeOptions>().nae_epochs = 3;
   models::NormalizedAE before(o, models::ImageShape{1, 4, 4});
   EXPECT_EQ(train::load_weights(tmp.file("straight"), "phase_ae", before).epoch, 2);
   EXPECT_FALSE(torch::equal(before.parameters()[0], a[0].cpu()));

@@ -58,6 +58,9 @@ struct TrainOptions {
   /// Checkpoints inside an epoch (RUN/checkpoints/mid_epoch.pt, which --resume continues from):
   /// "0" (off), "N" or "N steps" (every N optimizer steps), "N min" (every N minutes).
   std::string checkpoint_every = "0";
+
+  /// Every key of the `train` section.
+  void visit(OptionVisitor& v);
 };
 
 /// train.checkpoint_every, read: every `steps` steps and/or `minutes` minutes (0: not by that).

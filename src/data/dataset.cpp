@@ -314,4 +314,24 @@ at::Tensor augment(const at::Tensor& x, const DataOptions& o) {
   return out;
 }
 
+void DataOptions::visit(OptionVisitor& v) {
+  v("name", name, any_value());
+  v("root", root, any_value().resumable());  // where the same files are (another machine)
+  v("path", path, any_value());
+  v("labels_path", labels_path, any_value());
+  v("val_size", val_size, at_least(0));
+  v("train_from", train_from, one_of({"", "test"}));
+  v("split_seed", split_seed, any_value());
+  v("subset", subset, at_least(0));
+  v("classes", classes, any_value());
+  v("holdout_classes", holdout_classes, any_value());
+  v("channels", channels, number_where([](double c) { return c == 0 || c == 1 || c == 3; }, "0, 1 or 3"));
+  v("image_size", image_size, at_least(0));
+  v("invert", invert, any_value());
+  v("synthetic_size", synthetic_size, positive());
+  v("dequantize", dequantize, any_value());
+  v("hflip", hflip, any_value());
+  v("shift", shift, at_least(0));
+}
+
 }  // namespace pae::data

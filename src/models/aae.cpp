@@ -11,31 +11,46 @@ namespace pae::models {
 
 namespace F = torch::nn::functional;
 
-AdversarialAE::AdversarialAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
+void AaeOptions::visit(OptionVisitor& v, const ModelOptions& /*model*/) {
+  const auto mixture = [&](const Spec& spec) {
+    return spec.applies_if(prior == "mixture", "it applies to prior mixture");
+  };
+  v("prior", prior, one_of({"gaussian", "mixture"}));
+  v("prior_std", prior_std, positive());
+  v("prior_components", prior_components, mixture(positive()));
+  v("prior_layout", prior_layout, mixture(one_of({"circle", "random"})));
+  v("prior_radius", prior_radius, mixture(at_least(0)));
+  v("conditional", conditional, any_value());
+  v("disc_hidden", disc_hidden, positive());
+}
+
+AdversarialAE::AdversarialAE(const ModelOptions& o, const ImageShape& s)
+    : AutoEncoder(o, s), aae_(o.family<AaeOptions>()) {
+  const auto& a = aae_;
   require(o.recon_loss == "mse" || o.recon_loss == "bce" || o.recon_loss == "bernoulli",
           "model.recon_loss '" + o.recon_loss + "' for type aae: expected mse or bce");
-  require(!o.conditional || o.prior == "mixture",
+  require(!a.conditional || a.prior == "mixture",
           "model.conditional: the label-conditioned AAE matches label y to mixture component y; set model.prior: "
           "mixture with prior_components = the number of classes");
   encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
   decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
-  const int64_t k = o.prior == "mixture" ? o.prior_components : 1;
+  const int64_t k = a.prior == "mixture" ? a.prior_components : 1;
   disc_ = register_module("disc",
-                          make_mlp(o.latent_dim + (o.conditional ? k : 0), o.disc_hidden, 1, "leaky_relu", o.dropout));
+                          make_mlp(o.latent_dim + (a.conditional ? k : 0), a.disc_hidden, 1, "leaky_relu", o.dropout));
   // Mixture centres: a fixed part of the model (saved with it), drawn from a generator of
   // their own so that the layout does not depend on the training seed's stream.
   auto centres = torch::zeros({k, o.latent_dim});
-  if (o.prior == "mixture") {
-    if (o.prior_layout == "circle") {
+  if (a.prior == "mixture") {
+    if (a.prior_layout == "circle") {
       require(o.latent_dim >= 2, "model.prior_layout circle needs latent_dim >= 2");
       for (int64_t i = 0; i < k; ++i) {
         const double angle = 2 * M_PI * double(i) / double(k);
-        centres[i][0] = o.prior_radius * std::cos(angle);
-        centres[i][1] = o.prior_radius * std::sin(angle);
+        centres[i][0] = a.prior_radius * std::cos(angle);
+        centres[i][1] = a.prior_radius * std::sin(angle);
       }
     } else {
       auto gen = at::detail::createCPUGenerator(20151118);
-      centres = at::normal(0.0, 1.0, {k, o.latent_dim}, gen) * o.prior_radius;
+      centres = at::normal(0.0, 1.0, {k, o.latent_dim}, gen) * a.prior_radius;
     }
   }
   centres_ = register_buffer("centres", centres);
@@ -50,7 +65,7 @@ std::vector<std::pair<std::string, std::vector<torch::Tensor>>> AdversarialAE::p
 torch::Tensor AdversarialAE::sample_latents_of(const torch::Tensor& component) {
   const auto device = centres_.device();
   auto mean = centres_.index_select(0, component.to(device));
-  return mean + options_.prior_std * pae::nn::sample_randn_like(mean);
+  return mean + aae_.prior_std * pae::nn::sample_randn_like(mean);
 }
 
 torch::Tensor AdversarialAE::sample_latents(int64_t n) {
@@ -60,7 +75,7 @@ torch::Tensor AdversarialAE::sample_latents(int64_t n) {
 }
 
 torch::Tensor AdversarialAE::discriminate(const torch::Tensor& z, const torch::Tensor& labels) {
-  if (!options_.conditional) return disc_->forward(z).squeeze(1);
+  if (!aae_.conditional) return disc_->forward(z).squeeze(1);
   require(labels.defined(), "model.conditional: the discriminator needs labels, and this dataset has none");
   const auto k = centres_.size(0);
   const auto bad = (labels < 0).logical_or(labels >= k);
@@ -85,7 +100,7 @@ void AdversarialAE::train_step(const pae::nn::Batch& batch, pae::nn::StepContext
   for (const auto& [name, value] : terms.terms) ctx.log(name, value);
   // 2. Discriminator: prior samples are real, the encoder's codes fake (no gradient to it).
   const auto fake = encode(x).detach();
-  const auto real = options_.conditional ? sample_latents_of(y) : sample_latents(x.size(0));
+  const auto real = aae_.conditional ? sample_latents_of(y) : sample_latents(x.size(0));
   const auto d_real = discriminate(real, y), d_fake = discriminate(fake, y);
   auto disc_loss = 0.5 * (F::binary_cross_entropy_with_logits(d_real, torch::ones_like(d_real)) +
                           F::binary_cross_entropy_with_logits(d_fake, torch::zeros_like(d_fake)));
@@ -106,7 +121,7 @@ std::map<std::string, torch::Tensor> AdversarialAE::scores(const torch::Tensor& 
   if (latents) *latents = z;
   // Unconditional scores need no label: with model.conditional the code is scored against
   // the best-matching component's label.
-  if (!options_.conditional) {
+  if (!aae_.conditional) {
     s["neg_disc_logit"] = -discriminate(z);
   } else {
     const auto k = centres_.size(0);

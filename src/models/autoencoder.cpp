@@ -47,8 +47,10 @@ pae::nn::Terms AutoEncoder::evaluate(const torch::Tensor& images, int64_t batch_
 }
 
 std::string AutoEncoder::signature() const {
-  return options_.type + "/" + options_.arch + "/z" + std::to_string(options_.latent_dim) + "/" +
-         std::to_string(shape_.channels) + "x" + std::to_string(shape_.height) + "x" + std::to_string(shape_.width);
+  const bool networks = AutoEncoderRegistry::instance().get(options_.type).uses_networks;
+  return options_.type + (networks ? "/" + options_.arch : std::string()) + "/z" + std::to_string(options_.latent_dim) +
+         "/" + std::to_string(shape_.channels) + "x" + std::to_string(shape_.height) + "x" +
+         std::to_string(shape_.width);
 }
 
 torch::Tensor AutoEncoder::sample_latents(int64_t n) {
@@ -119,7 +121,7 @@ class BetaVAE : public AutoEncoder {
     auto mu = h[0], logvar = h[1];
     auto z = mu + pae::nn::sample_randn_like(mu) * torch::exp(0.5 * logvar);
     auto logits = decode_logits(z);
-    auto nll = recon_nll(options_.recon_loss, logits, x, options_.sigma);
+    auto nll = recon_nll(options_.recon_loss, logits, x, options_.family<VaeOptions>().sigma);
     auto kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1);
     if (logits_out) *logits_out = logits;
     return {nll, kl};
@@ -129,7 +131,7 @@ class BetaVAE : public AutoEncoder {
     torch::Tensor logits;
     auto [nll, kl] = elbo_terms(x, &logits);
     auto nll_m = nll.mean(), kl_m = kl.mean();
-    auto total = nll_m + options_.beta * kl_m;
+    auto total = nll_m + options_.family<VaeOptions>().beta * kl_m;
     LossTerms out{total,
                   {{"loss", total.detach()},
                    {"nll", nll_m.detach()},
@@ -153,10 +155,14 @@ class BetaVAE : public AutoEncoder {
 };
 
 void register_builtin_models(AutoEncoderRegistry& r) {
-  r.add("ae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); });
-  r.add("vae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); });
-  r.add("aae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<AdversarialAE>(o, s); });
-  r.add("nae", [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<NormalizedAE>(o, s); });
+  r.add("ae", family_with_options<NoFamilyOptions>(
+                  [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); }));
+  r.add("vae", family_with_options<VaeOptions>(
+                   [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); }));
+  r.add("aae", family_with_options<AaeOptions>(
+                   [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<AdversarialAE>(o, s); }));
+  r.add("nae", family_with_options<NaeOptions>(
+                   [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<NormalizedAE>(o, s); }));
 }
 
 }  // namespace
@@ -176,4 +182,40 @@ std::shared_ptr<AutoEncoder> build_autoencoder(const ModelOptions& options, cons
   return AutoEncoderRegistry::instance().create(options, shape);
 }
 
+void VaeOptions::visit(OptionVisitor& v, const ModelOptions& model) {
+  v("beta", beta, at_least(0));
+  v("sigma", sigma, positive().applies_if(model.recon_loss == "gaussian", "it applies to recon_loss gaussian"));
+}
+
 }  // namespace pae::models
+
+namespace pae {
+
+void ModelOptions::visit(OptionVisitor& v) {
+  const auto& registry = models::AutoEncoderRegistry::instance();
+  auto types = registry.names();
+  types.push_back("classifier");
+  v("type", type, one_of(types));
+  if (type == "classifier") return;  // a fixed architecture: no other key applies
+  const auto& family = registry.get(type);
+  const std::string no_networks = "model.type " + type + " has no encoder network";
+  const auto networks = [&](const Spec& spec) { return spec.applies_if(family.uses_networks, no_networks); };
+  const auto mlp = [&](const Spec& spec) { return networks(spec).applies_if(arch == "mlp", "it applies to arch mlp"); };
+  const auto conv = [&](const Spec& spec) {
+    return networks(spec).applies_if(arch == "conv", "it applies to arch conv");
+  };
+  // Upper limits: sizes beyond them end in an allocation failure far from the key that caused it.
+  constexpr double kMaxWidth = 1 << 16;
+  v("latent_dim", latent_dim, in_range(1, kMaxWidth));
+  v("arch", arch, networks(one_of({"mlp", "conv"})));
+  v("hidden", hidden, mlp(in_range(1, kMaxWidth)));
+  v("channels", channels, conv(in_range(1, kMaxWidth).not_empty()));
+  v("kernel", kernel, conv(in_range(2, 15)));
+  v("batch_norm", batch_norm, conv(any_value()));
+  v("activation", activation, networks(one_of({"relu", "leaky_relu", "elu", "silu"})));
+  v("recon_loss", recon_loss, networks(one_of({"mse", "bce", "bernoulli", "gaussian"})));
+  v("dropout", dropout, mlp(in_half_open(0, 1)));
+  family.visit_options(*this, v);
+}
+
+}  // namespace pae

@@ -16,12 +16,32 @@ torch::Tensor to_sphere(const torch::Tensor& h) { return h / h.norm(2, 1, true).
 
 }  // namespace
 
-NormalizedAE::NormalizedAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
+void NaeOptions::visit(OptionVisitor& v, const ModelOptions& /*model*/) {
+  v("nae_epochs", nae_epochs, at_least(0).resumable());  // phase lengths
+  v("nae_batches", nae_batches, at_least(0).resumable());
+  v("gamma", gamma, at_least(0));
+  v("temperature", temperature, positive());
+  v("encoder_l2", encoder_l2, at_least(0));
+  v("buffer_size", buffer_size, positive());
+  v("replay_ratio", replay_ratio, in_range(0, 1));
+  v("z_steps", z_steps, at_least(0));
+  v("z_step_size", z_step_size, at_least(0));
+  v("z_noise", z_noise, at_least(0));
+  v("x_steps", x_steps, at_least(0));
+  v("x_step_size", x_step_size, at_least(0));
+  v("x_noise", x_noise, at_least(0));
+  v("x_grad_clip", x_grad_clip, at_least(0));
+  v("x_grad_clip_per", x_grad_clip_per, one_of({"sample", "row"}));
+  v("chain_groups", chain_groups, positive());
+}
+
+NormalizedAE::NormalizedAE(const ModelOptions& o, const ImageShape& s)
+    : AutoEncoder(o, s), nae_(o.family<NaeOptions>()) {
   require(o.recon_loss == "mse",
           "model.recon_loss '" + o.recon_loss + "' for type nae: the energy is the MSE; use mse");
   encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
   decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
-  buffer_ = torch::zeros({o.buffer_size, o.latent_dim});
+  buffer_ = torch::zeros({nae_.buffer_size, o.latent_dim});
 }
 
 torch::Tensor NormalizedAE::encode(const torch::Tensor& x) { return to_sphere(encoder_->forward(x)); }
@@ -46,7 +66,7 @@ torch::Tensor NormalizedAE::sample_latents(int64_t n) {
 }
 
 std::vector<pae::nn::Phase> NormalizedAE::phases(int64_t epochs) const {
-  return {{"ae", epochs, -1}, {"nae", options_.nae_epochs, 0, options_.nae_batches}};
+  return {{"ae", epochs, -1}, {"nae", nae_.nae_epochs, 0, nae_.nae_batches}};
 }
 
 std::vector<std::pair<std::string, std::vector<torch::Tensor>>> NormalizedAE::parameter_groups() {
@@ -56,12 +76,12 @@ std::vector<std::pair<std::string, std::vector<torch::Tensor>>> NormalizedAE::pa
 torch::Tensor NormalizedAE::encoder_l2_term() {
   auto sq = torch::zeros({}, parameters().front().options());
   for (const auto& p : encoder_->parameters()) sq = sq + p.pow(2).sum();
-  return options_.encoder_l2 * sq;
+  return nae_.encoder_l2 * sq;
 }
 
 torch::Tensor NormalizedAE::sample_negatives(int64_t n, inference::LangevinStats* z_stats,
                                              inference::LangevinStats* x_stats) {
-  const auto& o = options_;
+  const auto& o = nae_;
   const bool was_training = is_training();
   eval();
   // Everything random that is not the chains' noise comes from the global generator, here.
@@ -174,7 +194,7 @@ void NormalizedAE::train_step(const pae::nn::Batch& batch, pae::nn::StepContext&
   last_negatives_ = neg.to(torch::kCPU);
   const auto pos_e = energy(x), neg_e = energy(neg);
   const auto pos = pos_e.mean(), negm = neg_e.mean();
-  auto loss = (pos - negm) / options_.temperature + options_.gamma * neg_e.pow(2).mean() + encoder_l2_term();
+  auto loss = (pos - negm) / nae_.temperature + nae_.gamma * neg_e.pow(2).mean() + encoder_l2_term();
   ctx.step("nae", loss);
   ctx.log("loss", pos);
   ctx.log("pos_energy", pos);

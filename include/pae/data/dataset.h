@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pae/util/options.h"
 #include "pae/util/registry.h"
 
 namespace pae::data {
@@ -42,6 +43,9 @@ struct DataOptions {
   bool dequantize = false;  ///< x <- (255 x + U[0,1)) / 256
   bool hflip = false;       ///< random horizontal flips
   int64_t shift = 0;        ///< random translations of up to this many pixels
+
+  /// Every key of the `data` section.
+  void visit(OptionVisitor& v);
 };
 
 /// A split of a dataset held in memory.

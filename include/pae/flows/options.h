@@ -4,6 +4,7 @@
 #include <string>
 
 #include "pae/flows/spline.h"
+#include "pae/util/options.h"
 
 namespace pae::flows {
 
@@ -29,6 +30,9 @@ struct FlowOptions {
   /// 1e-3); switching it off at the end of the schedule lets the flow resolve it.
   double dropout_anneal = 1.0;
   uint64_t seed = 0;  ///< fixed random permutations
+
+  /// Every key of the `flow` section.
+  void visit(OptionVisitor& v);
 };
 
 }  // namespace pae::flows

@@ -7,6 +7,18 @@
 
 namespace pae::models {
 
+/// The AAE's own keys: the prior its codes are matched to, and the discriminator.
+struct AaeOptions {
+  std::string prior = "gaussian";                 ///< gaussian | mixture
+  double prior_std = 1.0;                         ///< std of the Gaussian (of each component)
+  int64_t prior_components = 10;                  ///< mixture: number of components
+  std::string prior_layout = "circle";            ///< mixture: circle (dims 0, 1) | random centres
+  double prior_radius = 4.0;                      ///< mixture: circle radius / std of random centres
+  bool conditional = false;                       ///< labels (one-hot) go to the discriminator
+  std::vector<int64_t> disc_hidden = {256, 256};  ///< discriminator MLP widths
+  void visit(OptionVisitor& v, const ModelOptions& model);
+};
+
 /// Three parameter groups, each with its own optimizer (`groups.<name>` in a config):
 ///   "ae"   encoder + decoder: the reconstruction step (BCE or MSE, model.recon_loss);
 ///   "disc" the discriminator: prior samples are "real", encoded codes "fake";
@@ -41,6 +53,7 @@ class AdversarialAE : public AutoEncoder {
 
  private:
   torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr}, disc_{nullptr};
+  AaeOptions aae_;
   torch::Tensor centres_;
 };
 

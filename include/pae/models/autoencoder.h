@@ -90,12 +90,42 @@ torch::Tensor recon_nll(const std::string& kind, const torch::Tensor& logits, co
 
 using AutoEncoderFactory = std::function<std::shared_ptr<AutoEncoder>(const ModelOptions&, const ImageShape&)>;
 
+/// A model family as registered: how to build it and which keys of the `model` section it
+/// reads beyond type and latent_dim (the config walks these, so each key is written once, in
+/// its family's file).
+struct ModelFamily {
+  AutoEncoderFactory create;
+  /// Visits the family's own options struct (held in ModelOptions::family<T>()).
+  std::function<void(ModelOptions&, OptionVisitor&)> visit_options;
+  /// Whether the shared network keys (arch, hidden, channels, ...) apply.
+  bool uses_networks = true;
+};
+
+/// A family whose own keys are those of `Options`, a struct with
+/// `void visit(OptionVisitor&, const ModelOptions&)`.
+template <class Options>
+ModelFamily family_with_options(AutoEncoderFactory create, bool uses_networks = true) {
+  return {std::move(create), [](ModelOptions& m, OptionVisitor& v) { m.family<Options>().visit(v, m); }, uses_networks};
+}
+
+/// A family with no keys of its own.
+struct NoFamilyOptions {
+  void visit(OptionVisitor&, const ModelOptions&) {}
+};
+
+/// The beta-VAE's own keys.
+struct VaeOptions {
+  double beta = 1.0;   ///< weight of the KL term
+  double sigma = 0.1;  ///< gaussian likelihood: fixed pixel standard deviation
+  void visit(OptionVisitor& v, const ModelOptions& model);
+};
+
 /// The auto-encoder families by model.type.
-class AutoEncoderRegistry : public Registry<AutoEncoderFactory> {
+class AutoEncoderRegistry : public Registry<ModelFamily> {
  public:
   static AutoEncoderRegistry& instance();
   std::shared_ptr<AutoEncoder> create(const ModelOptions& options, const ImageShape& shape) const {
-    return get(options.type)(options, shape);
+    return get(options.type).create(options, shape);
   }
 
  private:

@@ -8,6 +8,29 @@
 
 namespace pae::models {
 
+/// The NAE's own keys: phase 2's length, its loss, and the chains that draw its negatives.
+struct NaeOptions {
+  int64_t nae_epochs = 50;      ///< epochs of phase 2
+  int64_t nae_batches = 0;      ///< batches per phase-2 epoch (0: a full pass over the data)
+  double gamma = 1.0;           ///< weight of mean E(x-)^2
+  double temperature = 1.0;     ///< T in (E(x+) - E(x-)) / T and in the chains' drift
+  double encoder_l2 = 1e-4;     ///< weight of ||theta_enc||^2 (both phases)
+  int64_t buffer_size = 10000;  ///< replay buffer of latent chain ends
+  double replay_ratio = 0.95;   ///< fraction of latent chains restarted from the buffer
+  int64_t z_steps = 10;         ///< latent chain (on the sphere): steps, step size, noise
+  double z_step_size = 0.2;
+  double z_noise = 0.05;
+  int64_t x_steps = 50;  ///< data-space chain: steps, step size, noise (annealed sigma/(1+t))
+  double x_step_size = 10.0;
+  double x_noise = 0.05;
+  double x_grad_clip = 0.01;  ///< per-sample gradient norm limit of the data-space chain
+  /// What x_grad_clip limits: "sample" (each sample's gradient, as the paper states) or "row"
+  /// (each image row's, what the authors' code does: its clip takes the norm over the last axis)
+  std::string x_grad_clip_per = "sample";
+  int64_t chain_groups = 2;  ///< negatives drawn in this many groups with their own random streams
+  void visit(OptionVisitor& v, const ModelOptions& model);
+};
+
 /// Latent codes live on the unit sphere (encode returns f(x) / |f(x)|); the energy is
 /// E(x) = |x - g(f(x) / |f(x)|)|^2 / D. Two phases, two parameter groups over the same weights:
 ///   phase "ae"  (train.epochs, group "ae"):  minimise mean E(x) + encoder_l2 |theta_enc|^2;
@@ -49,6 +72,7 @@ class NormalizedAE : public AutoEncoder {
 
  private:
   torch::Tensor encoder_l2_term();
+  NaeOptions nae_;
   torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr};
   torch::Tensor buffer_, last_negatives_;
   int64_t buffer_count_ = 0, buffer_head_ = 0;
