@@ -9,15 +9,15 @@
 #include <functional>
 #include <vector>
 
+#include "pae/data/thin_spiral.h"
 #include "pae/flows/dnf.h"
 #include "pae/flows/latent_flow.h"
-#include "pae/flows/thin_spiral.h"
 #include "pae/report/svg.h"
 #include "pae/train/engine.h"
 #include "pae/util/fs.h"
 #include "pae/util/json.h"
 
-using pae::flows::ThinSpiral;
+using pae::data::ThinSpiral;
 
 namespace {
 

@@ -699,6 +699,8 @@ void TrainOptions::visit(OptionVisitor& v) {
   v("momentum", momentum, in_half_open(0, 1).resumable());
   v("lr_schedule", lr_schedule, one_of({"constant", "cosine", "step"}).resumable());
   v("warmup_epochs", warmup_epochs, at_least(0).resumable());
+  v("lr_restart_epochs", lr_restart_epochs,
+    number_where([](double e) { return e >= 0; }, "an integer >= 0 (0 = one cosine over the run)").resumable());
   v("model_checkpoint", model_checkpoint, one_of({"best", "last"}).resumable());
   v("weight_decay", weight_decay, at_least(0).resumable());
   v("grad_clip", grad_clip, number_where([](double c) { return c >= 0; }, "a number >= 0 (0 = off)").resumable());

@@ -5,17 +5,25 @@
 
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 
+#include "pae/config.h"
+#include "pae/data/npy.h"
+#include "pae/data/thin_spiral.h"
 #include "pae/flows/dnf.h"
-#include "pae/flows/thin_spiral.h"
+#include "pae/models/autoencoder.h"
 #include "pae/nn/sample_noise.h"
 #include "pae/train/engine.h"
+#include "pae/train/trainer.h"
 #include "pae/util/error.h"
+#include "pae/util/fs.h"
 #include "test_util.h"
 
 using namespace pae;
 using namespace pae::flows;
+using pae::data::ThinSpiral;
 using pae::testing::error_of;
+using pae::testing::TempDir;
 
 namespace {
 
@@ -231,4 +239,41 @@ TEST(Dnf, TrainedOnTheThinSpiralItsSamplesApproachTheCurve) {
   EXPECT_LT(after, 0.6 * before);
   EXPECT_LT(terms.at("nll"), untrained.at("nll") - 1.0);
   EXPECT_LT(terms.at("recon"), untrained.at("recon"));
+}
+
+TEST(Dnf, TrainsFromYamlAndItsLatentsSamplesAndDensityGridAgreeWithTheSavedModel) {
+  TempDir tmp;
+  const Config c =
+      load_config(std::string(PAE_SOURCE_DIR) + "/configs/spiral_dnf.yml",
+                  {"data.synthetic_size=400", "data.val_size=100", "train.epochs=2", "model.outer_layers=3",
+                   "model.inner_layers=1", "model.flow_hidden=16", "train.num_samples=50"});
+  train::RunOptions run{tmp.file("run"), "cpu", false, false, true};
+  train::train_autoencoder(c, run);
+  for (const char* f : {"latents/test.npy", "samples.npy", "density.png", "density_grid.npy", "density_grid.json"})
+    EXPECT_TRUE(fs::exists(tmp.path() / "run" / f)) << f;
+  Config saved;
+  auto model = train::load_autoencoder(tmp.file("run"), &saved, "", nullptr);
+  torch::NoGradGuard no_grad;
+  // The latents are u of the checkpoint later programs load.
+  const auto test = data::load_dataset(saved.data, data::Split::kTest);
+  EXPECT_EQ(test.images.sizes(), (std::vector<int64_t>{400, 1, 1, 2}));
+  const auto latents = data::read_npy(tmp.file("run/latents/test.npy"));
+  EXPECT_TRUE(torch::allclose(latents, model->encode(test.images), 1e-5, 1e-5));
+  // The grid holds the model's log-density at the grid's points (row 0 = the box's top), and a
+  // density integrates to about 1 over a box around the data.
+  const auto grid = data::read_npy(tmp.file("run/density_grid.npy")).to(torch::kFloat64);
+  const auto box = nlohmann::json::parse(read_text(tmp.file("run/density_grid.json")));
+  const double x0 = box["x"][0], x1 = box["x"][1], y_top = box["y"][0], y_bottom = box["y"][1];
+  const auto corner = torch::tensor({x0, y_top}, torch::kFloat32).view({1, 1, 1, 2});
+  EXPECT_NEAR(grid[0][0].item<double>(), model->log_density(corner).item<double>(), 1e-4);
+  const auto far = torch::tensor({x1, y_bottom}, torch::kFloat32).view({1, 1, 1, 2});
+  EXPECT_NEAR(grid[255][255].item<double>(), model->log_density(far).item<double>(), 1e-4);
+  const double cell = (x1 - x0) / 255 * (y_top - y_bottom) / 255;
+  EXPECT_NEAR(grid.exp().sum().item<double>() * cell, 1.0, 0.1);
+  // Samples are points of the learned curve, not squashed into [0, 1]; "nll" is -log p.
+  const auto samples = data::read_npy(tmp.file("run/samples.npy"));
+  EXPECT_EQ(samples.sizes(), (std::vector<int64_t>{50, 2}));
+  EXPECT_GT(samples.abs().max().item<double>(), 1.0);
+  const auto x = test.images.slice(0, 0, 5);
+  EXPECT_TRUE(torch::allclose(model->scores(x).at("nll"), -model->log_density(x)));
 }

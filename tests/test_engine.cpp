@@ -489,6 +489,11 @@ TEST(Optim, SchedulesFollowTheirClosedForms) {
   EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 2, 10), 0.075);
   EXPECT_DOUBLE_EQ(train::scheduled_lr(o, 3, 10), 0.1);
   EXPECT_NEAR(train::scheduled_lr(o, 5, 10), 0.05 * (1 + std::cos(M_PI * 2 / 7)), 1e-15);
+  o.warmup_epochs = 0;  // restarted every 4 epochs: epochs 4 and 8 start again at the full rate
+  o.restart_epochs = 4;
+  for (int64_t e : {0, 4, 8}) EXPECT_DOUBLE_EQ(train::scheduled_lr(o, e, 10), 0.1) << e;
+  EXPECT_NEAR(train::scheduled_lr(o, 6, 10), 0.05, 1e-15);
+  EXPECT_NEAR(train::scheduled_lr(o, 9, 10), 0.05 * (1 + std::cos(M_PI * 0.25)), 1e-15);
   o = {};
   o.lr = 0.1;
   o.schedule = "step";

@@ -26,6 +26,7 @@ struct TrainOptions {
   double momentum = 0.9;                  ///< sgd
   std::string lr_schedule = "constant";   ///< constant | cosine | step
   int64_t warmup_epochs = 0;              ///< linear warm-up before the schedule
+  int64_t lr_restart_epochs = 0;          ///< cosine: restart every this many epochs (0 = one cosine over the run)
   std::string model_checkpoint = "best";  ///< the run's model, from which every output is made: best | last
   double weight_decay = 0.0;
   double grad_clip = 0.0;  ///< max gradient norm (0 = off)

@@ -12,6 +12,7 @@
 
 #include "pae/data/npy.h"
 #include "pae/data/readers.h"
+#include "pae/data/thin_spiral.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
 
@@ -84,6 +85,15 @@ torch::Tensor unit_pixels(const torch::Tensor& stored, const std::string& path) 
   return x;
 }
 
+/// Vectors [N, D] as float32, any finite values (the DNF's data: points in R^D).
+torch::Tensor real_vectors(const torch::Tensor& stored, const std::string& path) {
+  require(torch::isFloatingType(stored.scalar_type()),
+          path + ": vectors of type " + std::string(c10::toString(stored.scalar_type())) + ": expected floats");
+  auto x = stored.to(torch::kFloat);
+  require(x.numel() == 0 || torch::isfinite(x).all().item<bool>(), path + ": vectors hold non-finite values");
+  return x;
+}
+
 const char* kHowToObtain =
     "fashion-mnist: `apt install dataset-fashion-mnist`; mnist / cifar10: download the IDX / "
     "binary files into ./data/<name> or set data.root or PAE_DATA_DIR";
@@ -115,6 +125,15 @@ Dataset carve(Dataset pool, const DataOptions& o, Split split) {
   Dataset out = index(pool, split == Split::kTrain ? train : val);
   out.split = split;
   return out;
+}
+
+/// The thin spiral (data/thin_spiral.h): a train pool of data.synthetic_size points carved into
+/// train and val, and a test set of as many, each from its own seed.
+Dataset load_thin_spiral(const DataOptions& o, Split split) {
+  const int64_t n = o.synthetic_size;
+  const uint64_t seed = o.split_seed * 2 + (split == Split::kTest ? 2 : 1);
+  const auto x = ThinSpiral::sample(n, seed).to(torch::kFloat).view({n, 1, 1, 2});
+  return carve(Dataset{x, torch::zeros({n}, torch::kInt64), "thin-spiral", split}, o, split);
 }
 
 Dataset load_idx_family(const std::string& name, const DataOptions& o, Split split) {
@@ -190,10 +209,14 @@ Dataset load_npy(const DataOptions& o, Split split) {
 Dataset read_npy_split(const DataOptions& o, Split split) {
   const std::string path = with_split(o.path, split);
   auto x = read_npy(path);
-  require(x.dim() == 3 || x.dim() == 4,
-          path + ": expected images [N,H,W] or [N,C,H,W], got rank " + std::to_string(x.dim()));
-  if (x.dim() == 3) x = x.unsqueeze(1);
-  x = unit_pixels(x, path);
+  require(x.dim() >= 2 && x.dim() <= 4,
+          path + ": expected vectors [N,D], images [N,H,W] or [N,C,H,W], got rank " + std::to_string(x.dim()));
+  if (x.dim() == 2) {
+    x = real_vectors(x, path).view({x.size(0), 1, 1, x.size(1)});
+  } else {
+    if (x.dim() == 3) x = x.unsqueeze(1);
+    x = unit_pixels(x, path);
+  }
   torch::Tensor y = torch::zeros({x.size(0)}, torch::kInt64);
   if (!o.labels_path.empty()) {
     const std::string lp = with_split(o.labels_path, split);
@@ -226,6 +249,7 @@ void register_builtin_datasets(DatasetRegistry& r) {
   r.add("cifar10", load_cifar10);
   r.add("image-folder", load_image_folder);
   r.add("npy", load_npy);
+  r.add("thin-spiral", load_thin_spiral);
   for (const char* kind : {"noise", "constant", "constant-gray"}) {
     r.add(kind, [kind](const DataOptions& o, Split s) { return load_synthetic(kind, o, s); });
   }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "pae/models/aae.h"
+#include "pae/models/dnf_family.h"
 #include "pae/models/nae.h"
 #include "pae/nn/sample_noise.h"
 #include "pae/util/error.h"
@@ -163,6 +164,9 @@ void register_builtin_models(AutoEncoderRegistry& r) {
                    [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<AdversarialAE>(o, s); }));
   r.add("nae", family_with_options<NaeOptions>(
                    [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<NormalizedAE>(o, s); }));
+  r.add("dnf", family_with_options<DnfFamilyOptions>(
+                   [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<DenoisingFlowAE>(o, s); },
+                   /*uses_networks=*/false));
 }
 
 }  // namespace

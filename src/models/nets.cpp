@@ -142,6 +142,7 @@ nn::Sequential make_decoder(const ModelOptions& o, const ImageShape& s, int64_t 
 ImageShape known_image_shape(const data::DataOptions& d) {
   if (d.name == "fashion-mnist" || d.name == "mnist") return {1, 28, 28};
   if (d.name == "cifar10") return {3, 32, 32};
+  if (d.name == "thin-spiral") return {1, 1, 2};  // points in the plane
   if (d.name == "noise" || d.name == "constant" || d.name == "constant-gray")
     return {d.channels > 0 ? d.channels : 1, d.image_size > 0 ? d.image_size : 28,
             d.image_size > 0 ? d.image_size : 28};

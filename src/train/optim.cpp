@@ -45,8 +45,11 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerOptions& 
 double scheduled_lr(const OptimizerOptions& o, int64_t epoch_index, int64_t epochs) {
   if (epoch_index < o.warmup_epochs) return o.lr * double(epoch_index + 1) / double(o.warmup_epochs + 1);
   if (o.schedule == "cosine") {
-    // Over the epochs after the warm-up; the first of them runs at the full rate.
-    const double t = double(epoch_index - o.warmup_epochs) / double(std::max<int64_t>(epochs - o.warmup_epochs, 1));
+    // Over the epochs after the warm-up (or each period of restart_epochs of them); the first
+    // epoch of each runs at the full rate.
+    const int64_t after = epoch_index - o.warmup_epochs;
+    const int64_t period = o.restart_epochs > 0 ? o.restart_epochs : std::max<int64_t>(epochs - o.warmup_epochs, 1);
+    const double t = double(after % period) / double(period);
     return o.lr * 0.5 * (1 + std::cos(M_PI * t));
   }
   if (o.schedule == "step" && o.decay_epoch > 0 && epoch_index >= o.decay_epoch) return o.lr * o.decay;

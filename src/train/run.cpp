@@ -149,6 +149,7 @@ OptimizerOptions optimizer_options(const TrainOptions& t) {
   o.weight_decay = t.weight_decay;
   o.momentum = t.momentum;
   o.schedule = t.lr_schedule;
+  o.restart_epochs = t.lr_restart_epochs;
   o.warmup_epochs = t.warmup_epochs;
   o.decay_epoch = t.lr_decay_epoch;
   o.decay = t.lr_decay;

@@ -179,6 +179,65 @@ void check_learned(models::AutoEncoder& model, const data::Dataset& train, const
       what, steps, config.train.lr, (run / "checkpoints").string()));
 }
 
+/// recon.png (rows of 8 test images over their reconstructions) and samples.png.
+void write_image_grids(AutoEncoder& model, const data::Dataset& test, const fs::path& run, int64_t num_samples,
+                       torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const int64_t k = std::min<int64_t>(num_samples / 2 > 0 ? num_samples / 2 : 1, test.size());
+  auto x = test.images.slice(0, 0, k).to(device);
+  auto r = model.reconstruct(x);
+  // Rows of 8 originals followed by their 8 reconstructions.
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < k; i += 8) {
+    rows.push_back(x.slice(0, i, std::min(i + 8, k)));
+    rows.push_back(r.slice(0, i, std::min(i + 8, k)));
+  }
+  save_image_grid(torch::cat(rows), 8, (run / "recon.png").string());
+  save_image_grid(model.sample_prior(num_samples), 8, (run / "samples.png").string());
+}
+
+/// Vector data [N,1,1,D]: samples.npy ([num_samples, D]); for D = 2 and a family with a density
+/// (the DNF), density.png, its log-density on a 256 x 256 grid over the test points' box (padded
+/// by 10%; colour from 12 nats below the maximum to the maximum), with the grid's values in
+/// density_grid.npy and its box in density_grid.json.
+void write_vector_pictures(AutoEncoder& model, const data::Dataset& test, const fs::path& run, int64_t num_samples,
+                           torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const auto samples = model.sample_prior(num_samples).cpu();
+  data::write_npy((run / "samples.npy").string(), samples.flatten(1));
+  const auto points = test.images.flatten(1);
+  if (points.size(1) != 2 || points.size(0) == 0 || !model.log_density(points.slice(0, 0, 1).to(device)).defined())
+    return;
+  constexpr int64_t kSide = 256;
+  const auto lo = std::get<0>(points.min(0)), hi = std::get<0>(points.max(0));
+  const auto pad = 0.1 * (hi - lo);
+  const auto x_axis = torch::linspace((lo[0] - pad[0]).item<double>(), (hi[0] + pad[0]).item<double>(), kSide);
+  const auto y_axis = torch::linspace((hi[1] + pad[1]).item<double>(), (lo[1] - pad[1]).item<double>(), kSide);
+  const auto mesh = torch::meshgrid({y_axis, x_axis}, "ij");
+  const auto grid = torch::stack({mesh[1].reshape(-1), mesh[0].reshape(-1)}, 1).view({-1, 1, 1, 2});
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < grid.size(0); i += 4096)
+    parts.push_back(model.log_density(grid.slice(0, i, std::min(i + 4096, grid.size(0))).to(device)).cpu());
+  const auto log_p = torch::cat(parts).view({kSide, kSide});
+  data::write_npy((run / "density_grid.npy").string(), log_p);
+  atomic_write_text(run / "density_grid.json",
+                    nlohmann::json{{"x", {x_axis[0].item<double>(), x_axis[-1].item<double>()}},
+                                   {"y", {y_axis[0].item<double>(), y_axis[-1].item<double>()}},
+                                   {"rows", "y from the top (largest) down"},
+                                   {"values", "log p(x), nats"}}
+                            .dump() +
+                        "\n");
+  const double top = torch::nan_to_num(log_p, -1e30, -1e30, -1e30).max().item<double>();
+  const auto t = ((torch::nan_to_num(log_p, -1e30, top, -1e30) - (top - 12)) / 12).clamp(0, 1);
+  const auto rgb = torch::stack({(3 * t).clamp(0, 1), (3 * t - 1).clamp(0, 1), (3 * t - 2).clamp(0, 1)}, 0);
+  save_image_grid(rgb.unsqueeze(0), 1, (run / "density.png").string());
+}
+
+/// Data given as vectors (an .npy of [N, D], the thin spiral): [N, 1, 1, D].
+bool is_vector_data(const models::ImageShape& shape) { return shape.channels == 1 && shape.height == 1; }
+
 }  // namespace
 
 TrainSummary train_autoencoder(const Config& config, const RunOptions& options) {
@@ -228,7 +287,7 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
   for (const auto& phase : model->phases(t.epochs)) total_epochs += phase.epochs;
   std::shared_ptr<report::EventWriter> events;
   auto sinks = training.sinks(total_epochs, &events);
-  if (training.writes()) {
+  if (training.writes() && !is_vector_data(shape)) {
     sinks.push_back(std::make_shared<PictureSink>(*model, val.size() > 0 ? val.images : test.images, events,
                                                   std::max<int64_t>(1, total_epochs / 10), total_epochs,
                                                   t.eval_batch_size, device));
@@ -248,21 +307,10 @@ TrainSummary train_autoencoder(const Config& config, const RunOptions& options) 
                format_terms(summary.test_metrics));
   if (t.divergence_check)
     check_learned(*model, train, test, t.eval_batch_size, device, fit.state.global_step, config, run);
-  {
-    torch::NoGradGuard no_grad;
-    model->eval();
-    const int64_t k = std::min<int64_t>(t.num_samples / 2 > 0 ? t.num_samples / 2 : 1, test.size());
-    auto x = test.images.slice(0, 0, k).to(device);
-    auto r = model->reconstruct(x);
-    // Rows of 8 originals followed by their 8 reconstructions.
-    std::vector<torch::Tensor> rows;
-    for (int64_t i = 0; i < k; i += 8) {
-      rows.push_back(x.slice(0, i, std::min(i + 8, k)));
-      rows.push_back(r.slice(0, i, std::min(i + 8, k)));
-    }
-    save_image_grid(torch::cat(rows), 8, (run / "recon.png").string());
-    save_image_grid(model->sample_prior(t.num_samples), 8, (run / "samples.png").string());
-  }
+  if (is_vector_data(shape))
+    write_vector_pictures(*model, test, run, t.num_samples, device);
+  else
+    write_image_grids(*model, test, run, t.num_samples, device);
   if (t.save_latents) {
     ensure_dir(run / "latents");
     std::vector<const data::Dataset*> splits = {&train, &test};

@@ -1,6 +1,7 @@
 // Datasets as tensors, named through an explicit registry.
 //
-// Every dataset is images:[N,C,H,W] float32 in [0,1] plus labels:[N] int64, on the CPU.
+// Every dataset is images:[N,C,H,W] float32 in [0,1] plus labels:[N] int64, on the CPU; vector
+// data (an .npy of [N,D], the thin spiral) come as [N,1,1,D] with any real values.
 // Roots resolve from the config, then $PAE_DATA_DIR/<name>, then ./data/<name>, then
 // /usr/share/datasets/<name>; a missing dataset error lists every path tried.
 #pragma once

@@ -37,8 +37,12 @@ class AutoEncoder : public torch::nn::Module, public pae::nn::Trainable {
   virtual torch::Tensor encode(const torch::Tensor& x) = 0;
   /// z:[B,D] -> decoder logits:[B,C,H,W].
   virtual torch::Tensor decode_logits(const torch::Tensor& z) = 0;
-  /// z:[B,D] -> mean image:[B,C,H,W] in [0,1].
-  torch::Tensor decode(const torch::Tensor& z) { return torch::sigmoid(decode_logits(z)); }
+  /// z:[B,D] -> mean image:[B,C,H,W]: sigmoid(decode_logits(z)), in [0,1], unless a family
+  /// decodes otherwise (the DNF decodes to data through its flow's inverse).
+  virtual torch::Tensor decode(const torch::Tensor& z) { return torch::sigmoid(decode_logits(z)); }
+  /// log p(x):[B] of the family's own density of the data where it has one (the DNF's inflated
+  /// density, nats); undefined for families without one.
+  virtual torch::Tensor log_density(const torch::Tensor& /*x*/) { return {}; }
   /// x -> reconstruction in [0,1] (through the posterior mean).
   torch::Tensor reconstruct(const torch::Tensor& x) { return decode(encode(x)); }
 

@@ -21,6 +21,7 @@ struct OptimizerOptions {
   double momentum = 0.9;              ///< sgd
   double beta1 = 0.9, beta2 = 0.999;  ///< adam, adamw
   std::string schedule = "constant";  ///< constant | cosine | step
+  int64_t restart_epochs = 0;         ///< cosine: restart every this many epochs (0: one cosine over the run)
   int64_t warmup_epochs = 0;          ///< linear warm-up from lr / (warmup + 1), before the schedule
   int64_t decay_epoch = 0;            ///< step: multiply by `decay` from this epoch (0-based index)
   double decay = 0.1;

@@ -1,11 +1,11 @@
-#include "pae/flows/thin_spiral.h"
+#include "pae/data/thin_spiral.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
-namespace pae::flows {
+namespace pae::data {
 
 namespace {
 constexpr double kTurn = 3 * M_PI;  // z = kTurn sqrt(u)
@@ -28,4 +28,4 @@ at::Tensor ThinSpiral::log_density_of_position(const at::Tensor& z) {
   return (2 * z / (kScale * kTurn * kTurn)).log() - (z / kTurn).pow(2) / kScale;
 }
 
-}  // namespace pae::flows
+}  // namespace pae::data

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-namespace pae::flows {
+namespace pae::data {
 
 struct ThinSpiral {
   static constexpr double kScale = 0.3;  ///< of the exponential latent
@@ -21,4 +21,4 @@ struct ThinSpiral {
   static at::Tensor log_density_of_position(const at::Tensor& z);
 };
 
-}  // namespace pae::flows
+}  // namespace pae::data
