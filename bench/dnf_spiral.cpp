@@ -12,6 +12,7 @@
 #include "pae/data/thin_spiral.h"
 #include "pae/flows/dnf.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/models/autoencoder.h"
 #include "pae/report/svg.h"
 #include "pae/train/engine.h"
 #include "pae/util/fs.h"
@@ -82,7 +83,7 @@ OnTheCurve measure(const std::string& model, const std::function<torch::Tensor(c
 }
 
 /// The engine's options for both models: the authors' optimizer and batch.
-pae::train::EngineOptions authors_training(int64_t epochs) {
+pae::train::EngineOptions authors_training(int64_t epochs, double lr = 3e-4) {
   pae::train::EngineOptions e;
   e.epochs = epochs;
   e.batch_size = 100;
@@ -90,20 +91,21 @@ pae::train::EngineOptions authors_training(int64_t epochs) {
   e.rate_key = "points_per_s";
   auto& opt = e.optimizers[""];
   opt.name = "adamw";
-  opt.lr = 3e-4;
+  opt.lr = lr;
   opt.weight_decay = 1e-4;
   opt.grad_clip = 5;
   opt.schedule = "cosine";  // the authors restart it every 50 epochs; ours runs once over all
   return e;
 }
 
-double fit(pae::nn::Trainable& model, const torch::Tensor& train, const torch::Tensor& val, int64_t epochs) {
+double fit(pae::nn::Trainable& model, const torch::Tensor& train, const torch::Tensor& val, int64_t epochs,
+           double lr = 3e-4) {
   pae::train::TrainData data;
   data.size = train.size(0);
   data.batch = [&](const torch::Tensor& idx) { return pae::nn::Batch{train.index_select(0, idx), {}}; };
   data.validation = {val, {}};
   const auto t0 = std::chrono::steady_clock::now();
-  pae::train::Engine(authors_training(epochs)).fit(model, data);
+  pae::train::Engine(authors_training(epochs, lr)).fit(model, data);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -131,6 +133,48 @@ int bench_dnf_spiral(int64_t epochs, const std::string& out_dir) {
   nsf->eval();
   results.push_back(measure(
       "nsf", [&](const torch::Tensor& x) { return nsf->log_prob(x); }, nsf->sample(10000, 1.0), seconds));
+
+  // The PAE: an MLP auto-encoder with d = 1 (linear output: the points are not pixels; 3 hidden
+  // layers of 128 and lr 1e-3: with 2 of 64 at 3e-4 its chart did not unroll the spiral, KS 0.44,
+  // samples 0.136 from the curve) and the DNF's inner flow on its latents. Its density on the curve is the flow's
+  // density of z = encode(x) over the decoder's length element |d decode / dz|.
+  torch::manual_seed(0);
+  pae::ModelOptions ae_options;
+  ae_options.type = "ae";
+  ae_options.arch = "mlp";
+  ae_options.hidden = {128, 128, 128};
+  ae_options.latent_dim = 1;
+  ae_options.family<pae::models::AeOptions>().output = "identity";
+  auto ae = pae::models::build_autoencoder(ae_options, {1, 1, 2});
+  const auto as_images = [](const torch::Tensor& x) { return x.view({-1, 1, 1, 2}); };
+  seconds = fit(*ae, as_images(train), as_images(val), epochs, 1e-3);
+  ae->eval();
+  torch::Tensor train_z, val_z;
+  {
+    torch::NoGradGuard no_grad;
+    train_z = ae->encode(as_images(train));
+    val_z = ae->encode(as_images(val));
+  }
+  auto latent_flow = std::make_shared<pae::flows::LatentFlow>(1, authors_options().inner);
+  latent_flow->fit_standardisation(train_z);
+  latent_flow->set_dropout_schedule(epochs);
+  seconds += fit(*latent_flow, train_z, val_z, epochs);
+  latent_flow->eval();
+  const auto pae_log_density = [&](const torch::Tensor& x) {
+    torch::AutoGradMode grad(true);
+    const auto z = ae->encode(as_images(x)).detach().requires_grad_(true);
+    const auto y = ae->decode(z).flatten(1);
+    const auto dx = torch::autograd::grad({y.select(1, 0).sum()}, {z}, {}, true)[0];
+    const auto dy = torch::autograd::grad({y.select(1, 1).sum()}, {z})[0];
+    const auto length = (dx.pow(2) + dy.pow(2)).sqrt().squeeze(1);
+    return (latent_flow->log_prob(z.detach()) - length.log()).detach();
+  };
+  torch::Tensor pae_samples;
+  {
+    torch::NoGradGuard no_grad;
+    pae_samples = ae->decode(latent_flow->sample(10000, 1.0)).flatten(1);
+  }
+  results.push_back(measure("pae", pae_log_density, pae_samples, seconds));
 
   pae::ensure_dir(out_dir);
   std::string lines;

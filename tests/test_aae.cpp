@@ -23,7 +23,7 @@ ModelOptions toy_options(const std::string& type) {
   o.hidden = {32};
   o.latent_dim = 2;
   o.recon_loss = "mse";
-  o.family<models::AaeOptions>().disc_hidden = {32, 32};
+  if (type == "aae") o.family<models::AaeOptions>().disc_hidden = {32, 32};
   return o;
 }
 

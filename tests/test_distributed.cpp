@@ -131,8 +131,10 @@ TEST(Distributed, TwoRanksTakeTheStepsOfOneProcessWithTheCombinedBatch) {
         m.hidden = {24};
         m.latent_dim = 3;
         m.recon_loss = "bce";
-        m.family<models::AaeOptions>().prior = "mixture";
-        m.family<models::AaeOptions>().prior_components = 4;
+        if (family == "aae") {
+          m.family<models::AaeOptions>().prior = "mixture";
+          m.family<models::AaeOptions>().prior_components = 4;
+        }
         models.push_back(models::build_autoencoder(m, {1, 6, 6}));
       } else {
         flows::FlowOptions f;

@@ -105,3 +105,22 @@ TEST(Models, UnknownTypeListsRegisteredNames) {
   EXPECT_NE(msg.find("model.type 'vae' is registered twice"), std::string::npos) << msg;
   EXPECT_EQ(build_autoencoder(small("vae", "mlp"), {1, 8, 8})->signature().rfind("vae/", 0), 0u);
 }
+
+TEST(Models, TheAeDecodesThroughASigmoidOrAsItIsForRealValuedData) {
+  auto o = small("ae", "mlp");
+  torch::manual_seed(0);
+  auto pixels = build_autoencoder(o, {1, 1, 2});
+  o.family<AeOptions>().output = "identity";
+  torch::manual_seed(0);
+  auto reals = build_autoencoder(o, {1, 1, 2});
+  const auto z = 10 * torch::randn({64, 4});
+  EXPECT_TRUE(torch::equal(reals->decode(z), reals->decode_logits(z)));
+  EXPECT_TRUE(torch::allclose(pixels->decode(z), torch::sigmoid(reals->decode(z))));
+  EXPECT_GT(reals->decode(z).abs().max().item<double>(), 1.0);
+  // Its loss is the squared error of the values themselves.
+  const auto x = 3 * torch::randn({8, 1, 1, 2});
+  EXPECT_NEAR(reals->loss(x).loss.item<double>(), (reals->reconstruct(x) - x).pow(2).mean().item<double>(), 1e-5);
+  o.recon_loss = "bce";
+  const auto msg = pae::testing::error_of([&] { build_autoencoder(o, {1, 1, 2}); });
+  EXPECT_NE(msg.find("model.output identity"), std::string::npos) << msg;
+}

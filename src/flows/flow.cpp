@@ -366,8 +366,11 @@ class LULinear : public Transform {
   }
   TensorPair forward(const torch::Tensor& x) override {
     auto [l, u] = factors(x);
-    auto w = torch::matmul(perm_.to(x), torch::matmul(l, u));
-    auto z = torch::matmul(x, w.t()) + bias_;
+    // Row form z^T = x^T U^T L^T P^T, one factor at a time (B D^2 per product; forming W = P L U
+    // costs 2 D^3 per call, which made the DNF's 784-wide outer flow 2.7x slower at batch 100).
+    // P has its one in row i at column perm[i], so multiplying by P^T gathers columns perm[i].
+    auto y = torch::matmul(torch::matmul(x, u.t()), l.t());
+    auto z = y.index_select(1, perm_.argmax(1).to(x.device())) + bias_;
     return {z, log_diag_.sum().expand({x.size(0)})};
   }
   TensorPair inverse(const torch::Tensor& z) override {

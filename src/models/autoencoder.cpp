@@ -77,30 +77,37 @@ namespace {
 /// Deterministic auto-encoder (MSE or Bernoulli/BCE reconstruction).
 class PlainAE : public AutoEncoder {
  public:
-  PlainAE(const ModelOptions& o, const ImageShape& s) : AutoEncoder(o, s) {
+  PlainAE(const ModelOptions& o, const ImageShape& s)
+      : AutoEncoder(o, s), identity_output_(o.family<AeOptions>().output == "identity") {
     require(o.recon_loss == "mse" || o.recon_loss == "bce" || o.recon_loss == "bernoulli",
             "model.recon_loss '" + o.recon_loss + "' for type ae: expected mse or bce");
+    require(!identity_output_ || o.recon_loss == "mse",
+            "model.output identity for type ae: the reconstruction loss must be mse (bce needs the sigmoid)");
     encoder_ = register_module("encoder", make_encoder(o, s, o.latent_dim));
     decoder_ = register_module("decoder", make_decoder(o, s, o.latent_dim));
   }
   torch::Tensor encode(const torch::Tensor& x) override { return encoder_->forward(x); }
   torch::Tensor decode_logits(const torch::Tensor& z) override { return decoder_->forward(z); }
+  torch::Tensor decode(const torch::Tensor& z) override {
+    return identity_output_ ? decode_logits(z) : torch::sigmoid(decode_logits(z));
+  }
 
   LossTerms loss(const torch::Tensor& x) override {
-    auto logits = decode_logits(encode(x));
     torch::Tensor mse;
     torch::Tensor total;
     if (options_.recon_loss == "mse") {
-      mse = F::mse_loss(torch::sigmoid(logits), x);
+      mse = F::mse_loss(decode(encode(x)), x);
       total = mse;
       return {total, {{"loss", total.detach()}, {"mse", mse.detach()}}};
     }
+    const auto logits = decode_logits(encode(x));
     total = recon_nll("bce", logits, x, 0).mean();
     mse = F::mse_loss(torch::sigmoid(logits), x);
     return {total, {{"loss", total.detach()}, {"bce", total.detach()}, {"mse", mse.detach()}}};
   }
 
  private:
+  bool identity_output_;
   torch::nn::Sequential encoder_{nullptr}, decoder_{nullptr};
 };
 
@@ -156,7 +163,7 @@ class BetaVAE : public AutoEncoder {
 };
 
 void register_builtin_models(AutoEncoderRegistry& r) {
-  r.add("ae", family_with_options<NoFamilyOptions>(
+  r.add("ae", family_with_options<AeOptions>(
                   [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<PlainAE>(o, s); }));
   r.add("vae", family_with_options<VaeOptions>(
                    [](const ModelOptions& o, const ImageShape& s) { return std::make_shared<BetaVAE>(o, s); }));
@@ -184,6 +191,10 @@ std::shared_ptr<AutoEncoder> build_autoencoder(const ModelOptions& options, cons
   require(shape.channels > 0 && shape.height > 0 && shape.width > 0,
           "cannot build a model for image shape " + shape.str());
   return AutoEncoderRegistry::instance().create(options, shape);
+}
+
+void AeOptions::visit(OptionVisitor& v, const ModelOptions& /*model*/) {
+  v("output", output, one_of({"sigmoid", "identity"}));
 }
 
 void VaeOptions::visit(OptionVisitor& v, const ModelOptions& model) {

@@ -93,6 +93,9 @@ void DenoisingFlowAE::train_step(const pae::nn::Batch& batch, pae::nn::StepConte
   dnf_->train_step({batch.x.flatten(1), batch.y}, ctx);
 }
 
-std::string DenoisingFlowAE::signature() const { return dnf_->signature() + "/" + shape_.str(); }
+std::string DenoisingFlowAE::signature() const {
+  return dnf_->signature() + "/" + std::to_string(shape_.channels) + "x" + std::to_string(shape_.height) + "x" +
+         std::to_string(shape_.width);
+}
 
 }  // namespace pae::models

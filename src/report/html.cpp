@@ -323,10 +323,12 @@ std::string run_html(const fs::path& run, const std::string& extra_flow, size_t 
   if (fs::exists(run / "metrics.jsonl"))
     body += section("curves", "Training curves", curves_html(read_curves(run / "metrics.jsonl"), label));
   std::string pictures;
-  for (const char* png : {"recon.png", "samples.png"})
-    if (fs::exists(run / png))
-      pictures += figure(run / png, std::string(png) == "recon.png" ? "test images (odd rows) and reconstructions"
-                                                                    : "decoded prior samples");
+  const std::vector<std::pair<std::string, std::string>> run_pictures = {
+      {"recon.png", "test images (odd rows) and reconstructions"},
+      {"samples.png", "decoded prior samples"},
+      {"density.png", "log-density on a grid over the test points (density_grid.npy/.json; 12 nats of range)"}};
+  for (const auto& [png, caption] : run_pictures)
+    if (fs::exists(run / png)) pictures += figure(run / png, caption);
   if (fs::is_directory(run / "negatives")) pictures += pngs_in(run / "negatives");
   if (!pictures.empty()) body += section("images", "Reconstructions and samples", pictures);
   // Flows: sub-directories that are flow runs (latents.json), and the one named.

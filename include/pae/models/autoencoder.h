@@ -112,9 +112,12 @@ ModelFamily family_with_options(AutoEncoderFactory create, bool uses_networks = 
   return {std::move(create), [](ModelOptions& m, OptionVisitor& v) { m.family<Options>().visit(v, m); }, uses_networks};
 }
 
-/// A family with no keys of its own.
-struct NoFamilyOptions {
-  void visit(OptionVisitor&, const ModelOptions&) {}
+/// The plain AE's own keys.
+struct AeOptions {
+  /// What the decoder's last layer goes through: sigmoid (images in [0, 1]) or identity (real-valued
+  /// data such as vectors; recon_loss mse).
+  std::string output = "sigmoid";
+  void visit(OptionVisitor& v, const ModelOptions& model);
 };
 
 /// The beta-VAE's own keys.
