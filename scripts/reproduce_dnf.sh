@@ -17,7 +17,7 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 out=${OUT:-runs/reproduce_dnf}
 [ $quick = 1 ] && out=${OUT:-runs/reproduce_dnf_quick}
-spiral_epochs=100 ae_epochs=10 flow_epochs=60 dnf_epochs=10 fid_n=10000 clf_epochs=8 subset=0
+spiral_epochs=100 ae_epochs=10 flow_epochs=60 dnf_epochs=8 fid_n=10000 clf_epochs=8 subset=0
 [ $quick = 1 ] && spiral_epochs=5 ae_epochs=1 flow_epochs=2 dnf_epochs=1 fid_n=1000 clf_epochs=1 subset=5000
 [ -x build/pae-bench ] || scripts/build.sh
 mkdir -p "$out"
@@ -64,22 +64,7 @@ done
 [ -f "$dnf/fid_domain.json" ] || build/pae-eval fid --ae-run "$dnf" --sets recon,prior \
   --n $fid_n --extractor domain --classifier "$out/classifier" --force
 
-json_get() {  # json_get FILE PATH...: the value at the path (keys, or set=S,score=K in a list), or nothing
-  python3 - "$@" <<'EOF' 2>/dev/null || true
-import json, sys
-try:
-    v = json.load(open(sys.argv[1])) if not sys.argv[1].endswith(".jsonl") else [json.loads(l) for l in open(sys.argv[1])]
-    for step in sys.argv[2:]:
-        if "=" in step:
-            want = dict(kv.split("=", 1) for kv in step.split(","))
-            v = next(x for x in v if all(str(x.get(k)) == w for k, w in want.items()))
-        else:
-            v = v[step]
-    print(v)
-except Exception:
-    pass
-EOF
-}
+json_get() { python3 scripts/json_get.py "$@" 2>/dev/null || true; }  # json_get FILE PATH...: a value of a report, or nothing
 f4() { [ -n "$1" ] && printf '%.4g' "$1" || printf 'n/a'; }
 best_auroc() {  # best_auroc OOD_JSON SET SCORE: AUROC of SCORE against SET
   f4 "$(json_get "$1" results "set=$2,score=$3" auroc)"

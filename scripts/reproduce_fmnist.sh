@@ -48,22 +48,7 @@ done
 elapsed=$(( $(date +%s) - start ))
 
 # The reports are read as JSON (python3's json module), not by pattern: their layout may change.
-json_get() {  # json_get FILE PATH...: the value at the path (keys, or set=S,score=K in a list), or nothing
-  python3 - "$@" <<'EOF' 2>/dev/null || true
-import json, sys
-try:
-    v = json.load(open(sys.argv[1]))
-    for step in sys.argv[2:]:
-        if "=" in step:
-            want = dict(kv.split("=", 1) for kv in step.split(","))
-            v = next(x for x in v if all(str(x.get(k)) == w for k, w in want.items()))
-        else:
-            v = v[step]
-    print(v)
-except Exception:
-    pass
-EOF
-}
+json_get() { python3 scripts/json_get.py "$@" 2>/dev/null || true; }  # json_get FILE PATH...: a value of a report, or nothing
 json_number() {  # json_number FILE KEY: the number at top-level KEY, 4 significant digits
   local v
   v=$(json_get "$1" "$2")
