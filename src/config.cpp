@@ -15,6 +15,7 @@
 #include "pae/models/autoencoder.h"
 #include "pae/util/error.h"
 #include "pae/util/fs.h"
+#include "pae/util/text.h"
 
 namespace pae {
 
@@ -232,13 +233,6 @@ ModelKeyOwners model_key_owners(const std::string& key, const YAML::Node& value)
     owners.is_default = owners.is_default || matcher.equal;
   }
   return owners;
-}
-
-std::string joined(const std::vector<std::string>& names, const std::string& last_separator = " or ") {
-  std::string out;
-  for (size_t i = 0; i < names.size(); ++i)
-    out += (i == 0 ? "" : i + 1 == names.size() ? last_separator : ", ") + names[i];
-  return out;
 }
 
 /// Reads one section's keys from its YAML mapping into the typed fields, checking each value.

@@ -6,18 +6,9 @@
 
 #include "pae/train/fused_adam.h"
 #include "pae/util/error.h"
+#include "pae/util/text.h"
 
 namespace pae::train {
-
-namespace {
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string s;
-  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
-
-}  // namespace
 
 const std::vector<std::string>& optimizer_names() {
   static const std::vector<std::string> names = {"adam", "adamw", "sgd"};
@@ -39,7 +30,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerOptions& 
   if (o.name == "sgd")
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
-  throw Error("optimizer '" + o.name + "': unknown; valid names: " + joined(optimizer_names()));
+  throw Error("optimizer '" + o.name + "': unknown; valid names: " + joined(optimizer_names(), ", "));
 }
 
 double scheduled_lr(const OptimizerOptions& o, int64_t epoch_index, int64_t epochs) {
@@ -54,7 +45,7 @@ double scheduled_lr(const OptimizerOptions& o, int64_t epoch_index, int64_t epoc
   }
   if (o.schedule == "step" && o.decay_epoch > 0 && epoch_index >= o.decay_epoch) return o.lr * o.decay;
   if (o.schedule == "constant" || o.schedule == "step") return o.lr;
-  throw Error("lr schedule '" + o.schedule + "': unknown; valid names: " + joined(schedule_names()));
+  throw Error("lr schedule '" + o.schedule + "': unknown; valid names: " + joined(schedule_names(), ", "));
 }
 
 namespace {

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "pae/util/text.h"
+
 namespace pae {
 
 namespace {
@@ -54,16 +56,13 @@ Spec in_half_open(double low, double high) {
 }
 
 Spec one_of(const std::vector<std::string>& names) {
-  std::string expected;
-  for (size_t i = 0; i < names.size(); ++i)
-    expected += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
   return text_where(
       [names](const std::string& v) {
         for (const auto& n : names)
           if (v == n) return true;
         return false;
       },
-      expected);
+      joined(names));
 }
 
 Spec one_of(std::initializer_list<const char*> names) {

@@ -43,8 +43,6 @@ struct ModelOptions {
     if (std::any_cast<T>(&family_) == nullptr) family_ = T{};
     return *std::any_cast<T>(&family_);
   }
-  /// Drops the family's options (the next family<T>() starts from T's defaults).
-  void reset_family() { family_.reset(); }
 
   /// Every key of the section: type, latent_dim, the network keys, then the family's own.
   void visit(OptionVisitor& v);

@@ -16,6 +16,13 @@ inline std::vector<std::string> split_list(const std::string& text, char sep = '
   return out;
 }
 
+/// {"a", "b", "c"} -> "a, b or c" (with last = " or "), or "a, b, c" (last = ", ").
+inline std::string joined(const std::vector<std::string>& names, const std::string& last = " or ") {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? last : ", ") + names[i];
+  return out;
+}
+
 /// A name made safe for a file name: every character but letters, digits, '-' and '_' becomes '_'
 /// ("mnist:test" -> "mnist_test"; OoD score files are named so).
 inline std::string file_safe(std::string s) {
