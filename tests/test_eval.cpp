@@ -11,10 +11,12 @@
 #include "pae/data/npy.h"
 #include "pae/eval/evaluate.h"
 #include "pae/eval/features.h"
+#include "pae/eval/ood_scores.h"
 #include "pae/eval/pae.h"
 #include "pae/eval/reports.h"
 #include "pae/eval/restore.h"
 #include "pae/flows/latent_flow.h"
+#include "pae/metrics/complexity.h"
 #include "pae/metrics/ood.h"
 #include "pae/models/autoencoder.h"
 #include "pae/report/html.h"
@@ -112,7 +114,9 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto report = eval::run_ood(pae, oo);
   EXPECT_EQ(report.in, "npy:test");
   EXPECT_EQ(report.sizes.at("npy:test"), 25);
-  ASSERT_EQ(report.rows.size(), 10u);  // 2 sets x (recon_mse, latent_norm, neg_log_p_z, neg_log_p_x, either_tail)
+  // 2 sets x (recon_mse, latent_norm, neg_log_p_z, neg_log_p_x, either_tail, neg_log_p_x_complexity, and the
+  // _typicality and _views of both densities)
+  ASSERT_EQ(report.rows.size(), 20u);
   EXPECT_EQ(report.pixel_sigma, pae.pixel_sigma_source());
   report.write(pae, tmp.file("ood"));
   const auto to_vec = [](const at::Tensor& t) {
@@ -122,7 +126,7 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto in_scores = report.scores.at("npy:test");
   EXPECT_TRUE(torch::allclose(in_scores.at("recon_mse"), scores.at("recon_mse").slice(0, 0, 25)));
   const auto json = nlohmann::json::parse(read_text(tmp.file("ood/ood.json")));
-  ASSERT_EQ(json["results"].size(), 10u);
+  ASSERT_EQ(json["results"].size(), 20u);
   EXPECT_NE(json["protocol"]["neg_log_p_x"].get<std::string>().find("residual_sigma"), std::string::npos);
   for (const auto& row : json["results"]) {
     const std::string set = row["set"], score = row["score"];
@@ -144,8 +148,9 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto nll = 0.5 * resid.pow(2).flatten(1).sum(1) + sigma.log().sum() + 0.5 * 64 * std::log(2 * M_PI);
   EXPECT_LT((with_x.at("neg_log_p_x") - with_x.at("neg_log_p_z") - nll).abs().max().item<double>(), 1e-3);
 
-  // either_tail: the larger tail surprise of the two terms under the validation images, by hand.
-  const auto val = pae.scores(eval::load_set("npy:val", loaded, {1, 8, 8}).images);
+  // either_tail: the larger tail surprise of the two terms under the reference images (the first
+  // half of the validation split), by hand.
+  const auto val = pae.scores(eval::load_set("npy:val", loaded, {1, 8, 8}).images.slice(0, 0, 8));
   const auto residual = [](const std::map<std::string, at::Tensor>& s) {
     return s.at("neg_log_p_x") - s.at("neg_log_p_z");
   };
@@ -154,7 +159,7 @@ TEST(Eval, ScoresMatchTheFlowRunAndFormAnOodTable) {
   const auto reported = to_vec(in_scores.at("either_tail"));
   ASSERT_EQ(reported.size(), by_hand.size());
   for (size_t i = 0; i < by_hand.size(); ++i) EXPECT_NEAR(reported[i], by_hand[i], 1e-9) << i;
-  EXPECT_NE(json["protocol"]["either_tail"].get<std::string>().find("npy:val"), std::string::npos);
+  EXPECT_EQ(json["protocol"]["reference"].get<std::string>(), "npy:val[0:8] (8 images)");
 
   // Another AE's flow: dimension mismatch, then a checksum mismatch.
   EXPECT_NE(error_of([&] { eval::check_flow_matches(fo.run_dir, ro.run_dir, 5, 4); }).find("latent_dim 4"),
@@ -568,4 +573,104 @@ TEST(Eval, AnEvaluationFolderIsHeldWhileWrittenAndItsReportDescribesEveryScoreFi
   EXPECT_EQ(on_disk, described);
   EXPECT_TRUE(fs::exists(out + "/roc_recon_mse.svg"));
   EXPECT_FALSE(fs::exists(out + "/roc_neg_log_p_z.svg"));
+}
+
+TEST(Eval, DerivedOodScoresAreTheirDefinitionsByHand) {
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
+  const auto sigma = eval::stored_residual_sigma(pae);
+  pae.set_pixel_sigma(sigma, "test");
+  const auto reference = eval::load_set("npy:val", pae.config(), {1, 8, 8}).images.slice(0, 0, 8);
+  const eval::OodScorer scorer(pae, reference, "ref");
+  const auto x = eval::load_set("npy:test", pae.config(), {1, 8, 8}).images.slice(0, 0, 6);
+  const auto s = scorer(x);
+  const auto base = pae.scores(x);
+  const auto ref = pae.scores(reference);
+  // Typicality: distance to the reference's mean; views: the mean over the image and its shifts.
+  EXPECT_TRUE(
+      torch::allclose(s.at("neg_log_p_z_typicality"), (base.at("neg_log_p_z") - ref.at("neg_log_p_z").mean()).abs()));
+  auto down = torch::zeros_like(x), up = torch::zeros_like(x), right = torch::zeros_like(x),
+       left = torch::zeros_like(x);
+  down.slice(2, 1).copy_(x.slice(2, 0, 7));
+  up.slice(2, 0, 7).copy_(x.slice(2, 1));
+  right.slice(3, 1).copy_(x.slice(3, 0, 7));
+  left.slice(3, 0, 7).copy_(x.slice(3, 1));
+  auto views = base.at("neg_log_p_z").clone();
+  for (const auto& v : {down, up, right, left}) views += pae.scores(v).at("neg_log_p_z");
+  EXPECT_TRUE(torch::allclose(s.at("neg_log_p_z_views"), views / 5));
+  // Complexity: the data likelihood in bits less the image's PNG size.
+  const auto bits = torch::tensor(metrics::png_complexity_bits(x), torch::kFloat64);
+  EXPECT_TRUE(torch::allclose(s.at("neg_log_p_x_complexity"), base.at("neg_log_p_x") / std::log(2.0) - bits));
+  // A combination: the larger tail surprise of its two scores under the reference.
+  const auto both = scorer.combined("tails:recon_mse+neg_log_p_z", s);
+  const auto ref_all = scorer(reference);
+  const auto to_vec = [](const at::Tensor& t) { return eval::to_doubles(t); };
+  const auto by_hand = metrics::either_tail(to_vec(ref_all.at("recon_mse")), to_vec(s.at("recon_mse")),
+                                            to_vec(ref_all.at("neg_log_p_z")), to_vec(s.at("neg_log_p_z")));
+  EXPECT_EQ(to_vec(both), by_hand);
+  EXPECT_NE(error_of([&] { scorer.combined("tails:recon_mse+nope", s); }).find("no score 'nope'"), std::string::npos);
+}
+
+TEST(Eval, OodScoreIsChosenOnValidationTransformsAndNoReportedSetChangesTheChoice) {
+  TinyPae tiny;
+  auto& [tmp, c, ro, fo, pae] = tiny;
+  eval::OodOptions a;
+  a.ood = {"noise"};
+  a.select_on = {"vflip", "invert", "blur"};
+  a.limit = 20;
+  a.scores = {"recon_mse", "neg_log_p_z", "neg_log_p_x", "latent_norm"};
+  auto b = a;
+  b.ood = {"constant", "npy:" + tmp.file("x_train.npy")};
+  const auto ra = eval::run_ood(pae, a), rb = eval::run_ood(pae, b);
+  // The same choice, candidates and threshold whatever the reported sets; no reported set among the
+  // validation sets.
+  ASSERT_FALSE(ra.choice.chosen.empty());
+  EXPECT_EQ(ra.choice.chosen, rb.choice.chosen);
+  EXPECT_EQ(ra.choice.threshold, rb.choice.threshold);
+  ASSERT_EQ(ra.choice.candidates.size(), 4u + 6u);  // 4 scores and their 6 pairs
+  for (size_t i = 0; i < ra.choice.candidates.size(); ++i) {
+    EXPECT_EQ(ra.choice.candidates[i].score, rb.choice.candidates[i].score);
+    EXPECT_EQ(ra.choice.candidates[i].auroc, rb.choice.candidates[i].auroc);
+    std::set<std::string> sets;
+    for (const auto& [set, auc] : ra.choice.candidates[i].auroc) sets.insert(set);
+    EXPECT_EQ(sets, (std::set<std::string>{"vflip", "invert", "blur"}));
+  }
+  EXPECT_EQ(ra.validation_in, "npy:val[8:16] (8 images)");
+  // Best first by mean AUROC, each mean the average of its sets.
+  for (size_t i = 0; i < ra.choice.candidates.size(); ++i) {
+    const auto& cand = ra.choice.candidates[i];
+    double mean = 0;
+    for (const auto& [set, auc] : cand.auroc) mean += auc / 3;
+    EXPECT_NEAR(cand.mean, mean, 1e-12);
+    if (i > 0) EXPECT_LE(cand.mean, ra.choice.candidates[i - 1].mean);
+  }
+  // A candidate's AUROC by hand: the second half of the validation split against its inversion.
+  const auto held = eval::load_set("npy:val", pae.config(), {1, 8, 8}).images.slice(0, 8);
+  for (const auto& cand : ra.choice.candidates)
+    if (cand.score == "recon_mse")
+      EXPECT_DOUBLE_EQ(cand.auroc.at("invert"),
+                       metrics::roc_auc(eval::to_doubles(pae.scores(held).at("recon_mse")),
+                                        eval::to_doubles(pae.scores(1 - held).at("recon_mse"))));
+  // The threshold flags at most 5% of the validation images (here: none of 8), and the report says how
+  // many of each reported set it flags.
+  const eval::OodScorer scorer(pae, eval::load_set("npy:val", pae.config(), {1, 8, 8}).images.slice(0, 0, 8), "ref");
+  const auto s = scorer(held);
+  const auto chosen =
+      eval::OodScorer::is_combination(ra.choice.chosen) ? scorer.combined(ra.choice.chosen, s) : s.at(ra.choice.chosen);
+  EXPECT_EQ((chosen > ra.choice.threshold).sum().item<int64_t>(), 0);
+  EXPECT_EQ(ra.choice.threshold, chosen.max().item<double>());
+  const auto in_test = ra.scores.at("npy:test").at(ra.choice.chosen);
+  EXPECT_DOUBLE_EQ(ra.flagged.at("npy:test"),
+                   (in_test > ra.choice.threshold).to(torch::kFloat64).mean().item<double>());
+  EXPECT_TRUE(ra.flagged.count("noise"));
+  // Written: ood.json's selection and ood.md's section.
+  ra.write(pae, tmp.file("sel"));
+  const auto json = nlohmann::json::parse(read_text(tmp.file("sel/ood.json")));
+  EXPECT_EQ(json["selection"]["chosen"].get<std::string>(), ra.choice.chosen);
+  EXPECT_FALSE(json["selection"]["reported_sets_used"].get<bool>());
+  EXPECT_NE(read_text(tmp.file("sel/ood.md")).find("Chosen: **" + ra.choice.chosen + "**"), std::string::npos);
+  // Unknown transforms and vectors are refused.
+  a.select_on = {"sideways"};
+  EXPECT_NE(error_of([&] { eval::run_ood(pae, a); }).find("unknown validation transform 'sideways'"),
+            std::string::npos);
 }

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "pae/eval/features.h"
+#include "pae/metrics/complexity.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/ood.h"
 #include "pae/metrics/parzen.h"
@@ -192,4 +193,21 @@ TEST(Inception, RandomWeightsFileGives2048dFeatures) {
               inception_v3(tmp.file("bad.pth"), InceptionProtocol::kPlain);
             }).find("Conv2d_1a_3x3.conv.weight"),
             std::string::npos);
+}
+
+TEST(Ood, PngComplexityIsSmallForRegularImagesAndAboutTheRawSizeForNoise) {
+  torch::manual_seed(0);
+  const auto noise = torch::randint(0, 256, {1, 1, 16, 16}).to(torch::kFloat32) / 255;
+  const auto flat = torch::full({1, 1, 16, 16}, 0.5);
+  // A ramp along each row: the sub filter turns every row into (first value, 1, 1, ...).
+  const auto ramp = (torch::arange(16).to(torch::kFloat32) / 255).expand({1, 1, 16, 16}).contiguous();
+  const auto bits = pae::metrics::png_complexity_bits(torch::cat({noise, flat, ramp}));
+  // Noise does not compress: 16 rows x (1 filter byte + 16 pixels), plus zlib's and deflate's few bytes.
+  EXPECT_GE(bits[0], 8.0 * 16 * 17);
+  EXPECT_LE(bits[0], 8.0 * (16 * 17 + 16));
+  EXPECT_LT(bits[1], 8.0 * 20);
+  EXPECT_LT(bits[2], 8.0 * 25);
+  EXPECT_LT(bits[1], bits[2]);
+  // Only the 8-bit values count: a change below half a level does not change L(x).
+  EXPECT_EQ(pae::metrics::png_complexity_bits(noise + 0.4 / 255 * (noise < 0.99).to(torch::kFloat32)).at(0), bits[0]);
 }

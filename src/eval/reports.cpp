@@ -50,6 +50,32 @@ ReportFolder::ReportFolder(const std::string& out_dir, const std::string& name, 
 
 // ---------------------------------------------------------------- OoD
 
+namespace {
+
+/// The AE's validation split cut in two: the reference of the tail and typicality scores (first
+/// half) and the in-distribution images the score is chosen on (second half).
+std::pair<data::Dataset, data::Dataset> validation_halves(const Pae& pae) {
+  auto val = load_set(pae.config().data.name + ":val", pae.config(), pae.image_shape(), 0);
+  require(val.size() >= 2, val.name + ": the OoD scores need at least 2 validation images (data.val_size)");
+  const int64_t half = val.size() / 2;
+  data::Dataset reference = val, held = val;
+  reference.images = val.images.slice(0, 0, half);
+  held.images = val.images.slice(0, half);
+  reference.name = val.name + "[0:" + std::to_string(half) + "]";
+  held.name = val.name + "[" + std::to_string(half) + ":" + std::to_string(val.size()) + "]";
+  return {reference, held};
+}
+
+/// The threshold's rates on the reported sets: the in-distribution images flagged, each OoD set's.
+std::map<std::string, double> flagged_fractions(const std::map<std::string, ScoreMap>& scores, const std::string& score,
+                                                double threshold) {
+  std::map<std::string, double> out;
+  for (const auto& [set, s] : scores) out[set] = (s.at(score) > threshold).to(torch::kFloat64).mean().item<double>();
+  return out;
+}
+
+}  // namespace
+
 OodReport run_ood(Pae& pae, const OodOptions& o) {
   const double t0 = now();
   OodReport r;
@@ -65,55 +91,65 @@ OodReport run_ood(Pae& pae, const OodOptions& o) {
     r.sizes[spec] = sets.back().size();
     r.sets.push_back(spec);
   }
-  auto select = [&](std::map<std::string, at::Tensor> all, const std::string& set) {
-    if (o.scores.empty()) return all;
-    std::map<std::string, at::Tensor> keep;
-    for (const auto& w : o.scores) {
-      auto it = all.find(w);
-      std::string names;
-      for (auto& [k, v] : all) names += (names.empty() ? "" : ", ") + k;
-      require(it != all.end(), "--scores: no score '" + w + "' for " + set + " (available: " + names + ")");
-      keep[w] = it->second;
-    }
-    return keep;
-  };
-  const auto wanted = [&](const char* name) {
-    return o.scores.empty() || std::count(o.scores.begin(), o.scores.end(), name) > 0;
-  };
+  std::vector<const ImageTransform*> transforms;
+  for (const auto& name : o.select_on) transforms.push_back(&validation_transform(name));
+  require(transforms.empty() || (shape.at(1) >= 4 && shape.at(2) >= 4),
+          "--select-on: the validation transforms need images (at least 4x4), not vectors");
   // The data likelihood needs the residual sigma, measured on held-out images (stored with the run).
-  if (pae.has_flow() && (wanted("neg_log_p_x") || wanted("either_tail"))) {
+  if (pae.has_flow()) {
     std::string source;
     const auto sigma = stored_residual_sigma(pae, 2000, &source);
     pae.set_pixel_sigma(sigma, source);
     r.pixel_sigma = source;
   }
-  // either_tail: each of the data likelihood's two terms, -log p(z) and the residual's NLL, as a
-  // tail probability under the held-out validation images; the smaller of the two flags.
-  std::vector<double> ref_z, ref_residual;
-  if (pae.has_flow() && wanted("either_tail")) {
-    const auto ref = load_set(pae.config().data.name + ":val", pae.config(), shape, 0);
-    const auto s = pae.scores(ref.images);
-    ref_z = to_doubles(s.at("neg_log_p_z"));
-    ref_residual = to_doubles(s.at("neg_log_p_x") - s.at("neg_log_p_z"));
-    r.tail_reference = ref.name + " (" + std::to_string(ref.size()) + " images)";
-  }
-  const auto all_scores = [&](const at::Tensor& images) {
-    auto s = pae.scores(images);
-    if (!ref_z.empty()) {
-      const auto e = metrics::either_tail(ref_z, to_doubles(s.at("neg_log_p_z")), ref_residual,
-                                          to_doubles(s.at("neg_log_p_x") - s.at("neg_log_p_z")));
-      s["either_tail"] = torch::tensor(e, torch::kFloat64);
+  const auto [reference, held] = validation_halves(pae);
+  const bool views = o.scores.empty() || std::any_of(o.scores.begin(), o.scores.end(), [](const std::string& s) {
+                       return s.size() > 6 && s.compare(s.size() - 6, 6, "_views") == 0;
+                     });
+  const OodScorer scorer(pae, reference.images, reference.name + " (" + std::to_string(reference.size()) + " images)",
+                         views);
+  r.tail_reference = scorer.reference_name();
+  // The scores asked for (all single scores by default), by name; a combination tails:a+b is made here.
+  const auto scored = [&](const at::Tensor& images, const std::string& set) {
+    auto all = scorer(images);
+    if (o.scores.empty()) return all;
+    ScoreMap keep;
+    for (const auto& w : o.scores) {
+      if (OodScorer::is_combination(w)) {
+        keep[w] = scorer.combined(w, all);
+        continue;
+      }
+      std::vector<std::string> names;
+      for (const auto& [k, v] : all) names.push_back(k);
+      require(all.count(w), "--scores: no score '" + w + "' for " + set + " (available: " + joined(names, ", ") + ")");
+      keep[w] = all.at(w);
     }
-    return s;
+    return keep;
   };
   // Unknown score names fail before the long work.
-  if (!o.scores.empty()) select(all_scores(in.images.slice(0, 0, 2)), r.in);
+  if (!o.scores.empty()) scored(in.images.slice(0, 0, 2), r.in);
   const double t_load = now();
-  r.scores[r.in] = select(all_scores(in.images), r.in);
-  std::map<std::string, std::map<std::string, at::Tensor>> out_scores;
-  for (const auto& set : sets) out_scores[set.name] = r.scores[set.name] = select(all_scores(set.images), set.name);
+  if (!transforms.empty()) {
+    // The choice sees the held-out validation half and its transformations, nothing reported.
+    ScoreMap held_scores = scored(held.images, held.name);
+    std::map<std::string, ScoreMap> transformed;
+    for (const auto* t : transforms) {
+      transformed[t->name] = scored(t->apply(held.images), t->name);
+      r.validation_sets.push_back({t->name, t->what});
+    }
+    r.validation_in = held.name + " (" + std::to_string(held.size()) + " images)";
+    r.choice = choose_score(scorer, held_scores, transformed, o.select_fpr);
+  }
+  const auto with_choice = [&](ScoreMap s) {
+    if (!r.choice.chosen.empty() && !s.count(r.choice.chosen)) s[r.choice.chosen] = scorer.combined(r.choice.chosen, s);
+    return s;
+  };
+  r.scores[r.in] = with_choice(scored(in.images, r.in));
+  std::map<std::string, ScoreMap> out_scores;
+  for (const auto& set : sets) out_scores[set.name] = r.scores[set.name] = with_choice(scored(set.images, set.name));
   const double t_scores = now();
   r.rows = ood_table(r.scores[r.in], out_scores);
+  if (!r.choice.chosen.empty()) r.flagged = flagged_fractions(r.scores, r.choice.chosen, r.choice.threshold);
   r.seconds_load = t_load - t0;
   r.seconds_scores = t_scores - t_load;
   r.seconds_total = now() - t0;
@@ -131,9 +167,10 @@ json OodReport::to_json(const Pae& pae) const {
                                        (pixel_sigma.empty() ? std::string("not computed") : pixel_sigma)},
                    {"either_tail",
                     "-log min(p_z, p_residual), each term of neg_log_p_x (-log p(z) and the residual's NLL) as its "
-                    "upper-tail probability among " +
-                        (tail_reference.empty() ? std::string("(not computed)") : tail_reference) +
-                        ", +1 smoothed: flags what either term finds atypical; a test, not a likelihood"},
+                    "upper-tail probability among the reference images, +1 smoothed: flags what either term finds "
+                    "atypical; a test, not a likelihood"},
+                   {"reference", tail_reference.empty() ? std::string("(not computed)") : tail_reference},
+                   {"derived_scores", OodScorer::descriptions()},
                    {"limit_per_set", limit}});
   json results = json::array();
   for (const auto& row : rows)
@@ -144,10 +181,60 @@ json OodReport::to_json(const Pae& pae) const {
                        {"fpr_at_95_tpr", row.fpr_at_95_tpr},
                        {"n_in", row.n_in},
                        {"n_out", row.n_out}});
-  return {{"protocol", protocol},
-          {"sizes", sizes},
-          {"seconds", {{"load", seconds_load}, {"scores", seconds_scores}, {"total", seconds_total}}},
-          {"results", results}};
+  json j = {{"protocol", protocol},
+            {"sizes", sizes},
+            {"seconds", {{"load", seconds_load}, {"scores", seconds_scores}, {"total", seconds_total}}},
+            {"results", results}};
+  if (!choice.chosen.empty()) {
+    json sets = json::array(), candidates = json::array();
+    for (const auto& [name, what] : validation_sets) sets.push_back({{"name", name}, {"what", what}});
+    for (const auto& c : choice.candidates)
+      candidates.push_back({{"score", c.score}, {"mean_auroc", c.mean}, {"min_auroc", c.min}, {"auroc", c.auroc}});
+    j["selection"] = {{"in", validation_in},
+                      {"validation_sets", sets},
+                      {"criterion", "highest mean AUROC over the validation sets (ties: higher minimum)"},
+                      {"reported_sets_used", false},
+                      {"chosen", choice.chosen},
+                      {"threshold", choice.threshold},
+                      {"threshold_rule", fmt::format("flags at most {:g} of the validation in-distribution images "
+                                                     "(score > threshold)",
+                                                     choice.fpr)},
+                      {"flagged_on_reported_sets", flagged},
+                      {"candidates", candidates}};
+  }
+  return j;
+}
+
+std::string OodReport::markdown() const {
+  std::string md = ood_markdown(rows);
+  if (choice.chosen.empty()) return md;
+  const auto& best = choice.candidates.front();
+  std::string names;
+  for (const auto& [name, what] : validation_sets) names += (names.empty() ? "" : ", ") + name + " (" + what + ")";
+  md += fmt::format(
+      "\n## Score chosen on validation sets\n\nIn-distribution: {}; OoD: its transformations {}. None of the "
+      "reported sets took part. Criterion: highest mean AUROC over the validation sets.\n\nChosen: **{}** (mean "
+      "AUROC {:.4f}, worst {:.4f}); threshold {:.6g} flags at most {:g} of the validation images.\n\n",
+      validation_in, names, choice.chosen, best.mean, best.min, choice.threshold, choice.fpr);
+  md += "| candidate (best 10 of " + std::to_string(choice.candidates.size()) + ") | mean | worst |";
+  for (const auto& [name, what] : validation_sets) md += " " + name + " |";
+  md += "\n| --- | --- | --- |";
+  for (size_t i = 0; i < validation_sets.size(); ++i) md += " --- |";
+  md += "\n";
+  for (size_t i = 0; i < std::min<size_t>(10, choice.candidates.size()); ++i) {
+    const auto& c = choice.candidates[i];
+    md += fmt::format("| {} | {:.4f} | {:.4f} |", c.score, c.mean, c.min);
+    for (const auto& [name, what] : validation_sets) md += fmt::format(" {:.4f} |", c.auroc.at(name));
+    md += "\n";
+  }
+  md +=
+      "\n### The chosen score on the reported sets\n\n| set | AUROC | flagged at the threshold |\n| --- | --- | --- "
+      "|\n";
+  md += fmt::format("| {} (in-distribution) | - | {:.4f} |\n", in, flagged.at(in));
+  for (const auto& row : rows)
+    if (row.score == choice.chosen)
+      md += fmt::format("| {} | {:.4f} | {:.4f} |\n", row.set, row.auroc, flagged.at(row.set));
+  return md;
 }
 
 void OodReport::write(const Pae& pae, const std::string& out_dir) const {
@@ -156,11 +243,11 @@ void OodReport::write(const Pae& pae, const std::string& out_dir) const {
   std::set<std::string> written;  // what this report describes; any other score file or curve is an earlier one's
   for (const auto& [set, by_score] : scores)
     for (const auto& [name, s] : by_score) {
-      const auto file = out / "scores" / (file_safe(set) + "__" + name + ".npy");
+      const auto file = out / "scores" / (file_safe(set) + "__" + file_safe(name) + ".npy");
       data::write_npy(file.string(), s.to(torch::kFloat32));
       written.insert(file.filename().string());
     }
-  for (const auto& [name, s] : scores.at(in)) written.insert("roc_" + name + ".svg");
+  for (const auto& [name, s] : scores.at(in)) written.insert("roc_" + file_safe(name) + ".svg");
   for (const auto& folder : {out, out / "scores"})
     for (const auto& e : fs::directory_iterator(folder)) {
       const auto file = e.path().filename().string();
@@ -180,9 +267,10 @@ void OodReport::write(const Pae& pae, const std::string& out_dir) const {
       std::snprintf(label, sizeof(label), "%s (AUROC %.4f)", set.c_str(), metrics::roc_auc(a, b));
       series.push_back({label, metrics::roc_curve(a, b)});
     }
-    atomic_write_text(out / ("roc_" + name + ".svg"), metrics::roc_svg(series, "in: " + in + ", score: " + name));
+    atomic_write_text(out / ("roc_" + file_safe(name) + ".svg"),
+                      metrics::roc_svg(series, "in: " + in + ", score: " + name));
   }
-  atomic_write_text(out / "ood.md", ood_markdown(rows));
+  atomic_write_text(out / "ood.md", markdown());
   atomic_write_text(out / "ood.json", to_json(pae).dump(1) + "\n");
 }
 
@@ -490,7 +578,7 @@ std::string write_ood(Pae& pae, const OodOptions& options, const std::string& di
       "OoD: {} in-distribution + {} OoD sets scored in {:.1f} s (total {:.1f} s); wrote {}, ood.md, "
       "roc_*.svg, scores/",
       report.sizes.at(report.in), report.sets.size(), report.seconds_scores, report.seconds_total, path);
-  return ood_markdown(report.rows);
+  return report.markdown();
 }
 
 std::string write_recon(Pae& pae, const std::string& split, int64_t limit, const std::string& dir, bool force) {

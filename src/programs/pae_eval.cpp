@@ -51,7 +51,18 @@ int main(int argc, char** argv) {
   ood->add_option("--ood", ood_specs,
                   "comma-separated OoD sets: name[:split], npy:PATH, folder:PATH, noise, holdout (the run's "
                   "data.holdout_classes; added by default for such a run), ...");
-  ood->add_option("--scores", scores, "comma-separated scores (default: all the model and flow define)");
+  ood->add_option("--scores", scores,
+                  "comma-separated scores (default: every single score; tails:a+b combines two), the candidates of "
+                  "--select-on");
+  std::string select_on;
+  ood->add_option("--select-on", select_on,
+                  "choose the score on validation sets made from the AE's val split, never on the reported sets: "
+                  "all (= " +
+                      pae::joined(pae::eval::default_validation_transforms(), ", ") +
+                      ") or a comma-separated list of those and pixel-shuffle");
+  ood->add_option("--select-fpr", oo.select_fpr,
+                  "the chosen score's threshold flags this fraction of the validation images")
+      ->check(CLI::Range(0.001, 0.5));
 
   std::string split = "test";
   auto* recon = app.add_subcommand("recon", "reconstruction MSE per pixel on a split");
@@ -125,6 +136,8 @@ int main(int argc, char** argv) {
       if (ood->count("--ood") == 0 && !pae.config().data.holdout_classes.empty())
         oo.ood.insert(oo.ood.begin(), "holdout");
       oo.scores = split_list(scores);
+      oo.select_on = select_on == "all" ? pae::eval::default_validation_transforms() : split_list(select_on);
+      if (ood->count("--select-on")) pae::require(!oo.select_on.empty(), "--select-on: no validation transform given");
       oo.limit = limit;
       std::printf("%s", pae::eval::write_ood(pae, oo, out, force).c_str());
     } else if (*recon) {

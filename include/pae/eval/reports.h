@@ -12,6 +12,7 @@
 
 #include "pae/eval/evaluate.h"
 #include "pae/eval/features.h"
+#include "pae/eval/ood_scores.h"
 #include "pae/eval/pae.h"
 #include "pae/metrics/fid.h"
 #include "pae/metrics/parzen.h"
@@ -38,27 +39,39 @@ class ReportFolder {
 struct OodOptions {
   std::string in;                   ///< in-distribution set; empty: the AE's own dataset, test split
   std::vector<std::string> ood;     ///< OoD sets: name[:split], npy:PATH, folder:PATH, noise, ...
-  std::vector<std::string> scores;  ///< empty: every score the model and flow define
+  std::vector<std::string> scores;  ///< empty: every single score (OodScorer); tails:a+b adds a combination
   int64_t limit = 0;                ///< first N images of each set (0 = all)
+  /// Validation transforms (validation_transforms()) to choose a score on: empty, no choice. The
+  /// candidates are `scores` (all single scores when empty) and their pairwise combinations.
+  std::vector<std::string> select_on;
+  double select_fpr = 0.05;  ///< the chosen score's threshold flags this fraction of validation images
 };
 
 struct OodReport {
   std::string in;
   std::string pixel_sigma;               ///< where neg_log_p_x's residual sigma came from (empty: no such score)
-  std::string tail_reference;            ///< the images either_tail's tail probabilities come from (empty: none)
+  std::string tail_reference;            ///< the reference images of the tail and typicality scores
   std::vector<std::string> sets;         ///< OoD sets, in order
   std::map<std::string, int64_t> sizes;  ///< images per set (in included)
   std::map<std::string, std::map<std::string, at::Tensor>> scores;  ///< set -> score -> [N] float64
   std::vector<OodResult> rows;
+  // With --select-on: what the score was chosen on, the choice, and its threshold on the reported sets.
+  std::string validation_in;                                         ///< the in-distribution validation images
+  std::vector<std::pair<std::string, std::string>> validation_sets;  ///< (transform, what it does)
+  ScoreChoice choice;                                                ///< chosen empty without --select-on
+  std::map<std::string, double> flagged;  ///< reported set -> fraction above the chosen threshold
   double seconds_load = 0, seconds_scores = 0, seconds_total = 0;
   int64_t limit = 0;
   nlohmann::json to_json(const Pae& pae) const;
-  /// ood.json, ood.md (the AUROC table), roc_<score>.svg, scores/<set>__<score>.npy.
+  /// ood.md: the AUROC table, and with a choice what it was chosen on and how it does.
+  std::string markdown() const;
+  /// ood.json, ood.md, roc_<score>.svg, scores/<set>__<score>.npy.
   void write(const Pae& pae, const std::string& out_dir) const;
 };
 
 /// Scores every image of the in-distribution set and of every OoD set; every set is loaded
-/// (and checked) before any scoring starts.
+/// (and checked) before any scoring starts. With select_on, the score is first chosen on the
+/// second half of the AE's validation split and its transformations: the reported sets play no part.
 OodReport run_ood(Pae& pae, const OodOptions& options);
 
 // ---------------------------------------------------------------- reconstruction
